@@ -1,0 +1,69 @@
+"""The typer application ``diffuse`` and what every command shares (errors, logging, options)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from pipeline.errors import PipelineError
+
+__all__ = ["ClusterOpt", "OverwriteOpt", "QuietOpt", "WorkersOpt", "app", "main", "user_errors"]
+
+app = typer.Typer(
+    name="diffuse",
+    help="Integrate and correct diffuse X-ray scattering on a fractional Miller-index grid, on Dask.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ClusterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster",
+        help="Where to compute: local (default), slurm, a cluster config .yaml, or tcp://host:port of a "
+        "running scheduler.",
+    ),
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", min=1, help="Worker processes (local) or SLURM jobs to start.")
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary; errors only.")]
+
+
+def user_errors(func):
+    """Show a :class:`PipelineError` as one line on stderr and exit 1; other exceptions keep their traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except PipelineError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def setup_logging(quiet: bool = False) -> None:
+    """Messages from the library (``pipeline.*`` loggers) on stderr; warnings only with --quiet."""
+    level = logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("pipeline")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main() -> None:
+    """Entry point of the ``diffuse`` console script."""
+    app()

@@ -1,0 +1,135 @@
+"""A whitelisted parser for the boolean Miller-index expressions stored in geometry.nxs.
+
+mdx2 stores the reciprocal-space asymmetric unit and the reflection conditions as strings, e.g.
+``(h>=0) & (((l>=h) & (k>h)) | ((l==h) & (k==h)))`` or ``(h + k + l) % 2 == 0``, and evaluates them
+with numexpr. A string read from a file must never reach ``eval``: we parse it with :mod:`ast`
+(parsing executes nothing), accept only the node types below, and evaluate the tree ourselves on
+numpy integer arrays with numexpr's semantics (``/`` true division, ``%`` floor modulo, ``&``/``|``
+elementwise).
+
+Accepted: the names ``h``, ``k``, ``l``; integer, float and boolean literals; ``+ - * / // %``;
+``& | ^ ~``; ``and or not``; comparisons ``== != < <= > >=`` (chained too); parentheses.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.errors import InputError
+
+__all__ = ["MillerExpression", "parse_miller_expression"]
+
+MAX_LENGTH = 4000
+MAX_DEPTH = 60
+
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: np.true_divide,
+    ast.FloorDiv: np.floor_divide,
+    ast.Mod: np.mod,
+    ast.BitAnd: operator.and_,
+    ast.BitOr: operator.or_,
+    ast.BitXor: operator.xor,
+}
+_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Invert: operator.invert, ast.Not: np.logical_not}
+_COMPARE = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+}
+_NAMES = ("h", "k", "l")
+
+
+def _check(node: ast.AST, text: str, depth: int = 0) -> None:
+    """Raise InputError unless every node of the tree is on the whitelist."""
+    if depth > MAX_DEPTH:
+        raise InputError(f"Miller-index expression nests deeper than {MAX_DEPTH} levels: {text!r}")
+    ok = False
+    if isinstance(node, ast.Expression):
+        ok = True
+    elif isinstance(node, ast.BinOp):
+        ok = type(node.op) in _BINARY
+    elif isinstance(node, ast.UnaryOp):
+        ok = type(node.op) in _UNARY
+    elif isinstance(node, ast.BoolOp):
+        ok = isinstance(node.op, ast.And | ast.Or)
+    elif isinstance(node, ast.Compare):
+        ok = all(type(op) in _COMPARE for op in node.ops)
+    elif isinstance(node, ast.Name):
+        ok = node.id in _NAMES and isinstance(node.ctx, ast.Load)
+    elif isinstance(node, ast.Constant):
+        ok = isinstance(node.value, bool | int | float)
+    elif isinstance(node, ast.operator | ast.unaryop | ast.cmpop | ast.boolop | ast.expr_context):
+        ok = True
+    if not ok:
+        what = getattr(node, "id", None) or type(node).__name__
+        raise InputError(
+            f"unsupported element {what!r} in Miller-index expression {text!r}; "
+            "allowed are h, k, l, numbers, arithmetic, comparisons and & | ~ and or not"
+        )
+    for child in ast.iter_child_nodes(node):
+        _check(child, text, depth + 1)
+
+
+def _evaluate(node: ast.AST, values: dict[str, np.ndarray]):
+    if isinstance(node, ast.Expression):
+        return _evaluate(node.body, values)
+    if isinstance(node, ast.Name):
+        return values[node.id]
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.BinOp):
+        return _BINARY[type(node.op)](_evaluate(node.left, values), _evaluate(node.right, values))
+    if isinstance(node, ast.UnaryOp):
+        return _UNARY[type(node.op)](_evaluate(node.operand, values))
+    if isinstance(node, ast.BoolOp):
+        combine = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
+        result = _evaluate(node.values[0], values)
+        for v in node.values[1:]:
+            result = combine(result, _evaluate(v, values))
+        return result
+    if isinstance(node, ast.Compare):
+        left = _evaluate(node.left, values)
+        result = True
+        for op, comparator in zip(node.ops, node.comparators, strict=True):
+            right = _evaluate(comparator, values)
+            result = np.logical_and(result, _COMPARE[type(op)](left, right))
+            left = right
+        return result
+    raise AssertionError(f"unchecked node {type(node).__name__}")  # _check rejects everything else
+
+
+@dataclass(frozen=True)
+class MillerExpression:
+    """A parsed expression; call it with integer arrays h, k, l to get a boolean array."""
+
+    text: str
+    tree: ast.Expression
+
+    def __call__(self, h, k, l) -> np.ndarray:
+        values = {name: np.asarray(v).astype(np.int64) for name, v in zip(_NAMES, (h, k, l), strict=True)}
+        result = _evaluate(self.tree, values)
+        return np.broadcast_to(np.asarray(result, dtype=bool), np.broadcast(*values.values()).shape)
+
+
+def parse_miller_expression(text: str) -> MillerExpression:
+    """Parse ``text`` (from a file) into a :class:`MillerExpression`, accepting only the whitelist."""
+    if not isinstance(text, str):
+        raise InputError(f"Miller-index expression must be a string, got {type(text).__name__}")
+    if len(text) > MAX_LENGTH:
+        raise InputError(f"Miller-index expression is longer than {MAX_LENGTH} characters")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise InputError(f"cannot parse Miller-index expression {text!r}: {exc.msg}") from None
+    _check(tree, text)
+    return MillerExpression(text, tree)

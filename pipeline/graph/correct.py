@@ -1,0 +1,157 @@
+"""Wire ``correct`` on a dask cluster: row ranges of the integrated table -> corrected parts -> export.
+
+Correction is row-wise, so each task reads a range of rows (or one parquet part), corrects it with
+:func:`~pipeline.kernels.corrections.correct_rows` and writes a part; the client streams the parts,
+in order, into the NeXus file. Row order is kept, as mdx2 keeps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from distributed import Client, as_completed
+
+from pipeline.config import CorrectParams, get_default
+from pipeline.errors import InputError
+from pipeline.geometry.expressions import parse_miller_expression
+from pipeline.io.geometry import read_background, read_corrections, read_crystal, read_symmetry
+from pipeline.io.nexus import atomic_path, check_output_path
+from pipeline.io.tables import CORRECTED_SCHEMA, NexusTableWriter, TableSource, open_table, write_parquet_part
+from pipeline.kernels.corrections import CorrectionModel, correct_rows
+from pipeline.workdir import WorkDir, fingerprint_files, save_npy_atomic
+
+__all__ = ["CorrectResult", "run_correction"]
+
+log = logging.getLogger(__name__)
+
+INTEGRATED_COLUMNS = ("h", "k", "l", "phi", "iy", "ix", "seconds", "counts", "pixels", "n")
+
+
+@dataclass
+class CorrectResult:
+    outfile: str | None
+    parquet: str | None
+    rows: int
+    nonfinite: int
+    partitions: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def build_model(params: CorrectParams) -> CorrectionModel:
+    """Read and check everything from geometry.nxs (and the background) that the correction needs."""
+    crystal = read_crystal(params.geometry)
+    ops = asu = None
+    if not params.p1:
+        symmetry = read_symmetry(params.geometry)
+        ops = symmetry.laue_group_operators
+        asu = parse_miller_expression(symmetry.reciprocal_space_asu)
+    return CorrectionModel(
+        ub_matrix=crystal.ub_matrix,
+        ops=ops,
+        asu=asu,
+        corrections=read_corrections(params.geometry),
+        background=read_background(params.background) if params.background else None,
+        attenuation=params.attenuation,
+        efficiency=params.efficiency,
+        polarization=params.polarization,
+        lorentz=params.lorentz,
+    )
+
+
+def _row_ranges(source: TableSource, rows_per_task: int) -> list[tuple[int, int]]:
+    if source.format == "parquet":  # one task per part file: reading a part is the unit of I/O
+        bounds = np.cumsum([0] + [rows for _, rows in source.parts])
+        return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    edges = list(range(0, source.n_rows, rows_per_task)) + [source.n_rows]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a] or [(0, 0)]
+
+
+def run_correct_task(index: int, start: int, stop: int, source: TableSource, model: CorrectionModel,
+                     part_dir: str, parquet_dir: str | None) -> dict:
+    """Correct rows ``start:stop`` of ``source``; write ``part-<index>.npy`` (and a parquet part)."""
+    rows = source.read(start, stop, INTEGRATED_COLUMNS)
+    zero = np.flatnonzero(~(rows["seconds"] > 0))
+    if zero.size:
+        raise InputError(
+            f"{source.path!r}: 'seconds' is {rows['seconds'][zero[0]]:g} in {zero.size} rows (first at row "
+            f"{start + zero[0]}); count rates would be infinite. Integrate again with --exposure-time SECONDS."
+        )
+    out = correct_rows(rows, source.ndiv, model)
+    table = np.empty(len(out["h"]), dtype=[(k, v) for k, v in CORRECTED_SCHEMA.items()])
+    for name in CORRECTED_SCHEMA:
+        table[name] = out[name]
+    save_npy_atomic(Path(part_dir) / f"part-{index:05d}.npy", table)
+    if parquet_dir is not None:
+        write_parquet_part(parquet_dir, index, out, CORRECTED_SCHEMA, source.ndiv, "corrected")
+    nonfinite = int(np.count_nonzero(~np.isfinite(out["intensity"])))
+    return {"index": index, "rows": int(table.size), "nonfinite": nonfinite}
+
+
+def run_correction(params: CorrectParams, client: Client, progress=None) -> CorrectResult:
+    """Correct a whole table on ``client``'s cluster; see the module docstring."""
+    t0 = time.perf_counter()
+    if params.outfile:
+        check_output_path(params.outfile, params.overwrite)
+    if params.parquet:
+        check_output_path(params.parquet, params.overwrite)
+    source = open_table(params.integrated)
+    missing = [c for c in INTEGRATED_COLUMNS if c not in source.columns]
+    if missing:
+        raise InputError(f"{params.integrated!r} lacks the integrated columns {missing}; is it an integrated table?")
+    model = build_model(params)
+    ranges = _row_ranges(source, int(float(get_default("correct.rows-per-task"))))
+    anchor = Path(params.outfile or params.parquet)
+    fingerprint = {"inputs": fingerprint_files([params.geometry, params.integrated]), "run": uuid.uuid4().hex}
+    work = WorkDir(anchor.with_name(f".{anchor.name}.work"), fingerprint, resume=False)
+    seconds = {"plan": time.perf_counter() - t0}
+    try:
+        with contextlib.ExitStack() as outputs:
+            parquet_tmp = outputs.enter_context(atomic_path(params.parquet, is_dir=True)) if params.parquet else None
+            t = time.perf_counter()
+            model_future = client.scatter(model, broadcast=True)
+            bar = progress("correct", len(ranges)) if progress else None
+            futures = client.map(
+                run_correct_task,
+                range(len(ranges)),
+                [a for a, _ in ranges],
+                [b for _, b in ranges],
+                source=source,
+                model=model_future,
+                part_dir=str(work.reduce_dir),
+                parquet_dir=parquet_tmp and str(parquet_tmp),
+                pure=False,
+                key=[f"correct-{uuid.uuid4().hex[:12]}-{i}" for i in range(len(ranges))],
+            )
+            records = {}
+            for future in as_completed(futures):
+                r = future.result()
+                records[r["index"]] = r
+                if bar:
+                    bar.advance()
+            seconds["correct"] = time.perf_counter() - t
+            t = time.perf_counter()
+            sizes = [records[i]["rows"] for i in range(len(ranges))]
+            if params.outfile:
+                with NexusTableWriter(params.outfile, CORRECTED_SCHEMA, sum(sizes), source.ndiv) as writer:
+                    start = 0
+                    for i, size in enumerate(sizes):
+                        part = np.load(work.reduce_file(i))
+                        writer.write(start, {name: part[name] for name in CORRECTED_SCHEMA})
+                        start += size
+                    writer.commit()
+            seconds["export"] = time.perf_counter() - t
+    finally:
+        work.remove()
+    nonfinite = sum(r["nonfinite"] for r in records.values())
+    if nonfinite:
+        log.warning("%d of %d corrected intensities are NaN or inf (e.g. NaN in the background)", nonfinite,
+                    sum(sizes))
+    seconds["total"] = time.perf_counter() - t0
+    return CorrectResult(params.outfile, params.parquet, sum(sizes), nonfinite, len(ranges),
+                         {k: round(v, 3) for k, v in seconds.items()})

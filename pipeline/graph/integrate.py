@@ -1,0 +1,199 @@
+"""Wire the integration on a dask cluster: map tasks -> partition choice -> reduce tasks -> export.
+
+1. map: one task per group of storage chunks bins pixels and spills sorted partial rows to the work
+   directory, returning rows per H value;
+2. partition: contiguous ranges of H with about the same number of partial rows, each small enough
+   for one worker's memory budget (every row of a voxel lands in the same partition);
+3. reduce: one task per partition applies mdx2's partial-observation split and sums, writing the
+   finished rows (and a parquet part);
+4. export: the parts, already sorted by (h, k, l, n), are streamed in order into the NeXus file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from distributed import Client, as_completed
+
+from pipeline.config import IntegrateParams, get_default
+from pipeline.graph.plan import IntegrationPlan, plan_integration
+from pipeline.graph.tasks import MapContext, ReduceContext, run_map_task, run_reduce_task
+from pipeline.io.nexus import atomic_path, check_output_path
+from pipeline.io.tables import INTEGRATED_SCHEMA, NexusTableWriter
+from pipeline.workdir import WorkDir, fingerprint_files
+
+__all__ = ["IntegrateResult", "choose_partitions", "run_integration"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IntegrateResult:
+    """What a run produced and how long each stage took."""
+
+    outfile: str | None
+    parquet: str | None
+    rows: int
+    partial_rows: int
+    pixels_read: int
+    pixels_used: int
+    map_tasks: int
+    map_tasks_skipped: int
+    partitions: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    workdir_bytes: int = 0
+
+
+def choose_partitions(h_counts: np.ndarray, max_rows: int, min_partitions: int = 1) -> list[tuple[int, int]]:
+    """Cut the H histogram into contiguous ranges ``[lo, hi)`` of at most ``max_rows`` rows each.
+
+    At least ``min_partitions`` ranges when there are enough distinct H values, so every worker has
+    work. A single H value with more rows than ``max_rows`` stays whole (it cannot be split by H).
+    """
+    total = int(h_counts.sum())
+    n = max(min_partitions, -(-total // max(max_rows, 1)), 1)
+    n = min(n, max(1, int(np.count_nonzero(h_counts))))
+    target = total / n
+    cumulative = np.cumsum(h_counts)
+    ranges, lo = [], 0
+    for i in range(1, n):
+        hi = int(np.searchsorted(cumulative, i * target, side="left")) + 1
+        if hi > lo and hi < h_counts.size:
+            ranges.append((lo, hi))
+            lo = hi
+    ranges.append((lo, h_counts.size))
+    return ranges
+
+
+def _worker_memory(client: Client) -> int:
+    """The smallest memory limit of the cluster's workers (bytes); the machine's RAM if unlimited."""
+    import psutil
+
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+    positive = [x for x in limits if x > 0]
+    return min(positive) if positive else psutil.virtual_memory().total // max(len(limits), 1)
+
+
+def _fingerprint(plan: IntegrationPlan) -> dict:
+    p = plan.params
+    files = [p.geometry, p.data, *p.mask, *plan.stack.sources]
+    return {
+        "inputs": fingerprint_files(files),
+        "subdivide": list(p.subdivide),
+        "exposure_time": p.exposure_time,
+        "tasks": [[t.index, len(t.chunks), t.chunks[0][0].start, t.chunks[-1][0].stop] for t in plan.tasks],
+    }
+
+
+def run_integration(params: IntegrateParams, client: Client, progress=None) -> IntegrateResult:
+    """Run a whole integration on ``client``'s cluster; see the module docstring for the stages."""
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if params.outfile:
+        check_output_path(params.outfile, params.overwrite)
+    if params.parquet:
+        check_output_path(params.parquet, params.overwrite)
+    n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    plan = plan_integration(params, n_workers)
+    anchor = Path(params.outfile or params.parquet)
+    work = WorkDir(params.workdir or anchor.with_name(f".{anchor.name}.work"), _fingerprint(plan), params.resume)
+    seconds["plan"] = time.perf_counter() - t0
+    try:
+        result = _run(plan, work, client, progress, seconds)
+    except BaseException:
+        if not params.keep_workdir and not params.resume:
+            log.debug("keeping work directory %s for --resume", work.path)
+        raise
+    if not params.keep_workdir:
+        work.remove()
+    seconds["total"] = time.perf_counter() - t0
+    result.seconds = {k: round(v, 3) for k, v in seconds.items()}
+    return result
+
+
+def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds) -> IntegrateResult:
+    params = plan.params
+    # 1. map
+    t = time.perf_counter()
+    records = work.finished_map_tasks() if params.resume else {}
+    todo = [task for task in plan.tasks if task.index not in records]
+    skipped = len(plan.tasks) - len(todo)
+    if params.resume:
+        log.info("resuming: %d of %d map tasks already done, %d to run", skipped, len(plan.tasks), len(todo))
+    ctx = MapContext(plan.stack, plan.masks, plan.geometry, plan.ndiv, plan.h_range, str(work.map_dir))
+    bar = progress("integrate", len(plan.tasks)) if progress else None
+    if bar and skipped:
+        bar.advance(skipped, detail=f"{skipped} done before")
+    futures = client.map(run_map_task, todo, ctx=ctx, pure=False, key=[f"map-{work.digest}-{t.index}-{uuid.uuid4().hex[:8]}" for t in todo])
+    for future in as_completed(futures):
+        record = future.result()
+        records[record["index"]] = record
+        if bar:
+            bar.advance(detail=f"{record['pixels_read'] / max(record['seconds_total'], 1e-9) / 1e6:.0f} Mpx/s/task")
+    seconds["map"] = time.perf_counter() - t
+    # 2. partitions
+    ordered = [records[task.index] for task in plan.tasks]
+    counts = np.array([r["h_counts"] for r in ordered], dtype=np.int64)
+    h_counts = counts.sum(axis=0)
+    budget = _worker_memory(client) * float(get_default("reduce.partition-memory-fraction"))
+    max_rows = int(budget // float(get_default("reduce.bytes-per-partial-row")))
+    n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    ranges = choose_partitions(h_counts, max_rows, min_partitions=n_workers)
+    offsets = np.concatenate([np.zeros((len(ordered), 1), np.int64), np.cumsum(counts, axis=1)], axis=1)
+    log.info("%d partial rows -> %d partitions of <= %d rows", int(h_counts.sum()), len(ranges), max_rows)
+    # 3. reduce (+ parquet parts)
+    t = time.perf_counter()
+    work.clear_reduce()
+    with contextlib.ExitStack() as outputs:
+        parquet_tmp = outputs.enter_context(atomic_path(params.parquet, is_dir=True)) if params.parquet else None
+        rctx = ReduceContext(plan.ndiv, params.max_spread, str(work.reduce_dir), parquet_tmp and str(parquet_tmp))
+        jobs = []
+        for i, (lo, hi) in enumerate(ranges):
+            sources = [(str(work.map_file(task.index)), int(offsets[j, lo]), int(offsets[j, hi]))
+                       for j, task in enumerate(plan.tasks)]
+            jobs.append((i, sources))
+        bar = progress("reduce", len(jobs)) if progress else None
+        futures = client.map(run_reduce_task, [j[0] for j in jobs], [j[1] for j in jobs], ctx=rctx, pure=False,
+                             key=[f"reduce-{work.digest}-{j[0]}-{uuid.uuid4().hex[:8]}" for j in jobs])
+        part_rows = {}
+        for future in as_completed(futures):
+            r = future.result()
+            part_rows[r["index"]] = r["rows"]
+            if bar:
+                bar.advance()
+        seconds["reduce"] = time.perf_counter() - t
+        # 4. export (the parquet directory is renamed into place when this block ends without error)
+        t = time.perf_counter()
+        total = sum(part_rows.values())
+        if params.outfile:
+            _export_nexus(params.outfile, work, [part_rows[i] for i in range(len(jobs))], plan.ndiv)
+    seconds["export"] = time.perf_counter() - t
+    return IntegrateResult(
+        outfile=params.outfile,
+        parquet=params.parquet,
+        rows=total,
+        partial_rows=int(h_counts.sum()),
+        pixels_read=sum(r["pixels_read"] for r in ordered),
+        pixels_used=sum(r["pixels_used"] for r in ordered),
+        map_tasks=len(plan.tasks),
+        map_tasks_skipped=skipped,
+        partitions=len(jobs),
+        workdir_bytes=work.disk_usage(),
+    )
+
+
+def _export_nexus(outfile: str, work: WorkDir, part_rows: list[int], ndiv) -> None:
+    """Stream the reduced parts, in partition order, into one NeXus hkl_table."""
+    with NexusTableWriter(outfile, INTEGRATED_SCHEMA, sum(part_rows), ndiv) as writer:
+        start = 0
+        for i, rows in enumerate(part_rows):
+            part = np.load(work.reduce_file(i))
+            writer.write(start, {name: part[name] for name in INTEGRATED_SCHEMA})
+            start += rows
+        writer.commit()

@@ -1,0 +1,134 @@
+"""What runs inside a worker: the map task (read + bin + spill) and the reduce task (one partition).
+
+Tasks receive small descriptors and paths, open files themselves, and return small records; pixel
+arrays and partial rows never travel between processes (they go through the work directory).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.errors import InputError
+from pipeline.geometry.interpolate import prepare_miller_block
+from pipeline.io.geometry import read_miller_grid
+from pipeline.io.images import ImageStack, MaskStack
+from pipeline.kernels.binning import PARTIAL_DTYPE, bin_chunk
+from pipeline.kernels.keys import KEY_BITS, KEY_OFFSET
+from pipeline.kernels.partials import finalize, reduce_partials
+from pipeline.workdir import save_npy_atomic, write_json_atomic
+
+__all__ = ["MapContext", "ReduceContext", "run_map_task", "run_reduce_task"]
+
+
+@dataclass(frozen=True, eq=False)
+class MapContext:
+    stack: ImageStack
+    masks: MaskStack | None
+    geometry: str
+    ndiv: tuple[int, int, int]
+    h_range: tuple[int, int]
+    map_dir: str
+
+
+@dataclass(frozen=True, eq=False)
+class ReduceContext:
+    ndiv: tuple[int, int, int]
+    max_spread: float
+    reduce_dir: str
+    parquet_dir: str | None
+
+
+@functools.lru_cache(maxsize=4)
+def _miller_grid(path: str):
+    grid = read_miller_grid(path)
+    return (grid.phi, grid.iy, grid.ix), grid.hkl
+
+
+def _read(reader, slices, path: str, what: str) -> np.ndarray:
+    try:
+        return reader(slices)
+    except OSError as exc:  # a truncated or corrupt chunk
+        rng = ", ".join(f"{s.start}:{s.stop}" for s in slices)
+        raise InputError(f"{path!r}: cannot read {what} [{rng}] (truncated or corrupt file?): {exc}") from exc
+
+
+def bin_task_chunks(task, ctx: MapContext) -> tuple[np.ndarray, int]:
+    """Partial rows of every storage chunk of ``task`` (unsorted) and the number of pixels used."""
+    axes, hkl = _miller_grid(ctx.geometry)
+    stack = ctx.stack
+    pieces, used = [], 0
+    with stack.open() as images:
+        for sl in task.chunks:
+            data = _read(images.read, sl, stack.path, "image data")
+            mask = _read(ctx.masks.read, sl, ",".join(ctx.masks.paths), "mask") if ctx.masks else None
+            phi, iy, ix = stack.phi[sl[0]], stack.iy[sl[1]], stack.ix[sl[2]]
+            block = prepare_miller_block(axes, hkl, phi, iy, ix)
+            rows = bin_chunk(data, mask, block, phi, iy, ix, stack.exposure_times[sl[0]], ctx.ndiv)
+            used += int(rows["pixels"].sum())
+            pieces.append(rows)
+    rows = np.concatenate(pieces) if pieces else np.zeros(0, PARTIAL_DTYPE)
+    return rows, used
+
+
+def run_map_task(task, ctx: MapContext) -> dict:
+    """Bin ``task``'s chunks, sort the partial rows by voxel key and spill them to the work directory.
+
+    Returns the task's record: rows per H value (so reducers can find their key range in the file
+    without reading it), pixels used, and timings. The record file is written last: it marks the
+    task as finished for ``--resume``.
+    """
+    from pathlib import Path
+
+    t0 = time.perf_counter()
+    rows, used = bin_task_chunks(task, ctx)
+    t1 = time.perf_counter()
+    rows = rows[np.argsort(rows["key"], kind="stable")]
+    H = (rows["key"] >> (2 * KEY_BITS)) - KEY_OFFSET
+    lo, hi = ctx.h_range
+    if rows.size and (H[0] < lo or H[-1] > hi):
+        raise RuntimeError(f"H outside the planned range {ctx.h_range}: {H[0]}..{H[-1]}")
+    hist = np.bincount(H - lo, minlength=hi - lo + 1)
+    map_dir = Path(ctx.map_dir)
+    save_npy_atomic(map_dir / f"task-{task.index:05d}.npy", rows)
+    record = {
+        "index": task.index,
+        "rows": int(rows.size),
+        "pixels_read": int(task.n_pixels),
+        "pixels_used": used,
+        "h_counts": hist.tolist(),
+        "seconds_bin": round(t1 - t0, 4),
+        "seconds_total": round(time.perf_counter() - t0, 4),
+    }
+    write_json_atomic(map_dir / f"task-{task.index:05d}.json", record)
+    return record
+
+
+def run_reduce_task(index: int, sources: list[tuple[str, int, int]], ctx: ReduceContext) -> dict:
+    """Reduce one partition: rows ``[start, stop)`` of each map file -> finished, sorted table rows.
+
+    Writes ``reduce/part-<index>.npy`` (mdx2's integrated columns) and, if asked, a parquet part.
+    """
+    from pathlib import Path
+
+    from pipeline.io.tables import INTEGRATED_SCHEMA, write_parquet_part
+
+    t0 = time.perf_counter()
+    pieces = []
+    for path, start, stop in sources:
+        if stop > start:
+            pieces.append(np.array(np.load(path, mmap_mode="r")[start:stop]))
+    rows = np.concatenate(pieces) if pieces else np.zeros(0, PARTIAL_DTYPE)
+    obs = reduce_partials(rows, ctx.max_spread)
+    del rows, pieces
+    columns = finalize(obs, ctx.ndiv)
+    table = np.empty(obs.size, dtype=[(k, v) for k, v in INTEGRATED_SCHEMA.items()])
+    for name in INTEGRATED_SCHEMA:
+        table[name] = columns[name]
+    save_npy_atomic(Path(ctx.reduce_dir) / f"part-{index:05d}.npy", table)
+    if ctx.parquet_dir is not None:
+        write_parquet_part(ctx.parquet_dir, index, columns, INTEGRATED_SCHEMA, ctx.ndiv, "integrated")
+    return {"index": index, "rows": int(obs.size), "seconds": round(time.perf_counter() - t0, 4)}

@@ -1,0 +1,220 @@
+"""The image stack of data.nxs (plain or virtual HDF5 dataset, or a zarr cache) and masks over it.
+
+The graph holds only :class:`ImageStack` and :class:`MaskStack` descriptors (paths, shapes, chunking,
+small axis arrays); each task opens the files itself, so no h5py object or pixel array is pickled.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pipeline.errors import InputError
+from pipeline.io.nexus import decode_str, open_nexus, read_array, require
+
+__all__ = ["ImageStack", "MaskStack", "open_image_stack", "open_masks", "storage_chunk_slices"]
+
+IMAGE_GROUP = "/entry/image_series"
+MASK_DATASET = "/entry/mask/signal"
+MASKED_VALUE = -1  # mdx2 marks pixels to exclude (module gaps, bad pixels) with -1 in the counts
+
+Slices = tuple[slice, slice, slice]
+
+
+@dataclass(frozen=True, eq=False)
+class ImageStack:
+    """Everything a task needs to read pixels from data.nxs, without holding the file open.
+
+    ``storage_chunks`` is the work unit of mdx2's integrate: the chunk shape of the first virtual
+    source (or of the dataset itself, or one frame); partial observations are split per chunk.
+    """
+
+    path: str
+    dataset: str
+    shape: tuple[int, int, int]
+    storage_chunks: tuple[int, int, int]
+    phi: np.ndarray
+    iy: np.ndarray
+    ix: np.ndarray
+    exposure_times: np.ndarray
+    sources: tuple[str, ...] = ()
+    format: str = "hdf5"  # "hdf5" or "zarr"
+
+    @property
+    def n_pixels(self) -> int:
+        return int(np.prod(self.shape))
+
+    def open(self):
+        """Open the pixel array for reading; use as a context manager inside one task."""
+        if self.format == "zarr":
+            import zarr
+
+            return _ZarrHandle(zarr.open_array(self.path, mode="r"))
+        # A 64 MB chunk cache lets neighbouring reads reuse chunks that straddle block edges.
+        f = h5py.File(self.path, "r", rdcc_nbytes=64 * 2**20)
+        return _H5Handle(f, f[self.dataset])
+
+
+@dataclass(frozen=True, eq=False)
+class MaskStack:
+    """One or more mask files (True = exclude) whose union is applied to the image stack."""
+
+    paths: tuple[str, ...]
+    shape: tuple[int, int, int]
+
+    def read(self, slices: Slices) -> np.ndarray:
+        """The union of all masks over ``slices`` as a bool array."""
+        out = None
+        for path in self.paths:
+            with h5py.File(path, "r", rdcc_nbytes=64 * 2**20) as f:
+                block = np.asarray(f[MASK_DATASET][slices], dtype=bool)
+            out = block if out is None else (out | block)
+        return out
+
+
+class _H5Handle:
+    def __init__(self, f: h5py.File, ds: h5py.Dataset):
+        self._f, self._ds = f, ds
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+    def read(self, slices: Slices) -> np.ndarray:
+        return self._ds[slices]
+
+
+class _ZarrHandle:
+    def __init__(self, arr):
+        self._arr = arr
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def read(self, slices: Slices) -> np.ndarray:
+        return self._arr[slices]
+
+
+def storage_chunk_slices(shape: tuple[int, ...], chunks: tuple[int, ...], axis: int) -> list[slice]:
+    """``range(0, n, c)`` slices along one axis, the last one shorter when ``c`` does not divide ``n``."""
+    n, c = shape[axis], chunks[axis]
+    return [slice(start, min(start + c, n)) for start in range(0, n, c)]
+
+
+def open_image_stack(path: str | os.PathLike, exposure_time: float | None = None) -> ImageStack:
+    """Describe the image stack in ``path`` (data.nxs or a zarr cache made by ``diffuse convert``).
+
+    Checks that the axes and exposure times agree with the data's shape and that every source file of
+    a virtual dataset exists (HDF5 would silently read a missing source as -1, i.e. as masked pixels).
+    ``exposure_time`` replaces the exposure time of every frame (for files that recorded zeros).
+    """
+    path = Path(path)
+    if path.is_dir() and (path / "zarr.json").exists():
+        from pipeline.io.zarr_cache import open_zarr_stack
+
+        return open_zarr_stack(path, exposure_time=exposure_time)
+    with open_nexus(path, "data file") as f:
+        group = require(f, IMAGE_GROUP, "image series written by mdx2.import_data")
+        signal = decode_str(group.attrs.get("signal", "data"))
+        ds = require(group, signal, "image data")
+        if not isinstance(ds, h5py.Dataset) or ds.ndim != 3:
+            raise InputError(f"{str(path)!r}: {ds.name} must be a 3-D dataset (frames, y, x)")
+        shape = tuple(int(n) for n in ds.shape)
+        phi = np.asarray(read_array(group, "phi"), dtype=np.float64)
+        iy = np.asarray(read_array(group, "iy"), dtype=np.float64)
+        ix = np.asarray(read_array(group, "ix"), dtype=np.float64)
+        exposure = np.asarray(read_array(group, "exposure_times"), dtype=np.float64).reshape(-1)
+        for name, axis, n in (("phi", phi, shape[0]), ("iy", iy, shape[1]), ("ix", ix, shape[2])):
+            if axis.shape != (n,):
+                raise InputError(
+                    f"{str(path)!r}: {IMAGE_GROUP}/{name} has shape {axis.shape}, "
+                    f"but the data has shape {shape} (expected {n} values)"
+                )
+        if exposure.shape != (shape[0],):
+            raise InputError(
+                f"{str(path)!r}: {IMAGE_GROUP}/exposure_times has {exposure.size} values, "
+                f"but the data has {shape[0]} frames"
+            )
+        sources: tuple[str, ...] = ()
+        if ds.is_virtual:
+            sources, chunks = _check_virtual_sources(path, ds)
+        else:
+            chunks = ds.chunks
+        dataset = ds.name
+    if chunks is None:
+        chunks = (1, shape[1], shape[2])
+    if exposure_time is not None:
+        exposure = np.full(shape[0], float(exposure_time))
+    return ImageStack(
+        path=str(path.resolve()),
+        dataset=dataset,
+        shape=shape,
+        storage_chunks=tuple(int(c) for c in chunks),
+        phi=phi,
+        iy=iy,
+        ix=ix,
+        exposure_times=exposure,
+        sources=sources,
+    )
+
+
+def _check_virtual_sources(path: Path, ds: h5py.Dataset) -> tuple[tuple[str, ...], tuple[int, ...] | None]:
+    """Resolve each virtual source next to data.nxs; return the sources and the first one's chunks."""
+    resolved = []
+    first_chunks = None
+    for i, vds in enumerate(ds.virtual_sources()):
+        name = vds.file_name
+        src = Path(name) if os.path.isabs(name) else path.parent / name
+        if name == ".":
+            src = path
+        if not src.exists():
+            raise InputError(
+                f"{str(path)!r}: virtual dataset source {name!r} not found (looked for {str(src)!r}); "
+                "keep the datastore/ directory next to data.nxs"
+            )
+        try:
+            with h5py.File(src, "r") as sf:
+                if vds.dset_name not in sf:
+                    raise InputError(f"virtual dataset source {str(src)!r} has no dataset {vds.dset_name!r}")
+                sds = sf[vds.dset_name]
+                if vds.src_space.shape and sds.shape != vds.src_space.shape:
+                    raise InputError(
+                        f"virtual dataset source {str(src)!r}: {vds.dset_name} has shape {sds.shape}, "
+                        f"but {str(path)!r} maps {vds.src_space.shape} from it"
+                    )
+                if i == 0:
+                    first_chunks = sds.chunks
+        except OSError as exc:
+            raise InputError(
+                f"virtual dataset source {str(src)!r} is not a readable HDF5 file (truncated?): {exc}"
+            ) from exc
+        resolved.append(str(src.resolve()))
+    return tuple(resolved), first_chunks
+
+
+def open_masks(paths: list[str | os.PathLike] | tuple, shape: tuple[int, int, int]) -> MaskStack | None:
+    """Check each mask file (``/entry/mask/signal``, bool, True = exclude) against the data's shape."""
+    if not paths:
+        return None
+    checked = []
+    for p in paths:
+        with open_nexus(p, "mask file") as f:
+            ds = require(f, MASK_DATASET, "mask written by mdx2.mask_peaks or diffuse find-hot-pixels")
+            if tuple(ds.shape) != tuple(shape):
+                raise InputError(
+                    f"mask file {str(p)!r}: {MASK_DATASET} has shape {tuple(ds.shape)}, "
+                    f"but the data has shape {tuple(shape)}"
+                )
+            if ds.dtype.kind not in "bui":
+                raise InputError(f"mask file {str(p)!r}: {MASK_DATASET} has dtype {ds.dtype}, expected bool")
+        checked.append(str(Path(p).resolve()))
+    return MaskStack(tuple(checked), tuple(shape))

@@ -1,0 +1,207 @@
+"""hkl tables on disk: mdx2's NeXus ``/entry/hkl_table`` and parquet datasets, written in parts.
+
+Both formats hold the same rows and columns. Writers take the table one partition at a time, so no
+process ever holds the whole table; outputs appear under their final name only when complete.
+
+Schema (mdx2 1.0.5 dtypes)::
+
+    integrated: h k l phi iy ix seconds (float32), counts pixels (int32), n (float64)
+    corrected:  h k l s intensity intensity_error ix iy phi rs_volume (float32), n op (int32)
+
+``ndiv`` (the subdivision, 3 ints) is a dataset in NeXus and key ``ndiv`` of the parquet schema
+metadata; :func:`read_table` puts it in ``DataFrame.attrs["ndiv"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import InputError
+from pipeline.io.nexus import open_nexus, read_array, require, write_mdx2_root_attrs
+
+__all__ = [
+    "CORRECTED_SCHEMA",
+    "INTEGRATED_SCHEMA",
+    "NexusTableWriter",
+    "TableSource",
+    "open_table",
+    "read_table",
+    "write_parquet_part",
+]
+
+INTEGRATED_SCHEMA: dict[str, np.dtype] = {
+    "h": np.dtype("float32"),
+    "k": np.dtype("float32"),
+    "l": np.dtype("float32"),
+    "phi": np.dtype("float32"),
+    "iy": np.dtype("float32"),
+    "ix": np.dtype("float32"),
+    "seconds": np.dtype("float32"),
+    "counts": np.dtype("int32"),
+    "pixels": np.dtype("int32"),
+    "n": np.dtype("float64"),
+}
+CORRECTED_SCHEMA: dict[str, np.dtype] = {
+    "h": np.dtype("float32"),
+    "k": np.dtype("float32"),
+    "l": np.dtype("float32"),
+    "s": np.dtype("float32"),
+    "intensity": np.dtype("float32"),
+    "intensity_error": np.dtype("float32"),
+    "ix": np.dtype("float32"),
+    "iy": np.dtype("float32"),
+    "phi": np.dtype("float32"),
+    "rs_volume": np.dtype("float32"),
+    "n": np.dtype("int32"),
+    "op": np.dtype("int32"),
+}
+TABLE_GROUP = "/entry/hkl_table"
+
+
+class NexusTableWriter:
+    """Write an hkl table into a NeXus file that ``mdx2.io.loadobj(path, "hkl_table")`` loads.
+
+    The file is created under a temporary name, filled part by part with :meth:`write`, and renamed to
+    ``path`` by :meth:`commit`; closing without commit removes it.
+    """
+
+    def __init__(self, path: str | os.PathLike, schema: dict[str, np.dtype], n_rows: int, ndiv, attrs=None):
+        self.path = Path(path)
+        self.schema = schema
+        self.n_rows = int(n_rows)
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        self._tmp = parent / f".{self.path.name}.tmp-{os.getpid()}"
+        self._file = h5py.File(self._tmp, "w")
+        entry = write_mdx2_root_attrs(self._file)
+        group = entry.create_group("hkl_table")
+        group.attrs["mdx2_module"] = "mdx2.data"
+        group.attrs["mdx2_class"] = "HKLTable"
+        for key, value in (attrs or {}).items():
+            group.attrs[key] = value
+        group.create_dataset("ndiv", data=np.asarray(ndiv, dtype=np.int64))
+        self._datasets = {name: group.create_dataset(name, shape=(self.n_rows,), dtype=dt) for name, dt in schema.items()}
+        self._written = 0
+
+    def write(self, start: int, columns: dict[str, np.ndarray]) -> None:
+        """Write rows ``start : start + len`` of every column (all columns of the schema are required)."""
+        sizes = {len(columns[name]) for name in self.schema}
+        if len(sizes) != 1:
+            raise ValueError(f"columns have different lengths {sizes}")
+        (size,) = sizes
+        if start + size > self.n_rows:
+            raise ValueError(f"rows {start}:{start + size} exceed the table's {self.n_rows} rows")
+        for name, ds in self._datasets.items():
+            ds[start : start + size] = np.asarray(columns[name], dtype=self.schema[name])
+        self._written += size
+
+    def commit(self) -> Path:
+        if self._written != self.n_rows:
+            raise RuntimeError(f"wrote {self._written} of {self.n_rows} rows to {self.path}")
+        self._file.close()
+        os.replace(self._tmp, self.path)
+        os.chmod(self.path, 0o644)
+        return self.path
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def write_parquet_part(directory: str | os.PathLike, index: int, columns: dict[str, np.ndarray], schema, ndiv,
+                       kind: str) -> Path:
+    """Write one partition as ``part-<index>.parquet``; ``ndiv`` and ``kind`` go into the schema metadata."""
+    table = pa.table({name: np.asarray(columns[name], dtype=dt) for name, dt in schema.items()})
+    meta = {b"ndiv": json.dumps([int(x) for x in ndiv]).encode(), b"kind": kind.encode(),
+            b"creator": b"diffuse-pipeline"}
+    table = table.replace_schema_metadata(meta)
+    path = Path(directory) / f"part-{index:05d}.parquet"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20)
+    os.replace(tmp, path)
+    return path
+
+
+class TableSource:
+    """An hkl table on disk (NeXus or parquet dataset) that tasks can read in row ranges."""
+
+    def __init__(self, path: str, fmt: str, n_rows: int, columns: list[str], ndiv: tuple[int, int, int],
+                 parts: list[tuple[str, int]]):
+        self.path, self.format, self.n_rows, self.columns, self.ndiv = path, fmt, n_rows, columns, ndiv
+        self.parts = parts  # parquet: (file, rows) in order; NeXus: empty
+
+    def read(self, start: int, stop: int, columns=None) -> dict[str, np.ndarray]:
+        """Rows ``start:stop`` of the chosen columns (all by default) as numpy arrays."""
+        columns = list(columns or self.columns)
+        if self.format == "nexus":
+            with h5py.File(self.path, "r") as f:
+                g = f[TABLE_GROUP]
+                return {c: g[c][start:stop] for c in columns}
+        out = {c: [] for c in columns}
+        offset = 0
+        for file, rows in self.parts:
+            lo, hi = max(start, offset), min(stop, offset + rows)
+            if lo < hi:
+                t = pq.read_table(file, columns=columns)
+                for c in columns:
+                    out[c].append(t.column(c).to_numpy()[lo - offset : hi - offset])
+            offset += rows
+        return {c: np.concatenate(v) if v else np.zeros(0) for c, v in out.items()}
+
+
+def open_table(path: str | os.PathLike) -> TableSource:
+    """Describe an hkl table (NeXus file with /entry/hkl_table, parquet file or directory of parts)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"table {str(path)!r} does not exist")
+    if path.is_dir() or path.suffix == ".parquet":
+        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        if not files:
+            raise InputError(f"parquet directory {str(path)!r} holds no .parquet files")
+        parts, ndiv, columns = [], None, None
+        for file in files:
+            try:
+                meta = pq.read_metadata(file)
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise InputError(f"parquet file {str(file)!r} is not readable (truncated?): {exc}") from exc
+            parts.append((str(file), meta.num_rows))
+            kv = meta.metadata or {}
+            if b"ndiv" in kv:
+                ndiv = tuple(json.loads(kv[b"ndiv"]))
+            columns = columns or meta.schema.names
+        if ndiv is None:
+            raise InputError(f"parquet table {str(path)!r} has no 'ndiv' in its metadata")
+        return TableSource(str(path), "parquet", sum(r for _, r in parts), list(columns), ndiv, parts)
+    with open_nexus(path, "table file") as f:
+        g = require(f, TABLE_GROUP, "hkl_table written by integrate or correct")
+        ndiv = tuple(int(x) for x in read_array(g, "ndiv", "subdivision"))
+        if "h" not in g:
+            raise InputError(f"{str(path)!r}: {TABLE_GROUP} has no column 'h'")
+        n = g["h"].shape[0]
+        columns = [k for k in g if k != "ndiv" and isinstance(g[k], h5py.Dataset) and g[k].shape == (n,)]
+    return TableSource(str(path.resolve()), "nexus", n, columns, ndiv, [])
+
+
+def read_table(path: str | os.PathLike, columns=None) -> pd.DataFrame:
+    """Read a whole hkl table (NeXus or parquet) into a DataFrame; ``df.attrs["ndiv"]`` holds the subdivision.
+
+    ``df.set_index(["h", "k", "l"])`` gives the table the seed walkthrough works with.
+    """
+    source = open_table(path)
+    df = pd.DataFrame(source.read(0, source.n_rows, columns))
+    df.attrs["ndiv"] = tuple(int(x) for x in source.ndiv)
+    return df

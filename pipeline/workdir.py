@@ -1,0 +1,119 @@
+"""The work directory of a run: spilled partial rows, reduced parts, and a record of finished tasks.
+
+Layout::
+
+    <workdir>/manifest.json           what the run computes (a fingerprint of inputs and parameters)
+    <workdir>/map/task-00012.npy      partial rows of map task 12, sorted by voxel key
+    <workdir>/map/task-00012.json     its record (rows, H histogram): written last, so it marks "done"
+    <workdir>/reduce/part-00003.npy   the finished rows of partition 3
+
+With ``resume`` a run reuses every map task whose record exists and whose fingerprint matches; tasks
+write under temporary names and rename, so a killed task never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import InputError
+
+__all__ = ["WorkDir", "fingerprint_files", "save_npy_atomic", "write_json_atomic"]
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+
+
+def fingerprint_files(paths) -> list[list]:
+    """(path, size, mtime) of each input file: enough to notice that an input changed between runs."""
+    out = []
+    for p in paths:
+        st = os.stat(p)
+        out.append([str(p), st.st_size, int(st.st_mtime_ns)])
+    return out
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
+    np.save(tmp, array, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+class WorkDir:
+    """A work directory bound to one fingerprint (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike, fingerprint: dict, resume: bool):
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+        digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+        manifest = self.path / MANIFEST
+        if self.path.exists():
+            if not manifest.exists() and any(self.path.iterdir()):
+                raise InputError(
+                    f"work directory {str(self.path)!r} exists and is not one of ours (no {MANIFEST}); "
+                    "choose another --workdir"
+                )
+            old = json.loads(manifest.read_text()).get("digest") if manifest.exists() else None
+            if resume and old is not None and old != digest:
+                raise InputError(
+                    f"cannot --resume from {str(self.path)!r}: it belongs to a run with other inputs or "
+                    "parameters; run without --resume to start afresh"
+                )
+            if not resume and old is not None:
+                log.info("removing the previous run's work directory %s", self.path)
+                shutil.rmtree(self.path)
+        self.map_dir.mkdir(parents=True, exist_ok=True)
+        self.reduce_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(manifest, {"digest": digest, "fingerprint": fingerprint})
+        self.digest = digest
+
+    @property
+    def map_dir(self) -> Path:
+        return self.path / "map"
+
+    @property
+    def reduce_dir(self) -> Path:
+        return self.path / "reduce"
+
+    def map_file(self, index: int) -> Path:
+        return self.map_dir / f"task-{index:05d}.npy"
+
+    def map_record(self, index: int) -> Path:
+        return self.map_dir / f"task-{index:05d}.json"
+
+    def reduce_file(self, index: int) -> Path:
+        return self.reduce_dir / f"part-{index:05d}.npy"
+
+    def finished_map_tasks(self) -> dict[int, dict]:
+        """Records of map tasks whose output is complete (record and data file both present)."""
+        done = {}
+        for record in sorted(self.map_dir.glob("task-*.json")):
+            index = int(record.stem.split("-")[1])
+            if self.map_file(index).exists():
+                try:
+                    done[index] = json.loads(record.read_text())
+                except json.JSONDecodeError:
+                    continue
+        return done
+
+    def clear_reduce(self) -> None:
+        for f in self.reduce_dir.glob("*"):
+            f.unlink()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def disk_usage(self) -> int:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())

@@ -62,7 +62,10 @@ def integrate(
         resume=resume,
         keep_workdir=keep_workdir,
     )
-    with connect(cluster, workers=workers, memory_limit=memory_limit, client=client) as c, progress_bar(quiet) as bar:
+    with (
+        connect(cluster, workers=workers, memory_limit=memory_limit, client=client) as c,
+        progress_bar(quiet) as bar,
+    ):
         return run_integration(params, c, progress=bar)
 
 
@@ -107,5 +110,8 @@ def correct(
         parquet=None if parquet is None else os.fspath(parquet),
         overwrite=overwrite,
     )
-    with connect(cluster, workers=workers, memory_limit=memory_limit, client=client) as c, progress_bar(quiet) as bar:
+    with (
+        connect(cluster, workers=workers, memory_limit=memory_limit, client=client) as c,
+        progress_bar(quiet) as bar,
+    ):
         return run_correction(params, c, progress=bar)

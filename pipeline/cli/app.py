@@ -37,7 +37,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar o
 
 
 def user_errors(func):
-    """Show a :class:`PipelineError` as one line on stderr and exit 1; other exceptions keep their traceback."""
+    """Show a :class:`PipelineError` as one line on stderr, exit 1; other exceptions keep their traceback."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):

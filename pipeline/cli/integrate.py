@@ -16,7 +16,9 @@ ExistingFile = Annotated[Path, typer.Argument(show_default=False)]
 @user_errors
 def integrate(
     geometry: Annotated[Path, typer.Argument(help="geometry.nxs (Miller-index grid) from import_geometry.")],
-    data: Annotated[Path, typer.Argument(help="data.nxs image stack (or a zarr cache from 'diffuse convert').")],
+    data: Annotated[
+        Path, typer.Argument(help="data.nxs image stack (or a zarr cache from 'diffuse convert').")
+    ],
     mask: Annotated[
         list[Path] | None,
         typer.Option("--mask", help="Mask file(s), True = exclude; repeat to apply the union of several."),
@@ -29,19 +31,30 @@ def integrate(
     ] = 1.0,
     exposure_time: Annotated[
         float | None,
-        typer.Option("--exposure-time", help="Exposure time per frame in seconds, for files that recorded 0."),
+        typer.Option(
+            "--exposure-time", help="Exposure time per frame in seconds, for files that recorded 0."
+        ),
     ] = None,
-    outfile: Annotated[Path, typer.Option(help="NeXus output (mdx2's hkl_table layout).")] = Path("integrated.nxs"),
-    parquet: Annotated[Path | None, typer.Option(help="Also write the table as a parquet dataset here.")] = None,
+    outfile: Annotated[Path, typer.Option(help="NeXus output (mdx2's hkl_table layout).")] = Path(
+        "integrated.nxs"
+    ),
+    parquet: Annotated[
+        Path | None, typer.Option(help="Also write the table as a parquet dataset here.")
+    ] = None,
     workdir: Annotated[
         Path | None, typer.Option(help="Scratch directory for spilled rows (default: next to the output).")
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Reuse finished map tasks of an interrupted run.")] = False,
-    keep_workdir: Annotated[bool, typer.Option("--keep-workdir", help="Do not delete the work directory.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Reuse finished map tasks of an interrupted run.")
+    ] = False,
+    keep_workdir: Annotated[
+        bool, typer.Option("--keep-workdir", help="Do not delete the work directory.")
+    ] = False,
     cluster: ClusterOpt = None,
     workers: WorkersOpt = None,
     memory_limit: Annotated[
-        str | None, typer.Option("--memory-limit", help="Memory per worker, e.g. 4GB (default: RAM / workers).")
+        str | None,
+        typer.Option("--memory-limit", help="Memory per worker, e.g. 4GB (default: RAM / workers)."),
     ] = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -72,7 +85,8 @@ def integrate(
         where = ", ".join(str(p) for p in (result.outfile, result.parquet) if p)
         typer.echo(
             f"integrated {result.pixels_used:,} of {result.pixels_read:,} pixels into {result.rows:,} rows "
-            f"({result.partial_rows:,} partial rows, {result.map_tasks} map tasks, {result.partitions} partitions) "
+            f"({result.partial_rows:,} partial rows, {result.map_tasks} map tasks, "
+            f"{result.partitions} partitions) "
             f"in {result.seconds['total']:.1f} s -> {where}"
         )
 
@@ -88,16 +102,24 @@ def correct(
     attenuation: Annotated[bool, typer.Option(help="Divide by the air-attenuation factor.")] = True,
     efficiency: Annotated[bool, typer.Option(help="Divide by the detector-efficiency factor.")] = True,
     polarization: Annotated[bool, typer.Option(help="Divide by the polarization factor.")] = True,
-    lorentz: Annotated[bool, typer.Option("--lorentz", help="Multiply intensities by rs_volume (Lorentz).")] = False,
-    p1: Annotated[bool, typer.Option("--p1", help="Map to the P1 asymmetric unit (Friedel pairs only).")] = False,
-    outfile: Annotated[Path, typer.Option(help="NeXus output (mdx2's hkl_table layout).")] = Path("corrected.nxs"),
-    parquet: Annotated[Path | None, typer.Option(help="Also write the table as a parquet dataset here.")] = None,
+    lorentz: Annotated[
+        bool, typer.Option("--lorentz", help="Multiply intensities by rs_volume (Lorentz).")
+    ] = False,
+    p1: Annotated[
+        bool, typer.Option("--p1", help="Map to the P1 asymmetric unit (Friedel pairs only).")
+    ] = False,
+    outfile: Annotated[Path, typer.Option(help="NeXus output (mdx2's hkl_table layout).")] = Path(
+        "corrected.nxs"
+    ),
+    parquet: Annotated[
+        Path | None, typer.Option(help="Also write the table as a parquet dataset here.")
+    ] = None,
     cluster: ClusterOpt = None,
     workers: WorkersOpt = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Apply background, solid-angle, efficiency, attenuation and polarization corrections (as mdx2.correct)."""
+    """Apply background, solid-angle, efficiency, attenuation and polarization corrections (mdx2.correct)."""
     from pipeline.api import correct as run
 
     setup_logging(quiet)

@@ -9,8 +9,9 @@ the same operations, in the same order, as ``mdx2.utils.interp_g2g_trilinear``:
 2. the three axes are interpolated one after the other, shortest target axis first (``np.argsort``
    of the target lengths), each step as ``lo * (1 - w) + hi * w``.
 
-The first two steps touch only small arrays (target length x grid length); the last step, one value
-per pixel, is done inside the binning kernel from :func:`prepare_miller_block`'s output.
+The first step touches only small arrays (target length x grid lengths); the second and third are
+fused into the binning kernel, from :func:`prepare_miller_block`'s output, so no per-pixel arrays
+of Miller indices are ever materialised.
 """
 
 from __future__ import annotations
@@ -39,52 +40,64 @@ def grid_fraction(x: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 @dataclass(frozen=True)
 class MillerBlock:
-    """Miller indices of a block of pixels, interpolated along two axes; the third is left to the kernel.
+    """Miller indices of a block of pixels after the first of mdx2's three interpolation steps.
 
-    ``partial`` has the block's axis order (phi, iy, ix) and a trailing axis of length 3 (h, k, l).
-    Along ``final_axis`` it holds grid points, not pixels: the pixel at coordinate ``j`` on that axis
-    lies between grid points ``base[j]`` and ``base[j] + 1`` with weight ``weight[j]``::
+    ``order`` is mdx2's axis order (shortest target axis first). ``step1`` holds the grid values
+    interpolated along ``order[0]`` only, shape (n_order0, G_order1, G_order2, 3) with trailing h, k, l;
+    ``base``/``weight`` give, per block axis (phi, iy, ix), each target's grid base and weight. The
+    remaining two steps, for a pixel with coordinates j1, j2 along ``order[1]``, ``order[2]``, are::
 
-        hkl = partial[..., base[j], ...] * (1 - weight[j]) + partial[..., base[j] + 1, ...] * weight[j]
+        row = step1[j0, b1[j1]] * (1 - w1[j1]) + step1[j0, b1[j1] + 1] * w1[j1]
+        hkl = row[b2[j2]] * (1 - w2[j2]) + row[b2[j2] + 1] * w2[j2]
     """
 
-    partial: np.ndarray
-    final_axis: int
-    base: np.ndarray
-    weight: np.ndarray
+    order: tuple[int, int, int]
+    step1: np.ndarray
+    base: tuple[np.ndarray, np.ndarray, np.ndarray]
+    weight: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+    @property
+    def final_axis(self) -> int:
+        return self.order[2]
+
+    def step2(self) -> np.ndarray:
+        """The second step for the whole block, in the block's axis order with grid points along
+        ``final_axis``: shape e.g. (nphi, ny, G_ix, 3) when ``order == (0, 1, 2)``."""
+        o1 = self.order[1]
+        b1, w1 = self.base[o1], self.weight[o1][None, :, None, None]
+        step2 = self.step1[:, b1] * (1 - w1) + self.step1[:, b1 + 1] * w1
+        return np.ascontiguousarray(np.transpose(step2, (*np.argsort(self.order), 3)))
 
 
 def prepare_miller_block(grid_axes, grid_hkl: np.ndarray, phi, iy, ix) -> MillerBlock:
-    """Do the first two of mdx2's three interpolation steps for the block spanned by ``phi, iy, ix``.
+    """Do the first of mdx2's three interpolation steps for the block spanned by ``phi, iy, ix``.
 
     ``grid_axes`` are the Miller grid's (phi, iy, ix) axes, ``grid_hkl`` its (nphi, ny, nx, 3) values.
     """
     targets = (np.asarray(phi), np.asarray(iy), np.asarray(ix))
     fractions = [grid_fraction(t, a) for t, a in zip(targets, grid_axes, strict=True)]
     # mdx2 sorts the axes by target length (np.argsort, as there) and interpolates the shortest first.
-    order = np.argsort([t.size for t in targets])
+    order = tuple(int(i) for i in np.argsort([t.size for t in targets]))
     values = np.transpose(grid_hkl, (*order, 3))
-    (b0, w0), (b1, w1), (b2, w2) = (fractions[i] for i in order)
     # Keep only the grid points the block needs, then index relative to them (as mdx2 does).
-    values = values[b0[0] : b0[-1] + 2, b1[0] : b1[-1] + 2, b2[0] : b2[-1] + 2]
-    b0, b1, b2 = b0 - b0[0], b1 - b1[0], b2 - b2[0]
-    w0 = w0[:, None, None, None]
-    step1 = values[b0] * (1 - w0) + values[b0 + 1] * w0  # (n0, G1, G2, 3)
-    w1 = w1[None, :, None, None]
-    step2 = step1[:, b1] * (1 - w1) + step1[:, b1 + 1] * w1  # (n0, n1, G2, 3)
-    inverse = np.argsort(order)
-    partial = np.ascontiguousarray(np.transpose(step2, (*inverse, 3)))
-    return MillerBlock(partial, int(order[2]), b2.astype(np.int64), w2.astype(np.float64))
+    bases = [fractions[i][0] for i in order]
+    values = values[tuple(slice(b[0], b[-1] + 2) for b in bases)]
+    base = [b - b[0] for b in (f[0] for f in fractions)]
+    weight = [f[1].astype(np.float64) for f in fractions]
+    b0, w0 = base[order[0]], weight[order[0]][:, None, None, None]
+    step1 = np.ascontiguousarray(values[b0] * (1 - w0) + values[b0 + 1] * w0)
+    return MillerBlock(order, step1, tuple(b.astype(np.int64) for b in base), tuple(weight))
 
 
 def miller_indices_dense(block: MillerBlock, shape: tuple[int, int, int]) -> np.ndarray:
-    """The last interpolation step for every pixel of the block: (nphi, ny, nx, 3) float64 (the oracle)."""
+    """All three steps for every pixel of the block, in numpy: (nphi, ny, nx, 3) float64 (the oracle)."""
     axis = block.final_axis
-    lo = np.take(block.partial, block.base, axis=axis)
-    hi = np.take(block.partial, block.base + 1, axis=axis)
+    partial = block.step2()
+    lo = np.take(partial, block.base[axis], axis=axis)
+    hi = np.take(partial, block.base[axis] + 1, axis=axis)
     w_shape = [1, 1, 1, 1]
     w_shape[axis] = -1
-    w = block.weight.reshape(w_shape)
+    w = block.weight[axis].reshape(w_shape)
     out = lo * (1 - w) + hi * w
     assert out.shape[:3] == tuple(shape)
     return out

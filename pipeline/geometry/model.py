@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["BackgroundGrid", "CorrectionGrid", "Crystal", "MillerGrid", "Symmetry", "CORRECTION_NAMES"]
+__all__ = ["CORRECTION_NAMES", "BackgroundGrid", "CorrectionGrid", "Crystal", "MillerGrid", "Symmetry"]
 
 #: Correction factors on the detector grid, in the order mdx2 stores them.
 CORRECTION_NAMES = ("solid_angle", "efficiency", "attenuation", "polarization", "inverse_lorentz", "d3s")

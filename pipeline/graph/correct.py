@@ -8,6 +8,7 @@ in order, into the NeXus file. Row order is kept, as mdx2 keeps it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -66,21 +67,28 @@ def build_model(params: CorrectParams) -> CorrectionModel:
 
 def _row_ranges(source: TableSource, rows_per_task: int) -> list[tuple[int, int]]:
     if source.format == "parquet":  # one task per part file: reading a part is the unit of I/O
-        bounds = np.cumsum([0] + [rows for _, rows in source.parts])
-        return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    edges = list(range(0, source.n_rows, rows_per_task)) + [source.n_rows]
-    return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a] or [(0, 0)]
+        bounds = np.cumsum([0, *(rows for _, rows in source.parts)])
+        return [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+    edges = [*range(0, source.n_rows, rows_per_task), source.n_rows]
+    return [(a, b) for a, b in itertools.pairwise(edges) if b > a] or [(0, 0)]
 
 
-def run_correct_task(index: int, start: int, stop: int, source: TableSource, model: CorrectionModel,
-                     part_dir: str, parquet_dir: str | None) -> dict:
+def run_correct_task(
+    index: int,
+    start: int,
+    stop: int,
+    source: TableSource,
+    model: CorrectionModel,
+    part_dir: str,
+    parquet_dir: str | None,
+) -> dict:
     """Correct rows ``start:stop`` of ``source``; write ``part-<index>.npy`` (and a parquet part)."""
     rows = source.read(start, stop, INTEGRATED_COLUMNS)
     zero = np.flatnonzero(~(rows["seconds"] > 0))
     if zero.size:
         raise InputError(
             f"{source.path!r}: 'seconds' is {rows['seconds'][zero[0]]:g} in {zero.size} rows (first at row "
-            f"{start + zero[0]}); count rates would be infinite. Integrate again with --exposure-time SECONDS."
+            f"{start + zero[0]}); count rates would be infinite. Integrate again with --exposure-time S."
         )
     out = correct_rows(rows, source.ndiv, model)
     table = np.empty(len(out["h"]), dtype=[(k, v) for k, v in CORRECTED_SCHEMA.items()])
@@ -103,7 +111,9 @@ def run_correction(params: CorrectParams, client: Client, progress=None) -> Corr
     source = open_table(params.integrated)
     missing = [c for c in INTEGRATED_COLUMNS if c not in source.columns]
     if missing:
-        raise InputError(f"{params.integrated!r} lacks the integrated columns {missing}; is it an integrated table?")
+        raise InputError(
+            f"{params.integrated!r} lacks the integrated columns {missing}; is it an integrated table?"
+        )
     model = build_model(params)
     ranges = _row_ranges(source, int(float(get_default("correct.rows-per-task"))))
     anchor = Path(params.outfile or params.parquet)
@@ -112,7 +122,9 @@ def run_correction(params: CorrectParams, client: Client, progress=None) -> Corr
     seconds = {"plan": time.perf_counter() - t0}
     try:
         with contextlib.ExitStack() as outputs:
-            parquet_tmp = outputs.enter_context(atomic_path(params.parquet, is_dir=True)) if params.parquet else None
+            parquet_tmp = (
+                outputs.enter_context(atomic_path(params.parquet, is_dir=True)) if params.parquet else None
+            )
             t = time.perf_counter()
             model_future = client.scatter(model, broadcast=True)
             bar = progress("correct", len(ranges)) if progress else None
@@ -150,8 +162,17 @@ def run_correction(params: CorrectParams, client: Client, progress=None) -> Corr
         work.remove()
     nonfinite = sum(r["nonfinite"] for r in records.values())
     if nonfinite:
-        log.warning("%d of %d corrected intensities are NaN or inf (e.g. NaN in the background)", nonfinite,
-                    sum(sizes))
+        log.warning(
+            "%d of %d corrected intensities are NaN or inf (e.g. NaN in the background)",
+            nonfinite,
+            sum(sizes),
+        )
     seconds["total"] = time.perf_counter() - t0
-    return CorrectResult(params.outfile, params.parquet, sum(sizes), nonfinite, len(ranges),
-                         {k: round(v, 3) for k, v in seconds.items()})
+    return CorrectResult(
+        params.outfile,
+        params.parquet,
+        sum(sizes),
+        nonfinite,
+        len(ranges),
+        {k: round(v, 3) for k, v in seconds.items()},
+    )

@@ -102,7 +102,9 @@ def run_integration(params: IntegrateParams, client: Client, progress=None) -> I
     n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
     plan = plan_integration(params, n_workers)
     anchor = Path(params.outfile or params.parquet)
-    work = WorkDir(params.workdir or anchor.with_name(f".{anchor.name}.work"), _fingerprint(plan), params.resume)
+    work = WorkDir(
+        params.workdir or anchor.with_name(f".{anchor.name}.work"), _fingerprint(plan), params.resume
+    )
     seconds["plan"] = time.perf_counter() - t0
     try:
         result = _run(plan, work, client, progress, seconds)
@@ -130,12 +132,20 @@ def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds
     bar = progress("integrate", len(plan.tasks)) if progress else None
     if bar and skipped:
         bar.advance(skipped, detail=f"{skipped} done before")
-    futures = client.map(run_map_task, todo, ctx=ctx, pure=False, key=[f"map-{work.digest}-{t.index}-{uuid.uuid4().hex[:8]}" for t in todo])
+    futures = client.map(
+        run_map_task,
+        todo,
+        ctx=ctx,
+        pure=False,
+        key=[f"map-{work.digest}-{t.index}-{uuid.uuid4().hex[:8]}" for t in todo],
+    )
     for future in as_completed(futures):
         record = future.result()
         records[record["index"]] = record
         if bar:
-            bar.advance(detail=f"{record['pixels_read'] / max(record['seconds_total'], 1e-9) / 1e6:.0f} Mpx/s/task")
+            bar.advance(
+                detail=f"{record['pixels_read'] / max(record['seconds_total'], 1e-9) / 1e6:.0f} Mpx/s/task"
+            )
     seconds["map"] = time.perf_counter() - t
     # 2. partitions
     ordered = [records[task.index] for task in plan.tasks]
@@ -151,16 +161,28 @@ def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds
     t = time.perf_counter()
     work.clear_reduce()
     with contextlib.ExitStack() as outputs:
-        parquet_tmp = outputs.enter_context(atomic_path(params.parquet, is_dir=True)) if params.parquet else None
-        rctx = ReduceContext(plan.ndiv, params.max_spread, str(work.reduce_dir), parquet_tmp and str(parquet_tmp))
+        parquet_tmp = (
+            outputs.enter_context(atomic_path(params.parquet, is_dir=True)) if params.parquet else None
+        )
+        rctx = ReduceContext(
+            plan.ndiv, params.max_spread, str(work.reduce_dir), parquet_tmp and str(parquet_tmp)
+        )
         jobs = []
         for i, (lo, hi) in enumerate(ranges):
-            sources = [(str(work.map_file(task.index)), int(offsets[j, lo]), int(offsets[j, hi]))
-                       for j, task in enumerate(plan.tasks)]
+            sources = [
+                (str(work.map_file(task.index)), int(offsets[j, lo]), int(offsets[j, hi]))
+                for j, task in enumerate(plan.tasks)
+            ]
             jobs.append((i, sources))
         bar = progress("reduce", len(jobs)) if progress else None
-        futures = client.map(run_reduce_task, [j[0] for j in jobs], [j[1] for j in jobs], ctx=rctx, pure=False,
-                             key=[f"reduce-{work.digest}-{j[0]}-{uuid.uuid4().hex[:8]}" for j in jobs])
+        futures = client.map(
+            run_reduce_task,
+            [j[0] for j in jobs],
+            [j[1] for j in jobs],
+            ctx=rctx,
+            pure=False,
+            key=[f"reduce-{work.digest}-{j[0]}-{uuid.uuid4().hex[:8]}" for j in jobs],
+        )
         part_rows = {}
         for future in as_completed(futures):
             r = future.result()

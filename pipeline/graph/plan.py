@@ -97,7 +97,9 @@ def split_into_tasks(shape, chunks, target_pixels: float, min_tasks: int = 1) ->
     # cut the cumulative pixel count into n_tasks nearly equal pieces, at chunk boundaries
     bounds = np.searchsorted(np.cumsum(sizes), np.arange(1, n_tasks) * total / n_tasks, side="left") + 1
     pieces = np.split(np.arange(len(all_chunks)), np.unique(np.clip(bounds, 1, len(all_chunks) - 1)))
-    return tuple(MapTask(i, tuple(all_chunks[j] for j in piece)) for i, piece in enumerate(pieces) if piece.size)
+    return tuple(
+        MapTask(i, tuple(all_chunks[j] for j in piece)) for i, piece in enumerate(pieces) if piece.size
+    )
 
 
 def plan_integration(params: IntegrateParams, n_workers: int = 1) -> IntegrationPlan:
@@ -107,7 +109,11 @@ def plan_integration(params: IntegrateParams, n_workers: int = 1) -> Integration
     masks = open_masks(list(params.mask), stack.shape)
     grid = read_miller_grid(params.geometry)
     # Pixel and frame centres must lie inside the Miller grid, or interpolation would extrapolate.
-    for name, axis, centres in (("phi", grid.phi, stack.phi), ("iy", grid.iy, stack.iy), ("ix", grid.ix, stack.ix)):
+    for name, axis, centres in (
+        ("phi", grid.phi, stack.phi),
+        ("iy", grid.iy, stack.iy),
+        ("ix", grid.ix, stack.ix),
+    ):
         if centres.min() < axis[0] or centres.max() >= axis[-1]:
             raise InputError(
                 f"geometry {params.geometry!r} does not cover the data: its {name} grid spans "
@@ -116,8 +122,11 @@ def plan_integration(params: IntegrateParams, n_workers: int = 1) -> Integration
             )
     h_scaled = grid.h * params.subdivide[0]
     h_range = (int(np.floor(np.nanmin(h_scaled))) - 1, int(np.ceil(np.nanmax(h_scaled))) + 1)
-    for name, g, n in (("h", grid.h, params.subdivide[0]), ("k", grid.k, params.subdivide[1]),
-                       ("l", grid.l, params.subdivide[2])):
+    for name, g, n in (
+        ("h", grid.h, params.subdivide[0]),
+        ("k", grid.k, params.subdivide[1]),
+        ("l", grid.l, params.subdivide[2]),
+    ):
         if not np.all(np.isfinite(g)):
             raise InputError(f"geometry {params.geometry!r}: the Miller grid of {name} holds NaN or inf")
         if np.abs(g).max() * n >= KEY_LIMIT:

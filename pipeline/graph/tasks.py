@@ -60,14 +60,15 @@ def bin_task_chunks(task, ctx: MapContext) -> tuple[np.ndarray, int]:
     """Partial rows of every storage chunk of ``task`` (unsorted) and the number of pixels used."""
     axes, hkl = _miller_grid(ctx.geometry)
     stack = ctx.stack
-    pieces, used = [], 0
+    pieces, used, hint = [], 0, 0
     with stack.open() as images:
         for sl in task.chunks:
             data = _read(images.read, sl, stack.path, "image data")
             mask = _read(ctx.masks.read, sl, ",".join(ctx.masks.paths), "mask") if ctx.masks else None
             phi, iy, ix = stack.phi[sl[0]], stack.iy[sl[1]], stack.ix[sl[2]]
             block = prepare_miller_block(axes, hkl, phi, iy, ix)
-            rows = bin_chunk(data, mask, block, phi, iy, ix, stack.exposure_times[sl[0]], ctx.ndiv)
+            rows = bin_chunk(data, mask, block, phi, iy, ix, stack.exposure_times[sl[0]], ctx.ndiv, hint)
+            hint = max(hint, int(rows.size * 1.25))  # chunks of a task are alike: size the next table
             used += int(rows["pixels"].sum())
             pieces.append(rows)
     rows = np.concatenate(pieces) if pieces else np.zeros(0, PARTIAL_DTYPE)

@@ -80,7 +80,9 @@ def read_crystal(path: str | os.PathLike) -> Crystal:
         group = require(f, "/entry/crystal", "crystal written by import_geometry")
         ub = np.asarray(read_array(group, "ub_matrix"), dtype=np.float64)
         if ub.shape != (3, 3) or not np.all(np.isfinite(ub)) or abs(np.linalg.det(ub)) == 0:
-            raise InputError(f"{str(path)!r}: /entry/crystal/ub_matrix must be a finite, invertible 3x3 matrix")
+            raise InputError(
+                f"{str(path)!r}: /entry/crystal/ub_matrix must be a finite, invertible 3x3 matrix"
+            )
         return Crystal(
             ub_matrix=ub,
             unit_cell=np.asarray(read_array(group, "unit_cell"), dtype=np.float64),
@@ -96,10 +98,13 @@ def read_symmetry(path: str | os.PathLike) -> Symmetry:
         ops = np.asarray(read_array(group, "laue_group_operators"), dtype=np.float64)
         if ops.ndim != 3 or ops.shape[1:] != (3, 3) or ops.shape[0] < 1:
             raise InputError(
-                f"{str(path)!r}: /entry/symmetry/laue_group_operators has shape {ops.shape}, expected (N, 3, 3)"
+                f"{str(path)!r}: /entry/symmetry/laue_group_operators has shape {ops.shape}, "
+                "expected (N, 3, 3)"
             )
         asu = decode_str(read_array(group, "reciprocal_space_asu"))
-        conditions = decode_str(read_array(group, "reflection_conditions")) if "reflection_conditions" in group else ""
+        conditions = (
+            decode_str(read_array(group, "reflection_conditions")) if "reflection_conditions" in group else ""
+        )
         extra = {}
         for key in group:
             if key not in ("laue_group_operators", "reciprocal_space_asu", "reflection_conditions"):
@@ -109,7 +114,7 @@ def read_symmetry(path: str | os.PathLike) -> Symmetry:
 
 
 def read_background(path: str | os.PathLike) -> BackgroundGrid:
-    """Read a binned background count rate, ``/entry/binned_image_series`` (as mdx2.bin_image_series writes)."""
+    """Read a binned background count rate ``/entry/binned_image_series`` (as mdx2.bin_image_series writes)."""
     with open_nexus(path, "background file") as f:
         group = require(f, "/entry/binned_image_series", "binned background written by mdx2.bin_image_series")
         (phi, iy, ix), rate = _read_nxdata(group, ("phi", "iy", "ix"), min_points=1)

@@ -50,7 +50,7 @@ def open_nexus(path: str | os.PathLike, what: str = "NeXus file") -> h5py.File:
 
 
 def require(f: h5py.File | h5py.Group, name: str, what: str = "") -> h5py.Group | h5py.Dataset:
-    """Return ``f[name]``, or raise :class:`InputError` naming the file, the HDF5 path and what was expected."""
+    """Return ``f[name]``, or raise :class:`InputError` naming the file, the HDF5 path and what is expected."""
     try:
         obj = f[name]
     except KeyError:
@@ -71,7 +71,9 @@ def read_array(f: h5py.File | h5py.Group, name: str, what: str = "") -> np.ndarr
     try:
         return ds[()]
     except OSError as exc:
-        raise InputError(f"{f.file.filename!r}: cannot read dataset {name!r} (truncated file?): {exc}") from exc
+        raise InputError(
+            f"{f.file.filename!r}: cannot read dataset {name!r} (truncated file?): {exc}"
+        ) from exc
 
 
 def decode_str(value) -> str:

@@ -87,7 +87,9 @@ class NexusTableWriter:
         for key, value in (attrs or {}).items():
             group.attrs[key] = value
         group.create_dataset("ndiv", data=np.asarray(ndiv, dtype=np.int64))
-        self._datasets = {name: group.create_dataset(name, shape=(self.n_rows,), dtype=dt) for name, dt in schema.items()}
+        self._datasets = {
+            name: group.create_dataset(name, shape=(self.n_rows,), dtype=dt) for name, dt in schema.items()
+        }
         self._written = 0
 
     def write(self, start: int, columns: dict[str, np.ndarray]) -> None:
@@ -122,12 +124,16 @@ class NexusTableWriter:
         self.close()
 
 
-def write_parquet_part(directory: str | os.PathLike, index: int, columns: dict[str, np.ndarray], schema, ndiv,
-                       kind: str) -> Path:
+def write_parquet_part(
+    directory: str | os.PathLike, index: int, columns: dict[str, np.ndarray], schema, ndiv, kind: str
+) -> Path:
     """Write one partition as ``part-<index>.parquet``; ``ndiv`` and ``kind`` go into the schema metadata."""
     table = pa.table({name: np.asarray(columns[name], dtype=dt) for name, dt in schema.items()})
-    meta = {b"ndiv": json.dumps([int(x) for x in ndiv]).encode(), b"kind": kind.encode(),
-            b"creator": b"diffuse-pipeline"}
+    meta = {
+        b"ndiv": json.dumps([int(x) for x in ndiv]).encode(),
+        b"kind": kind.encode(),
+        b"creator": b"diffuse-pipeline",
+    }
     table = table.replace_schema_metadata(meta)
     path = Path(directory) / f"part-{index:05d}.parquet"
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -139,8 +145,15 @@ def write_parquet_part(directory: str | os.PathLike, index: int, columns: dict[s
 class TableSource:
     """An hkl table on disk (NeXus or parquet dataset) that tasks can read in row ranges."""
 
-    def __init__(self, path: str, fmt: str, n_rows: int, columns: list[str], ndiv: tuple[int, int, int],
-                 parts: list[tuple[str, int]]):
+    def __init__(
+        self,
+        path: str,
+        fmt: str,
+        n_rows: int,
+        columns: list[str],
+        ndiv: tuple[int, int, int],
+        parts: list[tuple[str, int]],
+    ):
         self.path, self.format, self.n_rows, self.columns, self.ndiv = path, fmt, n_rows, columns, ndiv
         self.parts = parts  # parquet: (file, rows) in order; NeXus: empty
 

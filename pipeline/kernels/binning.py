@@ -44,7 +44,7 @@ def empty_partials(n: int = 0) -> np.ndarray:
     return np.zeros(n, dtype=PARTIAL_DTYPE)
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, inline="always")
 def _slot(key, keys, bits):
     """Index of ``key`` in the open-addressing table ``keys`` (linear probing), or of the empty slot."""
     mask = (1 << bits) - 1
@@ -57,63 +57,90 @@ def _slot(key, keys, bits):
 
 
 @numba.njit(nogil=True, cache=True)
-def _grow(keys, ints, floats, bits):
+def _grow(keys, sums, bits):
     """Rehash into a table twice the size."""
     new_bits = bits + 1
     new_keys = np.full(1 << new_bits, _EMPTY, dtype=np.int64)
-    new_ints = np.zeros((1 << new_bits, 2), dtype=np.int64)
-    new_floats = np.zeros((1 << new_bits, 4), dtype=np.float64)
+    new_sums = np.zeros((1 << new_bits, 6), dtype=np.float64)
     for i in range(keys.size):
         if keys[i] != _EMPTY:
             j = _slot(keys[i], new_keys, new_bits)
             new_keys[j] = keys[i]
-            new_ints[j] = ints[i]
-            new_floats[j] = floats[i]
-    return new_keys, new_ints, new_floats, new_bits
+            for c in range(6):
+                new_sums[j, c] = sums[i, c]
+    return new_keys, new_sums, new_bits
 
 
 @numba.njit(nogil=True, cache=True)
-def _bin_chunk_numba(
-    data, mask, use_mask, partial, final_axis, base, weight, phi, iy, ix, seconds, ndiv, bits
+def _bin_pixels(
+    data,
+    mask,
+    use_mask,
+    fused,
+    step1,
+    hkl,
+    b1,
+    b2,
+    w1,
+    w2,
+    phi,
+    iy,
+    ix,
+    seconds,
+    ndiv,
+    keys,
+    sums,
+    used,
+    start,
 ):
+    """Accumulate pixels from linear index ``start`` into the table (``keys``, ``sums``).
+
+    Returns ``(used, stop, out_of_range)``. ``stop < data.size`` means the table reached half full
+    before pixel ``stop``: the caller grows it and calls again from ``stop``, so every pixel is still
+    added in C order. ``fused``: Miller indices from ``step1`` (axis order (0, 1, 2)), the second step
+    done once per image row; otherwise read per pixel from the precomputed ``hkl`` (other orders).
+    """
     nphi, ny, nx = data.shape
-    keys = np.full(1 << bits, _EMPTY, dtype=np.int64)
-    ints = np.zeros((1 << bits, 2), dtype=np.int64)  # pixels, counts
-    floats = np.zeros((1 << bits, 4), dtype=np.float64)  # phi, iy, ix, seconds sums
-    used = 0
+    capacity = keys.size // 2
+    bits = np.int64(np.log2(keys.size))
     last_key = _EMPTY
     last_slot = 0
+    r_pixels = r_counts = r_phi = r_iy = r_ix = r_seconds = 0.0
     nh = np.float64(ndiv[0])
     nk = np.float64(ndiv[1])
     nl = np.float64(ndiv[2])
     out_of_range = False
-    for p in range(nphi):
-        for y in range(ny):
-            for x in range(nx):
-                c = data[p, y, x]
-                if c == -1:
+    row = np.empty((step1.shape[2], 3), dtype=np.float64)
+    p0 = start // (ny * nx)
+    y0 = (start // nx) % ny
+    x0 = start % nx
+    stop = nphi * ny * nx
+    for p in range(p0, nphi):
+        for y in range(y0 if p == p0 else 0, ny):
+            if fused:
+                # second step, along iy, for the whole row: step1[p, b1] * (1 - w1) + step1[p, b1 + 1] * w1
+                j1 = b1[y]
+                v1 = w1[y]
+                for g in range(row.shape[0]):
+                    for c in range(3):
+                        row[g, c] = step1[p, j1, g, c] * (1.0 - v1) + step1[p, j1 + 1, g, c] * v1
+            for x in range(x0 if (p == p0 and y == y0) else 0, nx):
+                counts = data[p, y, x]
+                if counts == -1:
                     continue
                 if use_mask and mask[p, y, x]:
                     continue
-                # last interpolation step along the final axis: lo * (1 - w) + hi * w (mdx2's order)
-                if final_axis == 2:
-                    j = base[x]
-                    w = weight[x]
-                    h = partial[p, y, j, 0] * (1.0 - w) + partial[p, y, j + 1, 0] * w
-                    k = partial[p, y, j, 1] * (1.0 - w) + partial[p, y, j + 1, 1] * w
-                    l = partial[p, y, j, 2] * (1.0 - w) + partial[p, y, j + 1, 2] * w
-                elif final_axis == 1:
-                    j = base[y]
-                    w = weight[y]
-                    h = partial[p, j, x, 0] * (1.0 - w) + partial[p, j + 1, x, 0] * w
-                    k = partial[p, j, x, 1] * (1.0 - w) + partial[p, j + 1, x, 1] * w
-                    l = partial[p, j, x, 2] * (1.0 - w) + partial[p, j + 1, x, 2] * w
+                if fused:
+                    # third step along ix: lo * (1 - w) + hi * w, as mdx2
+                    j = b2[x]
+                    v = w2[x]
+                    h = row[j, 0] * (1.0 - v) + row[j + 1, 0] * v
+                    k = row[j, 1] * (1.0 - v) + row[j + 1, 1] * v
+                    l = row[j, 2] * (1.0 - v) + row[j + 1, 2] * v
                 else:
-                    j = base[p]
-                    w = weight[p]
-                    h = partial[j, y, x, 0] * (1.0 - w) + partial[j + 1, y, x, 0] * w
-                    k = partial[j, y, x, 1] * (1.0 - w) + partial[j + 1, y, x, 1] * w
-                    l = partial[j, y, x, 2] * (1.0 - w) + partial[j + 1, y, x, 2] * w
+                    h = hkl[p, y, x, 0]
+                    k = hkl[p, y, x, 1]
+                    l = hkl[p, y, x, 2]
                 H = np.int64(np.rint(h * nh))
                 K = np.int64(np.rint(k * nk))
                 L = np.int64(np.rint(l * nl))
@@ -121,56 +148,80 @@ def _bin_chunk_numba(
                     out_of_range = True
                     continue
                 key = ((H + KEY_OFFSET) << (2 * KEY_BITS)) | ((K + KEY_OFFSET) << KEY_BITS) | (L + KEY_OFFSET)
-                if key == last_key:
-                    s = last_slot
-                else:
+                if key != last_key:
+                    # Neighbouring pixels mostly share a voxel: its running sums live in registers and
+                    # go back to the table only when the voxel changes. Each pixel is still added to the
+                    # running total in pixel order, so the float64 sums equal np.bincount's bit for bit.
+                    if last_key != _EMPTY:
+                        sums[last_slot, 0] = r_pixels
+                        sums[last_slot, 1] = r_counts
+                        sums[last_slot, 2] = r_phi
+                        sums[last_slot, 3] = r_iy
+                        sums[last_slot, 4] = r_ix
+                        sums[last_slot, 5] = r_seconds
                     s = _slot(key, keys, bits)
                     if keys[s] == _EMPTY:
-                        if 2 * (used + 1) > keys.size:
-                            keys, ints, floats, bits = _grow(keys, ints, floats, bits)
-                            s = _slot(key, keys, bits)
+                        if used >= capacity:  # full: let the caller grow the table, resume here
+                            stop = (p * ny + y) * nx + x
+                            return used, stop, out_of_range
                         keys[s] = key
                         used += 1
                     last_key = key
                     last_slot = s
-                ints[s, 0] += 1
-                ints[s, 1] += c
-                floats[s, 0] += phi[p]
-                floats[s, 1] += iy[y]
-                floats[s, 2] += ix[x]
-                floats[s, 3] += seconds[p]
+                    r_pixels = sums[s, 0]
+                    r_counts = sums[s, 1]
+                    r_phi = sums[s, 2]
+                    r_iy = sums[s, 3]
+                    r_ix = sums[s, 4]
+                    r_seconds = sums[s, 5]
+                r_pixels += 1.0
+                r_counts += counts
+                r_phi += phi[p]
+                r_iy += iy[y]
+                r_ix += ix[x]
+                r_seconds += seconds[p]
+    if last_key != _EMPTY:
+        sums[last_slot, 0] = r_pixels
+        sums[last_slot, 1] = r_counts
+        sums[last_slot, 2] = r_phi
+        sums[last_slot, 3] = r_iy
+        sums[last_slot, 4] = r_ix
+        sums[last_slot, 5] = r_seconds
+    return used, stop, out_of_range
+
+
+@numba.njit(nogil=True, cache=True)
+def _compact(keys, sums, used):
     out_keys = np.empty(used, dtype=np.int64)
-    out_ints = np.empty((used, 2), dtype=np.int64)
-    out_floats = np.empty((used, 4), dtype=np.float64)
+    out_sums = np.empty((used, 6), dtype=np.float64)
     n = 0
     for i in range(keys.size):
         if keys[i] != _EMPTY:
             out_keys[n] = keys[i]
-            out_ints[n] = ints[i]
-            out_floats[n] = floats[i]
+            for c in range(6):
+                out_sums[n, c] = sums[i, c]
             n += 1
-    return out_keys, out_ints, out_floats, out_of_range, bits
+    return out_keys, out_sums
 
 
-def _pack_rows(keys, ints, floats) -> np.ndarray:
+def _pack_rows(keys, sums) -> np.ndarray:
     out = np.empty(keys.size, dtype=PARTIAL_DTYPE)
     out["key"] = keys
-    out["pixels"] = ints[:, 0]
-    out["counts"] = ints[:, 1]
-    out["phi"] = floats[:, 0]
-    out["iy"] = floats[:, 1]
-    out["ix"] = floats[:, 2]
-    out["seconds"] = floats[:, 3]
+    out["pixels"] = sums[:, 0]  # whole numbers, exact in float64 below 2**53
+    out["counts"] = sums[:, 1]
+    for i, name in enumerate(("phi", "iy", "ix", "seconds")):
+        out[name] = sums[:, 2 + i]
     return out
 
 
 def _check_inputs(data, mask, block: MillerBlock, phi, iy, ix, seconds):
     shape = data.shape
     if data.ndim != 3 or (mask is not None and mask.shape != shape):
-        raise ValueError(f"data {data.shape} and mask {None if mask is None else mask.shape} must agree (3-D)")
+        mask_shape = None if mask is None else mask.shape
+        raise ValueError(f"data {data.shape} and mask {mask_shape} must agree (3-D)")
     if (phi.size, iy.size, ix.size) != shape or seconds.size != shape[0]:
         raise ValueError(f"axes ({phi.size}, {iy.size}, {ix.size}) do not match the chunk's shape {shape}")
-    if block.base.size != shape[block.final_axis]:
+    if tuple(b.size for b in block.base) != shape:
         raise ValueError("Miller block was prepared for a chunk of another shape")
 
 
@@ -185,24 +236,38 @@ def bin_chunk(data, mask, block: MillerBlock, phi, iy, ix, seconds, ndiv, size_h
     use_mask = mask is not None
     mask_arr = np.ascontiguousarray(mask, dtype=np.bool_) if use_mask else np.zeros((1, 1, 1), np.bool_)
     bits = max(10, int(np.ceil(np.log2(max(size_hint, 1) * 2 + 1))))
-    keys, ints, floats, out_of_range, _ = _bin_chunk_numba(
-        data,
-        mask_arr,
-        use_mask,
-        block.partial,
-        block.final_axis,
-        block.base,
-        block.weight,
-        np.ascontiguousarray(phi, dtype=np.float64),
-        np.ascontiguousarray(iy, dtype=np.float64),
-        np.ascontiguousarray(ix, dtype=np.float64),
-        np.ascontiguousarray(seconds, dtype=np.float64),
-        np.asarray(ndiv, dtype=np.int64),
-        bits,
-    )
+    keys = np.full(1 << bits, _EMPTY, dtype=np.int64)
+    sums = np.zeros((1 << bits, 6), dtype=np.float64)
+    fused = block.order == (0, 1, 2)
+    hkl = np.zeros((1, 1, 1, 3)) if fused else miller_indices_dense(block, data.shape)
+    axes = [np.ascontiguousarray(a, dtype=np.float64) for a in (phi, iy, ix, seconds)]
+    used, start, out_of_range = 0, 0, False
+    while start < data.size:
+        used, start, oor = _bin_pixels(
+            data,
+            mask_arr,
+            use_mask,
+            fused,
+            block.step1,
+            hkl,
+            block.base[1],
+            block.base[2],
+            block.weight[1],
+            block.weight[2],
+            *axes,
+            np.asarray(ndiv, dtype=np.int64),
+            keys,
+            sums,
+            used,
+            start,
+        )
+        out_of_range |= oor
+        if start < data.size:
+            keys, sums, bits = _grow(keys, sums, bits)
+    keys, sums = _compact(keys, sums, used)
     if out_of_range:
-        raise ValueError(f"a Miller index times ndiv exceeds {KEY_LIMIT}; subdivide {tuple(ndiv)} is too fine")
-    return _pack_rows(keys, ints, floats)
+        raise ValueError(f"a Miller index x ndiv exceeds {KEY_LIMIT}; subdivide {tuple(ndiv)} is too fine")
+    return _pack_rows(keys, sums)
 
 
 def bin_chunk_oracle(data, mask, block: MillerBlock, phi, iy, ix, seconds, ndiv) -> np.ndarray:

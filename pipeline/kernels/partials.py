@@ -20,7 +20,7 @@ from pipeline.kernels.keys import unpack_keys
 __all__ = ["OBSERVATION_DTYPE", "finalize", "reduce_partials", "reduce_partials_oracle"]
 
 #: Sums per observation (voxel, n); the same columns as the partial rows plus ``n``.
-OBSERVATION_DTYPE = np.dtype(PARTIAL_DTYPE.descr + [("n", "<i8")])
+OBSERVATION_DTYPE = np.dtype([*PARTIAL_DTYPE.descr, ("n", "<i8")])
 
 _SUMMED = ("pixels", "counts", "phi", "iy", "ix", "seconds")
 

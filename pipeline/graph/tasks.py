@@ -6,6 +6,7 @@ arrays and partial rows never travel between processes (they go through the work
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from dataclasses import dataclass
@@ -56,21 +57,44 @@ def _read(reader, slices, path: str, what: str) -> np.ndarray:
         raise InputError(f"{path!r}: cannot read {what} [{rng}] (truncated or corrupt file?): {exc}") from exc
 
 
+def _bands(chunks):
+    """Group a task's storage chunks (C order) into bands sharing the phi and y slices."""
+    bands: list[list] = []
+    for sl in chunks:
+        if bands and bands[-1][0][0] == sl[0] and bands[-1][0][1] == sl[1]:
+            bands[-1].append(sl)
+        else:
+            bands.append([sl])
+    return bands
+
+
 def bin_task_chunks(task, ctx: MapContext) -> tuple[np.ndarray, int]:
-    """Partial rows of every storage chunk of ``task`` (unsorted) and the number of pixels used."""
+    """Partial rows of every storage chunk of ``task`` (unsorted) and the number of pixels used.
+
+    The mask is read once per band of chunks (same frames and rows): mask files are chunked
+    differently from the data, and reading per data chunk would decompress shared chunks again.
+    """
     axes, hkl = _miller_grid(ctx.geometry)
     stack = ctx.stack
     pieces, used, hint = [], 0, 0
-    with stack.open() as images:
-        for sl in task.chunks:
-            data = _read(images.read, sl, stack.path, "image data")
-            mask = _read(ctx.masks.read, sl, ",".join(ctx.masks.paths), "mask") if ctx.masks else None
-            phi, iy, ix = stack.phi[sl[0]], stack.iy[sl[1]], stack.ix[sl[2]]
-            block = prepare_miller_block(axes, hkl, phi, iy, ix)
-            rows = bin_chunk(data, mask, block, phi, iy, ix, stack.exposure_times[sl[0]], ctx.ndiv, hint)
-            hint = max(hint, int(rows.size * 1.25))  # chunks of a task are alike: size the next table
-            used += int(rows["pixels"].sum())
-            pieces.append(rows)
+    with contextlib.ExitStack() as files:
+        images = files.enter_context(stack.open())
+        masks = files.enter_context(ctx.masks.open()) if ctx.masks else None
+        for band in _bands(task.chunks):
+            x0, x1 = band[0][2].start, band[-1][2].stop
+            band_mask = None
+            if masks is not None:
+                where = (band[0][0], band[0][1], slice(x0, x1))
+                band_mask = _read(masks.read, where, ",".join(ctx.masks.paths), "mask")
+            for sl in band:
+                data = _read(images.read, sl, stack.path, "image data")
+                mask = None if band_mask is None else band_mask[:, :, sl[2].start - x0 : sl[2].stop - x0]
+                phi, iy, ix = stack.phi[sl[0]], stack.iy[sl[1]], stack.ix[sl[2]]
+                block = prepare_miller_block(axes, hkl, phi, iy, ix)
+                rows = bin_chunk(data, mask, block, phi, iy, ix, stack.exposure_times[sl[0]], ctx.ndiv, hint)
+                hint = max(hint, int(rows.size * 1.25))  # chunks of a task are alike: size the next table
+                used += int(rows["pixels"].sum())
+                pieces.append(rows)
     rows = np.concatenate(pieces) if pieces else np.zeros(0, PARTIAL_DTYPE)
     return rows, used
 

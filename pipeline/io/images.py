@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.io.chunks import ChunkReader
 from pipeline.io.nexus import decode_str, open_nexus, read_array, require
 
 __all__ = ["ImageStack", "MaskStack", "open_image_stack", "open_masks", "storage_chunk_slices"]
@@ -43,6 +44,9 @@ class ImageStack:
     exposure_times: np.ndarray
     sources: tuple[str, ...] = ()
     format: str = "hdf5"  # "hdf5" or "zarr"
+    # (phi start, phi stop, file, dataset) of each phi slab stored whole in one file, so chunks can be
+    # read from the slab's own file (the virtual dataset's sources, or the dataset itself)
+    slabs: tuple[tuple[int, int, str, str], ...] = ()
 
     @property
     def n_pixels(self) -> int:
@@ -54,9 +58,7 @@ class ImageStack:
             import zarr
 
             return _ZarrHandle(zarr.open_array(self.path, mode="r"))
-        # A 64 MB chunk cache lets neighbouring reads reuse chunks that straddle block edges.
-        f = h5py.File(self.path, "r", rdcc_nbytes=64 * 2**20)
-        return _H5Handle(f, f[self.dataset])
+        return _H5Handle(self)
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,26 +69,67 @@ class MaskStack:
     shape: tuple[int, int, int]
 
     def read(self, slices: Slices) -> np.ndarray:
-        """The union of all masks over ``slices`` as a bool array."""
-        out = None
-        for path in self.paths:
-            with h5py.File(path, "r", rdcc_nbytes=64 * 2**20) as f:
-                block = np.asarray(f[MASK_DATASET][slices], dtype=bool)
-            out = block if out is None else (out | block)
-        return out
+        """The union of all masks over ``slices`` as a bool array (opens the files for this one read)."""
+        with self.open() as masks:
+            return masks.read(slices)
+
+    def open(self) -> _MaskHandle:
+        """Keep the mask files open (with a large chunk cache) for the reads of one task."""
+        return _MaskHandle(self.paths)
 
 
-class _H5Handle:
-    def __init__(self, f: h5py.File, ds: h5py.Dataset):
-        self._f, self._ds = f, ds
+class _MaskHandle:
+    def __init__(self, paths: tuple[str, ...]):
+        self._files = [h5py.File(p, "r") for p in paths]
+        # Mask chunks rarely align with the data's: keep decoded chunks that neighbouring reads share.
+        self._readers = [ChunkReader(f[MASK_DATASET], cache_bytes=256 * 2**20) for f in self._files]
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self._f.close()
+        for f in self._files:
+            f.close()
 
     def read(self, slices: Slices) -> np.ndarray:
+        out = None
+        for reader in self._readers:
+            block = np.asarray(reader.read(slices), dtype=bool)
+            out = block if out is None else (out | block)
+        return out
+
+
+class _H5Handle:
+    """Open files of one task: reads go to the slab file holding them (fast whole-chunk path) or,
+    for reads that straddle slabs, through the (virtual) dataset itself."""
+
+    def __init__(self, stack: ImageStack):
+        self._stack = stack
+        self._files: dict[str, h5py.File] = {}
+        self._readers: dict[int, ChunkReader] = {}
+        self._ds = None
+
+    def _file(self, path: str) -> h5py.File:
+        if path not in self._files:
+            self._files[path] = h5py.File(path, "r")
+        return self._files[path]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for f in self._files.values():
+            f.close()
+
+    def read(self, slices: Slices) -> np.ndarray:
+        p = slices[0]
+        for i, (start, stop, path, dataset) in enumerate(self._stack.slabs):
+            if start <= p.start and p.stop <= stop:
+                if i not in self._readers:
+                    self._readers[i] = ChunkReader(self._file(path)[dataset])
+                return self._readers[i].read((slice(p.start - start, p.stop - start), *slices[1:]))
+        if self._ds is None:
+            self._ds = self._file(self._stack.path)[self._stack.dataset]
         return self._ds[slices]
 
 
@@ -146,9 +189,10 @@ def open_image_stack(path: str | os.PathLike, exposure_time: float | None = None
             )
         sources: tuple[str, ...] = ()
         if ds.is_virtual:
-            sources, chunks = _check_virtual_sources(path, ds)
+            sources, chunks, slabs = _check_virtual_sources(path, ds)
         else:
             chunks = ds.chunks
+            slabs = ((0, shape[0], str(path.resolve()), ds.name),)
         dataset = ds.name
     if chunks is None:
         chunks = (1, shape[1], shape[2])
@@ -164,12 +208,15 @@ def open_image_stack(path: str | os.PathLike, exposure_time: float | None = None
         ix=ix,
         exposure_times=exposure,
         sources=sources,
+        slabs=slabs,
     )
 
 
-def _check_virtual_sources(path: Path, ds: h5py.Dataset) -> tuple[tuple[str, ...], tuple[int, ...] | None]:
-    """Resolve each virtual source next to data.nxs; return the sources and the first one's chunks."""
+def _check_virtual_sources(path: Path, ds: h5py.Dataset):
+    """Resolve each virtual source next to data.nxs; return the sources, the first one's chunks and
+    the phi slabs that are stored whole in one source (for direct chunk reads)."""
     resolved = []
+    slabs = []
     first_chunks = None
     for i, vds in enumerate(ds.virtual_sources()):
         name = vds.file_name
@@ -193,12 +240,16 @@ def _check_virtual_sources(path: Path, ds: h5py.Dataset) -> tuple[tuple[str, ...
                     )
                 if i == 0:
                     first_chunks = sds.chunks
+                (p0, y0, x0), (p1, y1, x1) = vds.vspace.get_select_bounds()
+                whole = (p1 - p0 + 1, y1 - y0 + 1, x1 - x0 + 1) == sds.shape == (p1 - p0 + 1, *ds.shape[1:])
+                if whole and vds.src_space.get_select_type() == h5py.h5s.SEL_ALL:
+                    slabs.append((int(p0), int(p1) + 1, str(src.resolve()), vds.dset_name))
         except OSError as exc:
             raise InputError(
                 f"virtual dataset source {str(src)!r} is not a readable HDF5 file (truncated?): {exc}"
             ) from exc
         resolved.append(str(src.resolve()))
-    return tuple(resolved), first_chunks
+    return tuple(resolved), first_chunks, tuple(slabs)
 
 
 def open_masks(paths: list[str | os.PathLike] | tuple, shape: tuple[int, int, int]) -> MaskStack | None:

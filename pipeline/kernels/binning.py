@@ -44,31 +44,39 @@ def empty_partials(n: int = 0) -> np.ndarray:
     return np.zeros(n, dtype=PARTIAL_DTYPE)
 
 
+# The table: one row of 8 float64 (64 bytes, one cache line) per slot. Column 0 holds the key's int64
+# bits (read through an int64 view of the same memory; _EMPTY when free), columns 1-6 the sums
+# pixels, counts, phi, iy, ix, seconds; column 7 pads the row to 64 bytes.
+_ROW = 8
+
+
+def _new_table(bits: int) -> tuple[np.ndarray, np.ndarray]:
+    table = np.zeros((1 << bits, _ROW), dtype=np.float64)
+    keys = table.view(np.int64)
+    keys[:, 0] = _EMPTY
+    return table, keys
+
+
 @numba.njit(nogil=True, cache=True, inline="always")
 def _slot(key, keys, bits):
-    """Index of ``key`` in the open-addressing table ``keys`` (linear probing), or of the empty slot."""
+    """Row of ``key`` in the open-addressing table (linear probing), or of the empty row to fill."""
     mask = (1 << bits) - 1
     i = np.int64((np.uint64(key) * _HASH_MULT) >> np.uint64(64 - bits))
     while True:
-        k = keys[i]
+        k = keys[i, 0]
         if k == key or k == _EMPTY:
             return i
         i = (i + 1) & mask
 
 
 @numba.njit(nogil=True, cache=True)
-def _grow(keys, sums, bits):
-    """Rehash into a table twice the size."""
-    new_bits = bits + 1
-    new_keys = np.full(1 << new_bits, _EMPTY, dtype=np.int64)
-    new_sums = np.zeros((1 << new_bits, 6), dtype=np.float64)
-    for i in range(keys.size):
-        if keys[i] != _EMPTY:
-            j = _slot(keys[i], new_keys, new_bits)
-            new_keys[j] = keys[i]
-            for c in range(6):
-                new_sums[j, c] = sums[i, c]
-    return new_keys, new_sums, new_bits
+def _rehash(table, keys, new_table, new_keys, new_bits):
+    """Move every entry into a (larger) empty table."""
+    for i in range(keys.shape[0]):
+        if keys[i, 0] != _EMPTY:
+            j = _slot(keys[i, 0], new_keys, new_bits)
+            for c in range(_ROW):
+                new_table[j, c] = table[i, c]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -101,8 +109,8 @@ def _bin_pixels(
     done once per image row; otherwise read per pixel from the precomputed ``hkl`` (other orders).
     """
     nphi, ny, nx = data.shape
-    capacity = keys.size // 2
-    bits = np.int64(np.log2(keys.size))
+    capacity = keys.shape[0] // 2
+    bits = np.int64(np.log2(keys.shape[0]))
     last_key = _EMPTY
     last_slot = 0
     r_pixels = r_counts = r_phi = r_iy = r_ix = r_seconds = 0.0
@@ -153,27 +161,27 @@ def _bin_pixels(
                     # go back to the table only when the voxel changes. Each pixel is still added to the
                     # running total in pixel order, so the float64 sums equal np.bincount's bit for bit.
                     if last_key != _EMPTY:
-                        sums[last_slot, 0] = r_pixels
-                        sums[last_slot, 1] = r_counts
-                        sums[last_slot, 2] = r_phi
-                        sums[last_slot, 3] = r_iy
-                        sums[last_slot, 4] = r_ix
-                        sums[last_slot, 5] = r_seconds
+                        sums[last_slot, 1] = r_pixels
+                        sums[last_slot, 2] = r_counts
+                        sums[last_slot, 3] = r_phi
+                        sums[last_slot, 4] = r_iy
+                        sums[last_slot, 5] = r_ix
+                        sums[last_slot, 6] = r_seconds
                     s = _slot(key, keys, bits)
-                    if keys[s] == _EMPTY:
+                    if keys[s, 0] == _EMPTY:
                         if used >= capacity:  # full: let the caller grow the table, resume here
                             stop = (p * ny + y) * nx + x
                             return used, stop, out_of_range
-                        keys[s] = key
+                        keys[s, 0] = key
                         used += 1
                     last_key = key
                     last_slot = s
-                    r_pixels = sums[s, 0]
-                    r_counts = sums[s, 1]
-                    r_phi = sums[s, 2]
-                    r_iy = sums[s, 3]
-                    r_ix = sums[s, 4]
-                    r_seconds = sums[s, 5]
+                    r_pixels = sums[s, 1]
+                    r_counts = sums[s, 2]
+                    r_phi = sums[s, 3]
+                    r_iy = sums[s, 4]
+                    r_ix = sums[s, 5]
+                    r_seconds = sums[s, 6]
                 r_pixels += 1.0
                 r_counts += counts
                 r_phi += phi[p]
@@ -181,25 +189,25 @@ def _bin_pixels(
                 r_ix += ix[x]
                 r_seconds += seconds[p]
     if last_key != _EMPTY:
-        sums[last_slot, 0] = r_pixels
-        sums[last_slot, 1] = r_counts
-        sums[last_slot, 2] = r_phi
-        sums[last_slot, 3] = r_iy
-        sums[last_slot, 4] = r_ix
-        sums[last_slot, 5] = r_seconds
+        sums[last_slot, 1] = r_pixels
+        sums[last_slot, 2] = r_counts
+        sums[last_slot, 3] = r_phi
+        sums[last_slot, 4] = r_iy
+        sums[last_slot, 5] = r_ix
+        sums[last_slot, 6] = r_seconds
     return used, stop, out_of_range
 
 
 @numba.njit(nogil=True, cache=True)
-def _compact(keys, sums, used):
+def _compact(table, keys, used):
     out_keys = np.empty(used, dtype=np.int64)
     out_sums = np.empty((used, 6), dtype=np.float64)
     n = 0
-    for i in range(keys.size):
-        if keys[i] != _EMPTY:
-            out_keys[n] = keys[i]
+    for i in range(keys.shape[0]):
+        if keys[i, 0] != _EMPTY:
+            out_keys[n] = keys[i, 0]
             for c in range(6):
-                out_sums[n, c] = sums[i, c]
+                out_sums[n, c] = table[i, c + 1]
             n += 1
     return out_keys, out_sums
 
@@ -236,8 +244,7 @@ def bin_chunk(data, mask, block: MillerBlock, phi, iy, ix, seconds, ndiv, size_h
     use_mask = mask is not None
     mask_arr = np.ascontiguousarray(mask, dtype=np.bool_) if use_mask else np.zeros((1, 1, 1), np.bool_)
     bits = max(10, int(np.ceil(np.log2(max(size_hint, 1) * 2 + 1))))
-    keys = np.full(1 << bits, _EMPTY, dtype=np.int64)
-    sums = np.zeros((1 << bits, 6), dtype=np.float64)
+    table, keys = _new_table(bits)
     fused = block.order == (0, 1, 2)
     hkl = np.zeros((1, 1, 1, 3)) if fused else miller_indices_dense(block, data.shape)
     axes = [np.ascontiguousarray(a, dtype=np.float64) for a in (phi, iy, ix, seconds)]
@@ -257,14 +264,17 @@ def bin_chunk(data, mask, block: MillerBlock, phi, iy, ix, seconds, ndiv, size_h
             *axes,
             np.asarray(ndiv, dtype=np.int64),
             keys,
-            sums,
+            table,
             used,
             start,
         )
         out_of_range |= oor
-        if start < data.size:
-            keys, sums, bits = _grow(keys, sums, bits)
-    keys, sums = _compact(keys, sums, used)
+        if start < data.size:  # half full: move to a table twice the size and carry on from ``start``
+            bits += 1
+            new_table, new_keys = _new_table(bits)
+            _rehash(table, keys, new_table, new_keys, bits)
+            table, keys = new_table, new_keys
+    keys, sums = _compact(table, keys, used)
     if out_of_range:
         raise ValueError(f"a Miller index x ndiv exceeds {KEY_LIMIT}; subdivide {tuple(ndiv)} is too fine")
     return _pack_rows(keys, sums)

@@ -11,18 +11,20 @@ the caller partitions by ranges of keys. Output rows are sorted by (H, K, L, n),
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pandas as pd
 
 from pipeline.kernels.binning import PARTIAL_DTYPE
 from pipeline.kernels.keys import unpack_keys
 
-__all__ = ["OBSERVATION_DTYPE", "finalize", "reduce_partials", "reduce_partials_oracle"]
+__all__ = ["OBSERVATION_DTYPE", "finalize", "kahan_reduceat", "reduce_partials", "reduce_partials_oracle"]
 
 #: Sums per observation (voxel, n); the same columns as the partial rows plus ``n``.
 OBSERVATION_DTYPE = np.dtype([*PARTIAL_DTYPE.descr, ("n", "<i8")])
 
-_SUMMED = ("pixels", "counts", "phi", "iy", "ix", "seconds")
+_INTEGER_SUMS = ("pixels", "counts")  # exact in any order
+_FLOAT_SUMS = ("phi", "iy", "ix", "seconds")  # summed as pandas does (see kahan_reduceat)
 
 
 def _group_starts(*columns: np.ndarray) -> np.ndarray:
@@ -37,29 +39,134 @@ def _group_starts(*columns: np.ndarray) -> np.ndarray:
 
 
 def reduce_partials(rows: np.ndarray, max_spread: float) -> np.ndarray:
-    """Sum partial rows into observations (voxel, n); see the module docstring. Sorted by (key, n)."""
+    """Sum partial rows into observations (voxel, n); see the module docstring. Sorted by (key, n).
+
+    1. a stable sort by voxel key keeps each voxel's rows in their original (chunk) order;
+    2. one pass over the sorted rows: per voxel the minimum mean angle, each row's n, then the sums
+       of each (voxel, n) in row order (floats with pandas' Kahan summation, see kahan_reduceat).
+    """
     if rows.dtype != PARTIAL_DTYPE:
         raise TypeError(f"expected partial rows of dtype {PARTIAL_DTYPE}, got {rows.dtype}")
     if rows.size == 0:
         return np.zeros(0, dtype=OBSERVATION_DTYPE)
-    # 1. sort by voxel key (stable: keeps chunk order within a voxel)
     order = np.argsort(rows["key"], kind="stable")
-    key = rows["key"][order]
-    m = rows["phi"][order] / rows["pixels"][order]
-    # 2. per-voxel minimum of the mean angle, and the split index n
-    starts = _group_starts(key)
-    lengths = np.diff(np.append(starts, key.size))
-    voxel_min = np.repeat(np.minimum.reduceat(m, starts), lengths)
-    n = np.floor((m - voxel_min) / max_spread).astype(np.int64)
-    # 3. sort by (key, n) and sum each group
-    order2 = np.lexsort((n, key))
-    key, n, order = key[order2], n[order2], order[order2]
-    starts = _group_starts(key, n)
-    out = np.empty(starts.size, dtype=OBSERVATION_DTYPE)
-    out["key"] = key[starts]
-    out["n"] = n[starts]
-    for name in _SUMMED:
-        out[name] = np.add.reduceat(rows[name][order], starts)
+    columns = [rows[name] for name in ("key", "pixels", "counts", *_FLOAT_SUMS)]
+    key, n, ints, sums = _reduce_sorted(order, *columns, float(max_spread))
+    out = np.empty(key.size, dtype=OBSERVATION_DTYPE)
+    out["key"] = key
+    out["n"] = n
+    for i, name in enumerate(_INTEGER_SUMS):
+        out[name] = ints[:, i]
+    for i, name in enumerate(_FLOAT_SUMS):
+        out[name] = sums[:, i]
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _reduce_sorted(order, key_, pixels_, counts_, phi, iy, ix, seconds, max_spread):
+    """Rows taken in ``order`` (sorted by key) -> (key, n, [pixels, counts], [phi, iy, ix, seconds])."""
+    size = order.size
+    key = np.empty(size, dtype=np.int64)
+    pixels = np.empty(size, dtype=np.int64)
+    counts = np.empty(size, dtype=np.int64)
+    floats = np.empty((size, 4), dtype=np.float64)
+    for i in range(size):
+        r = order[i]
+        key[i] = key_[r]
+        pixels[i] = pixels_[r]
+        counts[i] = counts_[r]
+        floats[i, 0] = phi[r]
+        floats[i, 1] = iy[r]
+        floats[i, 2] = ix[r]
+        floats[i, 3] = seconds[r]
+    out_key = np.empty(size, dtype=np.int64)
+    out_n = np.empty(size, dtype=np.int64)
+    out_ints = np.empty((size, 2), dtype=np.int64)
+    out_sums = np.empty((size, 4), dtype=np.float64)
+    split = np.empty(size, dtype=np.int64)
+    total = 0
+    a = 0
+    while a < size:
+        b = a + 1
+        while b < size and key[b] == key[a]:
+            b += 1
+        # the voxel's rows are a..b-1: minimum of the mean angles m = phi / pixels, then each n
+        lowest = np.inf
+        for i in range(a, b):
+            lowest = min(lowest, floats[i, 0] / pixels[i])
+        for i in range(a, b):
+            split[i] = np.int64(np.floor((floats[i, 0] / pixels[i] - lowest) / max_spread))
+        # one output row per distinct n, in increasing n; rows of an n summed in row order
+        current = -1
+        while True:
+            following = np.iinfo(np.int64).max
+            for i in range(a, b):
+                if current < split[i] < following:
+                    following = split[i]
+            if following == np.iinfo(np.int64).max:
+                break
+            current = following
+            n_pixels = 0
+            n_counts = 0
+            for j in range(4):
+                s = 0.0
+                c = 0.0
+                for i in range(a, b):
+                    if split[i] != current:
+                        continue
+                    y = floats[i, j] - c  # Kahan, as pandas' group_sum
+                    t = s + y
+                    c = (t - s) - y
+                    if c != c:
+                        c = 0.0
+                    s = t
+                out_sums[total, j] = s
+            for i in range(a, b):
+                if split[i] == current:
+                    n_pixels += pixels[i]
+                    n_counts += counts[i]
+            out_key[total] = key[a]
+            out_n[total] = current
+            out_ints[total, 0] = n_pixels
+            out_ints[total, 1] = n_counts
+            total += 1
+        a = b
+    return out_key[:total], out_n[:total], out_ints[:total], out_sums[:total]
+
+
+def kahan_reduceat(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Sums of ``values[starts[i]:starts[i + 1]]`` (rows, per column) exactly as pandas' ``groupby().sum()``.
+
+    mdx2 sums the partial rows with pandas, whose ``group_sum`` adds each group's rows in row order
+    with Kahan compensation (``y = v - c; t = s + y; c = (t - s) - y; s = t``, and ``c = 0`` when it
+    is NaN). ``np.add.reduceat`` (plain/pairwise addition) differs in the last bit of e.g. the phi
+    and seconds sums, which can flip a float32 output value. (pandas 3.1 adds with ``np.add.reduceat``
+    instead when the rows happen to be sorted by group already; mdx2's concatenation of per-chunk
+    tables is, in practice, only in degenerate cases such as a single storage chunk, where every
+    group has one row and both ways give the same sums.)
+    """
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    return _kahan_reduceat(values, np.asarray(starts, dtype=np.int64))
+
+
+@numba.njit(nogil=True, cache=True)
+def _kahan_reduceat(values, starts):
+    # no fastmath: LLVM keeps every IEEE operation as written, so (t - s) - y is not folded to 0
+    n, k = values.shape
+    out = np.zeros((starts.size, k))
+    for g in range(starts.size):
+        hi = starts[g + 1] if g + 1 < starts.size else n
+        for j in range(k):
+            s = 0.0
+            c = 0.0
+            for i in range(starts[g], hi):
+                y = values[i, j] - c
+                t = s + y
+                c = (t - s) - y
+                if c != c:  # pandas GH#53606: an infinite value must not turn the sum into NaN
+                    c = 0.0
+                s = t
+            out[g, j] = s
     return out
 
 

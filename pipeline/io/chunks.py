@@ -94,7 +94,8 @@ class ChunkReader:
             if chunk is None:
                 out[dst] = self.ds[tuple(slice(x0, x1) for x0, x1 in zip(lo, hi, strict=True))]
             else:
-                out[dst] = chunk[tuple(slice(x0 - o, x1 - o) for x0, x1, o in zip(lo, hi, origin, strict=True))]
+                src = tuple(slice(x0 - o, x1 - o) for x0, x1, o in zip(lo, hi, origin, strict=True))
+                out[dst] = chunk[src]
         return out
 
     def _chunk(self, origin: tuple[int, ...]) -> np.ndarray | None:

@@ -113,6 +113,12 @@ def _evaluate(node: ast.AST, values: dict[str, np.ndarray]):
     raise AssertionError(f"unchecked node {type(node).__name__}")  # _check rejects everything else
 
 
+def _as_int(v) -> np.ndarray:
+    """Integer arrays stay as they are (int32 is enough for Miller indices); others become int64."""
+    v = np.asarray(v)
+    return v if v.dtype in (np.int32, np.int64) else v.astype(np.int64)
+
+
 @dataclass(frozen=True)
 class MillerExpression:
     """A parsed expression; call it with integer arrays h, k, l to get a boolean array."""
@@ -121,7 +127,7 @@ class MillerExpression:
     tree: ast.Expression
 
     def __call__(self, h, k, l) -> np.ndarray:
-        values = {name: np.asarray(v).astype(np.int64) for name, v in zip(_NAMES, (h, k, l), strict=True)}
+        values = {name: _as_int(v) for name, v in zip(_NAMES, (h, k, l), strict=True)}
         result = _evaluate(self.tree, values)
         return np.broadcast_to(np.asarray(result, dtype=bool), np.broadcast(*values.values()).shape)
 

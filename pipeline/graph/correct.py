@@ -1,8 +1,15 @@
-"""Wire ``correct`` on a dask cluster: row ranges of the integrated table -> corrected parts -> export.
+"""Wire ``correct`` on dask: row ranges of the integrated table -> corrected rows -> outputs.
 
-Correction is row-wise, so each task reads a range of rows (or one parquet part), corrects it with
-:func:`~pipeline.kernels.corrections.correct_rows` and writes a part; the client streams the parts,
-in order, into the NeXus file. Row order is kept, as mdx2 keeps it.
+Correction is row-wise and keeps the number and order of rows (as mdx2 does), so the output's size
+is known before any work starts. Each task reads a range of rows (or one parquet part), corrects it
+with :func:`~pipeline.kernels.corrections.correct_rows` and writes it. Two executors:
+
+* in-process threads (dask's threaded scheduler; the default when no cluster is asked for): the
+  work is numba and numpy that release the GIL, so threads use every core without starting worker
+  processes; each task writes its rows straight into the preallocated NeXus table (h5py serialises
+  the writes) and its own parquet part;
+* a dask cluster (``--cluster``, e.g. SLURM): workers write parts to a work directory and the
+  client streams them, in order, into the NeXus file.
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from distributed import Client, as_completed
 
 from pipeline.config import CorrectParams, get_default
 from pipeline.errors import InputError
@@ -27,7 +33,7 @@ from pipeline.io.tables import CORRECTED_SCHEMA, NexusTableWriter, TableSource, 
 from pipeline.kernels.corrections import CorrectionModel, correct_rows
 from pipeline.workdir import WorkDir, fingerprint_files, save_npy_atomic
 
-__all__ = ["CorrectResult", "run_correction"]
+__all__ = ["CorrectResult", "build_model", "run_correction"]
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +79,7 @@ def _row_ranges(source: TableSource, rows_per_task: int) -> list[tuple[int, int]
     return [(a, b) for a, b in itertools.pairwise(edges) if b > a] or [(0, 0)]
 
 
-def run_correct_task(
-    index: int,
-    start: int,
-    stop: int,
-    source: TableSource,
-    model: CorrectionModel,
-    part_dir: str,
-    parquet_dir: str | None,
-) -> dict:
-    """Correct rows ``start:stop`` of ``source``; write ``part-<index>.npy`` (and a parquet part)."""
+def _corrected(start: int, stop: int, source: TableSource, model: CorrectionModel) -> dict[str, np.ndarray]:
     rows = source.read(start, stop, INTEGRATED_COLUMNS)
     zero = np.flatnonzero(~(rows["seconds"] > 0))
     if zero.size:
@@ -90,19 +87,45 @@ def run_correct_task(
             f"{source.path!r}: 'seconds' is {rows['seconds'][zero[0]]:g} in {zero.size} rows (first at row "
             f"{start + zero[0]}); count rates would be infinite. Integrate again with --exposure-time S."
         )
-    out = correct_rows(rows, source.ndiv, model)
+    return correct_rows(rows, source.ndiv, model)
+
+
+def _record(index: int, out: dict[str, np.ndarray]) -> dict:
+    nonfinite = int(np.count_nonzero(~np.isfinite(out["intensity"])))
+    return {"index": index, "rows": len(out["h"]), "nonfinite": nonfinite}
+
+
+def run_correct_task(
+    index: int, start: int, stop: int, source: TableSource, model: CorrectionModel, part_dir: str,
+    parquet_dir: str | None,
+) -> dict:  # fmt: skip
+    """(Cluster executor) correct rows ``start:stop``; write ``part-<index>.npy`` (and a parquet part)."""
+    out = _corrected(start, stop, source, model)
     table = np.empty(len(out["h"]), dtype=[(k, v) for k, v in CORRECTED_SCHEMA.items()])
     for name in CORRECTED_SCHEMA:
         table[name] = out[name]
     save_npy_atomic(Path(part_dir) / f"part-{index:05d}.npy", table)
     if parquet_dir is not None:
         write_parquet_part(parquet_dir, index, out, CORRECTED_SCHEMA, source.ndiv, "corrected")
-    nonfinite = int(np.count_nonzero(~np.isfinite(out["intensity"])))
-    return {"index": index, "rows": int(table.size), "nonfinite": nonfinite}
+    return _record(index, out)
 
 
-def run_correction(params: CorrectParams, client: Client, progress=None) -> CorrectResult:
-    """Correct a whole table on ``client``'s cluster; see the module docstring."""
+def _correct_in_place(index, start, stop, source, model, writer, parquet_dir, bar) -> dict:
+    """(Threads executor) correct rows ``start:stop`` and write them at the same rows of the output."""
+    out = _corrected(start, stop, source, model)
+    if writer is not None:
+        writer.write(start, out)
+    if parquet_dir is not None:
+        write_parquet_part(parquet_dir, index, out, CORRECTED_SCHEMA, source.ndiv, "corrected")
+    if bar is not None:
+        bar.advance()
+    return _record(index, out)
+
+
+def run_correction(
+    params: CorrectParams, client=None, progress=None, threads: int | None = None
+) -> CorrectResult:
+    """Correct a whole table: on ``client``'s cluster, or in this process with ``threads`` threads."""
     t0 = time.perf_counter()
     if params.outfile:
         check_output_path(params.outfile, params.overwrite)
@@ -116,63 +139,93 @@ def run_correction(params: CorrectParams, client: Client, progress=None) -> Corr
         )
     model = build_model(params)
     ranges = _row_ranges(source, int(float(get_default("correct.rows-per-task"))))
-    anchor = Path(params.outfile or params.parquet)
-    fingerprint = {"inputs": fingerprint_files([params.geometry, params.integrated]), "run": uuid.uuid4().hex}
-    work = WorkDir(anchor.with_name(f".{anchor.name}.work"), fingerprint, resume=False)
     seconds = {"plan": time.perf_counter() - t0}
-    try:
-        with contextlib.ExitStack() as outputs:
-            parquet_tmp = (
-                outputs.enter_context(atomic_path(params.parquet, is_dir=True)) if params.parquet else None
-            )
-            t = time.perf_counter()
-            model_future = client.scatter(model, broadcast=True)
-            bar = progress("correct", len(ranges)) if progress else None
-            futures = client.map(
-                run_correct_task,
-                range(len(ranges)),
-                [a for a, _ in ranges],
-                [b for _, b in ranges],
-                source=source,
-                model=model_future,
-                part_dir=str(work.reduce_dir),
-                parquet_dir=parquet_tmp and str(parquet_tmp),
-                pure=False,
-                key=[f"correct-{uuid.uuid4().hex[:12]}-{i}" for i in range(len(ranges))],
-            )
-            records = {}
-            for future in as_completed(futures):
-                r = future.result()
-                records[r["index"]] = r
-                if bar:
-                    bar.advance()
+    bar = progress("correct", len(ranges)) if progress else None
+    with contextlib.ExitStack() as outputs:
+        parquet_tmp = (
+            outputs.enter_context(atomic_path(params.parquet, is_dir=True)) if params.parquet else None
+        )
+        parquet_dir = parquet_tmp and str(parquet_tmp)
+        t = time.perf_counter()
+        if client is None:
+            records = _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outputs)
             seconds["correct"] = time.perf_counter() - t
-            t = time.perf_counter()
-            sizes = [records[i]["rows"] for i in range(len(ranges))]
-            if params.outfile:
-                with NexusTableWriter(params.outfile, CORRECTED_SCHEMA, sum(sizes), source.ndiv) as writer:
-                    start = 0
-                    for i, size in enumerate(sizes):
-                        part = np.load(work.reduce_file(i))
-                        writer.write(start, {name: part[name] for name in CORRECTED_SCHEMA})
-                        start += size
-                    writer.commit()
-            seconds["export"] = time.perf_counter() - t
-    finally:
-        work.remove()
-    nonfinite = sum(r["nonfinite"] for r in records.values())
+        else:
+            records = _run_cluster(params, source, model, ranges, parquet_dir, bar, client, seconds)
+    n_rows = sum(r["rows"] for r in records)
+    nonfinite = sum(r["nonfinite"] for r in records)
     if nonfinite:
         log.warning(
-            "%d of %d corrected intensities are NaN or inf (e.g. NaN in the background)",
-            nonfinite,
-            sum(sizes),
+            "%d of %d corrected intensities are NaN or inf (e.g. NaN in the background)", nonfinite, n_rows
         )
     seconds["total"] = time.perf_counter() - t0
     return CorrectResult(
         params.outfile,
         params.parquet,
-        sum(sizes),
+        n_rows,
         nonfinite,
         len(ranges),
         {k: round(v, 3) for k, v in seconds.items()},
     )
+
+
+def _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outputs) -> list[dict]:
+    import dask
+
+    writer = None
+    if params.outfile:
+        writer = outputs.enter_context(
+            NexusTableWriter(params.outfile, CORRECTED_SCHEMA, source.n_rows, source.ndiv)
+        )
+    tasks = [
+        dask.delayed(_correct_in_place, pure=False)(i, a, b, source, model, writer, parquet_dir, bar)
+        for i, (a, b) in enumerate(ranges)
+    ]
+    records = list(dask.compute(*tasks, scheduler="threads", num_workers=threads))
+    if writer is not None:
+        writer.commit()
+    return records
+
+
+def _run_cluster(params, source, model, ranges, parquet_dir, bar, client, seconds) -> list[dict]:
+    from distributed import as_completed
+
+    anchor = Path(params.outfile or params.parquet)
+    fingerprint = {"inputs": fingerprint_files([params.geometry, params.integrated]), "run": uuid.uuid4().hex}
+    work = WorkDir(anchor.with_name(f".{anchor.name}.work"), fingerprint, resume=False)
+    try:
+        t = time.perf_counter()
+        model_future = client.scatter(model, broadcast=True)
+        futures = client.map(
+            run_correct_task,
+            range(len(ranges)),
+            [a for a, _ in ranges],
+            [b for _, b in ranges],
+            source=source,
+            model=model_future,
+            part_dir=str(work.reduce_dir),
+            parquet_dir=parquet_dir,
+            pure=False,
+            key=[f"correct-{uuid.uuid4().hex[:12]}-{i}" for i in range(len(ranges))],
+        )
+        records = {}
+        for future in as_completed(futures):
+            r = future.result()
+            records[r["index"]] = r
+            if bar:
+                bar.advance()
+        seconds["correct"] = time.perf_counter() - t
+        t = time.perf_counter()
+        sizes = [records[i]["rows"] for i in range(len(ranges))]
+        if params.outfile:
+            with NexusTableWriter(params.outfile, CORRECTED_SCHEMA, sum(sizes), source.ndiv) as writer:
+                start = 0
+                for i, size in enumerate(sizes):
+                    part = np.load(work.reduce_file(i))
+                    writer.write(start, {name: part[name] for name in CORRECTED_SCHEMA})
+                    start += size
+                writer.commit()
+        seconds["export"] = time.perf_counter() - t
+    finally:
+        work.remove()
+    return [records[i] for i in range(len(ranges))]

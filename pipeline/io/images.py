@@ -144,7 +144,9 @@ class _ZarrHandle:
         pass
 
     def read(self, slices: Slices) -> np.ndarray:
-        return self._arr[slices]
+        from pipeline.io.zarr_cache import read_zarr_chunk
+
+        return read_zarr_chunk(self._arr, slices)
 
 
 def storage_chunk_slices(shape: tuple[int, ...], chunks: tuple[int, ...], axis: int) -> list[slice]:

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
 from pipeline.io.nexus import open_nexus, read_array, require, write_mdx2_root_attrs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "CORRECTED_SCHEMA",
@@ -91,18 +93,23 @@ class NexusTableWriter:
             name: group.create_dataset(name, shape=(self.n_rows,), dtype=dt) for name, dt in schema.items()
         }
         self._written = 0
+        self._lock = threading.Lock()
 
     def write(self, start: int, columns: dict[str, np.ndarray]) -> None:
-        """Write rows ``start : start + len`` of every column (all columns of the schema are required)."""
+        """Write rows ``start : start + len`` of every column (all columns of the schema are required).
+
+        Safe to call from several threads (each with its own rows), as the threaded correct does.
+        """
         sizes = {len(columns[name]) for name in self.schema}
         if len(sizes) != 1:
             raise ValueError(f"columns have different lengths {sizes}")
         (size,) = sizes
         if start + size > self.n_rows:
             raise ValueError(f"rows {start}:{start + size} exceed the table's {self.n_rows} rows")
-        for name, ds in self._datasets.items():
-            ds[start : start + size] = np.asarray(columns[name], dtype=self.schema[name])
-        self._written += size
+        with self._lock:
+            for name, ds in self._datasets.items():
+                ds[start : start + size] = np.asarray(columns[name], dtype=self.schema[name])
+            self._written += size
 
     def commit(self) -> Path:
         if self._written != self.n_rows:
@@ -128,6 +135,9 @@ def write_parquet_part(
     directory: str | os.PathLike, index: int, columns: dict[str, np.ndarray], schema, ndiv, kind: str
 ) -> Path:
     """Write one partition as ``part-<index>.parquet``; ``ndiv`` and ``kind`` go into the schema metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.table({name: np.asarray(columns[name], dtype=dt) for name, dt in schema.items()})
     meta = {
         b"ndiv": json.dumps([int(x) for x in ndiv]).encode(),
@@ -159,6 +169,8 @@ class TableSource:
 
     def read(self, start: int, stop: int, columns=None) -> dict[str, np.ndarray]:
         """Rows ``start:stop`` of the chosen columns (all by default) as numpy arrays."""
+        import pyarrow.parquet as pq
+
         columns = list(columns or self.columns)
         if self.format == "nexus":
             with h5py.File(self.path, "r") as f:
@@ -173,11 +185,17 @@ class TableSource:
                 for c in columns:
                     out[c].append(t.column(c).to_numpy()[lo - offset : hi - offset])
             offset += rows
+        if not all(out.values()) and self.parts:  # an empty range: keep the columns' dtypes
+            schema = pq.read_schema(self.parts[0][0])
+            return {c: np.zeros(0, dtype=schema.field(c).type.to_pandas_dtype()) for c in columns}
         return {c: np.concatenate(v) if v else np.zeros(0) for c, v in out.items()}
 
 
 def open_table(path: str | os.PathLike) -> TableSource:
     """Describe an hkl table (NeXus file with /entry/hkl_table, parquet file or directory of parts)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path = Path(path)
     if not path.exists():
         raise InputError(f"table {str(path)!r} does not exist")
@@ -206,7 +224,16 @@ def open_table(path: str | os.PathLike) -> TableSource:
             raise InputError(f"{str(path)!r}: {TABLE_GROUP} has no column 'h'")
         n = g["h"].shape[0]
         columns = [k for k in g if k != "ndiv" and isinstance(g[k], h5py.Dataset) and g[k].shape == (n,)]
-    return TableSource(str(path.resolve()), "nexus", n, columns, ndiv, [])
+    return TableSource(str(path.resolve()), "nexus", n, _schema_order(columns), ndiv, [])
+
+
+def _schema_order(columns: list[str]) -> list[str]:
+    """h5py lists datasets alphabetically: put a known schema's columns first, in the schema's order (the
+    order the parquet parts have), so ``read_table`` gives the same DataFrame from NeXus and parquet."""
+    for schema in (INTEGRATED_SCHEMA, CORRECTED_SCHEMA):
+        if set(schema) <= set(columns):
+            return list(schema) + [c for c in columns if c not in schema]
+    return columns
 
 
 def read_table(path: str | os.PathLike, columns=None) -> pd.DataFrame:
@@ -214,6 +241,8 @@ def read_table(path: str | os.PathLike, columns=None) -> pd.DataFrame:
 
     ``df.set_index(["h", "k", "l"])`` gives the table the seed walkthrough works with.
     """
+    import pandas as pd
+
     source = open_table(path)
     df = pd.DataFrame(source.read(0, source.n_rows, columns))
     df.attrs["ndiv"] = tuple(int(x) for x in source.ndiv)

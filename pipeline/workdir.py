@@ -3,8 +3,10 @@
 Layout::
 
     <workdir>/manifest.json           what the run computes (a fingerprint of inputs and parameters)
-    <workdir>/map/task-00012.npy      partial rows of map task 12, sorted by voxel key
-    <workdir>/map/task-00012.json     its record (rows, H histogram): written last, so it marks "done"
+    <workdir>/map/task-00012-run000.npy  partial rows of map task 12 (one file per spilled run),
+                                         each sorted by voxel key
+    <workdir>/map/task-00012.json     its record (runs with their H histograms): written last, so it
+                                      marks the task "done"
     <workdir>/reduce/part-00003.npy   the finished rows of partition 3
 
 With ``resume`` a run reuses every map task whose record exists and whose fingerprint matches; tasks
@@ -87,9 +89,6 @@ class WorkDir:
     def reduce_dir(self) -> Path:
         return self.path / "reduce"
 
-    def map_file(self, index: int) -> Path:
-        return self.map_dir / f"task-{index:05d}.npy"
-
     def map_record(self, index: int) -> Path:
         return self.map_dir / f"task-{index:05d}.json"
 
@@ -97,15 +96,15 @@ class WorkDir:
         return self.reduce_dir / f"part-{index:05d}.npy"
 
     def finished_map_tasks(self) -> dict[int, dict]:
-        """Records of map tasks whose output is complete (record and data file both present)."""
+        """Records of map tasks whose output is complete (the record and every run file present)."""
         done = {}
-        for record in sorted(self.map_dir.glob("task-*.json")):
-            index = int(record.stem.split("-")[1])
-            if self.map_file(index).exists():
-                try:
-                    done[index] = json.loads(record.read_text())
-                except json.JSONDecodeError:
-                    continue
+        for path in sorted(self.map_dir.glob("task-*.json")):
+            try:
+                record = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                continue
+            if all((self.map_dir / run["file"]).exists() for run in record.get("runs", [])):
+                done[int(record["index"])] = record
         return done
 
     def clear_reduce(self) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 from distributed import Client, as_completed
 
 from pipeline.config import IntegrateParams, get_default
+from pipeline.errors import PipelineError
 from pipeline.graph.plan import IntegrationPlan, plan_integration
 from pipeline.graph.tasks import MapContext, ReduceContext, run_map_task, run_reduce_task
 from pipeline.io.nexus import atomic_path, check_output_path
@@ -71,6 +72,21 @@ def choose_partitions(h_counts: np.ndarray, max_rows: int, min_partitions: int =
     return ranges
 
 
+def partition_rows(worker_memory: int) -> int:
+    """Partial rows one reduce task may take: a share of the worker's memory, and never more than
+    ``reduce.max-partition-rows`` (bigger partitions are not faster; they only raise the peak)."""
+    budget = worker_memory * float(get_default("reduce.partition-memory-fraction"))
+    by_memory = int(budget // float(get_default("reduce.bytes-per-partial-row")))
+    return max(1, min(by_memory, int(float(get_default("reduce.max-partition-rows")))))
+
+
+def map_run_rows(worker_memory: int) -> int:
+    """Partial rows a map task holds before it spills a sorted run (same reasoning as above)."""
+    budget = worker_memory * float(get_default("reduce.partition-memory-fraction"))
+    by_memory = int(budget // float(get_default("reduce.bytes-per-partial-row")))
+    return max(1, min(by_memory, int(float(get_default("integrate.max-run-rows")))))
+
+
 def _worker_memory(client: Client) -> int:
     """The smallest memory limit of the cluster's workers (bytes); the machine's RAM if unlimited."""
     import psutil
@@ -108,9 +124,14 @@ def run_integration(params: IntegrateParams, client: Client, progress=None) -> I
     seconds["plan"] = time.perf_counter() - t0
     try:
         result = _run(plan, work, client, progress, seconds)
+    except PipelineError:
+        # A bad input found by a task (e.g. a corrupt chunk) cannot be resumed past: repairing the file
+        # changes the inputs' fingerprint. Leave nothing behind, as for errors found while planning.
+        if not params.keep_workdir:
+            work.remove()
+        raise
     except BaseException:
-        if not params.keep_workdir and not params.resume:
-            log.debug("keeping work directory %s for --resume", work.path)
+        log.debug("keeping work directory %s for --resume", work.path)
         raise
     if not params.keep_workdir:
         work.remove()
@@ -128,7 +149,10 @@ def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds
     skipped = len(plan.tasks) - len(todo)
     if params.resume:
         log.info("resuming: %d of %d map tasks already done, %d to run", skipped, len(plan.tasks), len(todo))
-    ctx = MapContext(plan.stack, plan.masks, plan.geometry, plan.ndiv, plan.h_range, str(work.map_dir))
+    ctx = MapContext(
+        plan.stack, plan.masks, plan.geometry, plan.ndiv, plan.h_range, str(work.map_dir),
+        max_run_rows=map_run_rows(_worker_memory(client)),
+    )  # fmt: skip
     bar = progress("integrate", len(plan.tasks)) if progress else None
     if bar and skipped:
         bar.advance(skipped, detail=f"{skipped} done before")
@@ -139,23 +163,26 @@ def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds
         pure=False,
         key=[f"map-{work.digest}-{t.index}-{uuid.uuid4().hex[:8]}" for t in todo],
     )
-    for future in as_completed(futures):
-        record = future.result()
-        records[record["index"]] = record
-        if bar:
-            bar.advance(
-                detail=f"{record['pixels_read'] / max(record['seconds_total'], 1e-9) / 1e6:.0f} Mpx/s/task"
-            )
+    try:
+        for future in as_completed(futures):
+            record = future.result()
+            records[record["index"]] = record
+            if bar:
+                rate = record["pixels_read"] / max(record["seconds_total"], 1e-9) / 1e6
+                bar.advance(detail=f"{rate:.0f} Mpx/s/task")
+    except BaseException:
+        client.cancel(futures)  # a task failed: start no more (the caller may remove the work directory)
+        raise
     seconds["map"] = time.perf_counter() - t
     # 2. partitions
     ordered = [records[task.index] for task in plan.tasks]
-    counts = np.array([r["h_counts"] for r in ordered], dtype=np.int64)
+    runs = [(work.map_dir / run["file"], run["h_counts"]) for record in ordered for run in record["runs"]]
+    counts = np.array([c for _, c in runs], dtype=np.int64)  # rows per H value of each spilled run
     h_counts = counts.sum(axis=0)
-    budget = _worker_memory(client) * float(get_default("reduce.partition-memory-fraction"))
-    max_rows = int(budget // float(get_default("reduce.bytes-per-partial-row")))
+    max_rows = partition_rows(_worker_memory(client))
     n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-    ranges = choose_partitions(h_counts, max_rows, min_partitions=n_workers)
-    offsets = np.concatenate([np.zeros((len(ordered), 1), np.int64), np.cumsum(counts, axis=1)], axis=1)
+    ranges = choose_partitions(h_counts, max_rows, min_partitions=2 * n_workers)
+    offsets = np.concatenate([np.zeros((len(runs), 1), np.int64), np.cumsum(counts, axis=1)], axis=1)
     log.info("%d partial rows -> %d partitions of <= %d rows", int(h_counts.sum()), len(ranges), max_rows)
     # 3. reduce (+ parquet parts)
     t = time.perf_counter()
@@ -170,8 +197,7 @@ def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds
         jobs = []
         for i, (lo, hi) in enumerate(ranges):
             sources = [
-                (str(work.map_file(task.index)), int(offsets[j, lo]), int(offsets[j, hi]))
-                for j, task in enumerate(plan.tasks)
+                (str(path), int(offsets[j, lo]), int(offsets[j, hi])) for j, (path, _) in enumerate(runs)
             ]
             jobs.append((i, sources))
         bar = progress("reduce", len(jobs)) if progress else None

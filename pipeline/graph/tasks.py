@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +35,7 @@ class MapContext:
     ndiv: tuple[int, int, int]
     h_range: tuple[int, int]
     map_dir: str
+    max_run_rows: int = 2_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,15 +71,15 @@ def _bands(chunks):
     return bands
 
 
-def bin_task_chunks(task, ctx: MapContext) -> tuple[np.ndarray, int]:
-    """Partial rows of every storage chunk of ``task`` (unsorted) and the number of pixels used.
+def bin_task_chunks(task, ctx: MapContext) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield the partial rows (unsorted) and pixels used of each storage chunk of ``task``, in order.
 
     The mask is read once per band of chunks (same frames and rows): mask files are chunked
     differently from the data, and reading per data chunk would decompress shared chunks again.
     """
     axes, hkl = _miller_grid(ctx.geometry)
     stack = ctx.stack
-    pieces, used, hint = [], 0, 0
+    hint = 0
     with contextlib.ExitStack() as files:
         images = files.enter_context(stack.open())
         masks = files.enter_context(ctx.masks.open()) if ctx.masks else None
@@ -93,39 +96,56 @@ def bin_task_chunks(task, ctx: MapContext) -> tuple[np.ndarray, int]:
                 block = prepare_miller_block(axes, hkl, phi, iy, ix)
                 rows = bin_chunk(data, mask, block, phi, iy, ix, stack.exposure_times[sl[0]], ctx.ndiv, hint)
                 hint = max(hint, int(rows.size * 1.25))  # chunks of a task are alike: size the next table
-                used += int(rows["pixels"].sum())
-                pieces.append(rows)
+                yield rows, int(rows["pixels"].sum())
+
+
+def _spill_run(pieces: list[np.ndarray], path: Path, h_range: tuple[int, int]) -> dict:
+    """Sort the rows of consecutive chunks by voxel key (stable: chunk order is kept within a voxel)
+    and save them; return the run's record with its rows per H value."""
     rows = np.concatenate(pieces) if pieces else np.zeros(0, PARTIAL_DTYPE)
-    return rows, used
+    rows = rows[np.argsort(rows["key"], kind="stable")]
+    H = (rows["key"] >> (2 * KEY_BITS)) - KEY_OFFSET
+    lo, hi = h_range
+    if rows.size and (H[0] < lo or H[-1] > hi):
+        raise RuntimeError(f"H outside the planned range {h_range}: {H[0]}..{H[-1]}")
+    save_npy_atomic(path, rows)
+    return {
+        "file": path.name,
+        "rows": int(rows.size),
+        "h_counts": np.bincount(H - lo, minlength=hi - lo + 1).tolist(),
+    }
 
 
 def run_map_task(task, ctx: MapContext) -> dict:
-    """Bin ``task``'s chunks, sort the partial rows by voxel key and spill them to the work directory.
+    """Bin ``task``'s chunks and spill the partial rows, sorted by voxel key, to the work directory.
 
-    Returns the task's record: rows per H value (so reducers can find their key range in the file
-    without reading it), pixels used, and timings. The record file is written last: it marks the
-    task as finished for ``--resume``.
+    Rows are spilled in runs of at most ``ctx.max_run_rows`` rows (a run ends at a chunk boundary),
+    so a task's memory does not grow with its size or the subdivision. Returns the task's record:
+    per run its rows per H value (so reducers find their key range in the file without reading it),
+    pixels used and timings. The record file is written last: it marks the task done for ``--resume``.
     """
-    from pathlib import Path
-
     t0 = time.perf_counter()
-    rows, used = bin_task_chunks(task, ctx)
-    t1 = time.perf_counter()
-    rows = rows[np.argsort(rows["key"], kind="stable")]
-    H = (rows["key"] >> (2 * KEY_BITS)) - KEY_OFFSET
-    lo, hi = ctx.h_range
-    if rows.size and (H[0] < lo or H[-1] > hi):
-        raise RuntimeError(f"H outside the planned range {ctx.h_range}: {H[0]}..{H[-1]}")
-    hist = np.bincount(H - lo, minlength=hi - lo + 1)
     map_dir = Path(ctx.map_dir)
-    save_npy_atomic(map_dir / f"task-{task.index:05d}.npy", rows)
+    runs, pieces, pending, used = [], [], 0, 0
+    for rows, pixels in bin_task_chunks(task, ctx):
+        pieces.append(rows)
+        pending += rows.size
+        used += pixels
+        if pending >= ctx.max_run_rows:
+            runs.append(
+                _spill_run(pieces, map_dir / f"task-{task.index:05d}-run{len(runs):03d}.npy", ctx.h_range)
+            )
+            pieces, pending = [], 0
+    if pieces or not runs:
+        runs.append(
+            _spill_run(pieces, map_dir / f"task-{task.index:05d}-run{len(runs):03d}.npy", ctx.h_range)
+        )
     record = {
         "index": task.index,
-        "rows": int(rows.size),
+        "rows": sum(r["rows"] for r in runs),
         "pixels_read": int(task.n_pixels),
         "pixels_used": used,
-        "h_counts": hist.tolist(),
-        "seconds_bin": round(t1 - t0, 4),
+        "runs": runs,
         "seconds_total": round(time.perf_counter() - t0, 4),
     }
     write_json_atomic(map_dir / f"task-{task.index:05d}.json", record)
@@ -137,13 +157,11 @@ def run_reduce_task(index: int, sources: list[tuple[str, int, int]], ctx: Reduce
 
     Writes ``reduce/part-<index>.npy`` (mdx2's integrated columns) and, if asked, a parquet part.
     """
-    from pathlib import Path
-
     from pipeline.io.tables import INTEGRATED_SCHEMA, write_parquet_part
 
     t0 = time.perf_counter()
     pieces = []
-    for path, start, stop in sources:
+    for path, start, stop in sources:  # in task and run order: keeps chunk order within a voxel
         if stop > start:
             pieces.append(np.array(np.load(path, mmap_mode="r")[start:stop]))
     rows = np.concatenate(pieces) if pieces else np.zeros(0, PARTIAL_DTYPE)

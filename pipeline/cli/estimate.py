@@ -1,0 +1,75 @@
+"""``diffuse estimate``: predict rows, memory, scratch and output size before a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.app import app, setup_logging, user_errors
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+@app.command()
+@user_errors
+def estimate(
+    geometry: Annotated[Path, typer.Argument(help="geometry.nxs (Miller-index grid).")],
+    data: Annotated[Path, typer.Argument(help="data.nxs image stack (or a zarr cache).")],
+    mask: Annotated[list[Path] | None, typer.Option("--mask", help="Mask file(s), as for integrate.")] = None,
+    subdivide: Annotated[tuple[int, int, int], typer.Option(help="Voxels per Miller-index unit.")] = (
+        1,
+        1,
+        1,
+    ),
+    max_spread: Annotated[float, typer.Option("--max-spread", help="As for integrate (degrees).")] = 1.0,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Worker processes planned.")] = None,
+    memory_limit: Annotated[
+        str | None,
+        typer.Option("--memory-limit", help="Memory per worker planned, e.g. 4GB (default RAM/workers)."),
+    ] = None,
+    samples: Annotated[int, typer.Option(min=1, help="Storage chunks to bin for the estimate.")] = 12,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+) -> None:
+    """Predict partial rows, output rows, peak memory, scratch disk and output size of an integration.
+
+    Bins a sample of storage chunks with the real kernel (a few seconds) and extrapolates.
+    """
+    import psutil
+    from dask.utils import parse_bytes
+
+    from pipeline.cluster import default_workers
+    from pipeline.config import IntegrateParams
+    from pipeline.graph.estimate import estimate_integration
+
+    setup_logging(quiet=True)
+    params = IntegrateParams(
+        geometry, data, mask=mask or None, subdivide=subdivide, max_spread=max_spread, outfile="estimate.nxs"
+    )
+    n = workers or default_workers()
+    memory = parse_bytes(memory_limit) if memory_limit else psutil.virtual_memory().total // n
+    e = estimate_integration(params, n, memory, n_samples=samples)
+    if as_json:
+        typer.echo(json.dumps(e.as_dict()))
+        return
+    typer.echo(
+        f"subdivide {' '.join(map(str, subdivide))}, {n} workers with {_size(memory)} each "
+        f"(sampled {e.sampled_chunks} chunks in {e.seconds:.1f} s):\n"
+        f"  partial rows        {e.partial_rows:>14,}\n"
+        f"  output rows         {e.output_rows:>14,}\n"
+        f"  peak memory/worker  {_size(e.peak_memory_per_worker):>14}\n"
+        f"  peak memory, all    {_size(e.peak_memory_total):>14}  (client + workers + nannies)\n"
+        f"  scratch disk        {_size(e.scratch_bytes):>14}  (work directory)\n"
+        f"  output NeXus        {_size(e.output_nexus_bytes):>14}\n"
+        f"  output parquet      {_size(e.output_parquet_bytes):>14}\n"
+        f"  map tasks           {e.map_tasks:>14}\n"
+        f"  reduce partitions   {e.partitions:>14}"
+    )

@@ -1,0 +1,161 @@
+"""Predict what an integration will need before running it (``diffuse estimate``).
+
+1. Partial rows: bin a sample of storage chunks spread evenly along every axis of the chunk grid
+   (a low-discrepancy sequence) with the real kernel; extrapolate partial rows per pixel read to
+   the whole stack (a ratio estimator).
+2. Output rows: a voxel cut by a face between two chunks gives two partial rows that the reduction
+   may merge. For each axis, bin a few pairs of adjacent chunks together and count the merges per
+   face; scale by the number of faces along that axis; subtract from the partial rows.
+3. Memory, scratch disk and output size follow from the row counts and the memory model of the
+   map and reduce tasks (bytes per row of each stage, measured; see ``MEMORY``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from pipeline.config import IntegrateParams
+from pipeline.graph.integrate import map_run_rows, partition_rows
+from pipeline.graph.plan import MapTask, plan_integration
+from pipeline.graph.tasks import MapContext, bin_task_chunks
+from pipeline.io.images import storage_chunk_slices
+from pipeline.kernels.binning import PARTIAL_DTYPE
+from pipeline.kernels.partials import reduce_partials
+
+__all__ = ["MEMORY", "Estimate", "estimate_integration"]
+
+#: The memory model (bytes), measured on this project's runs (see benchmarks/sweep_subdivide.py).
+MEMORY = {
+    "worker_base": 330e6,  # a worker process after importing numpy, numba, h5py, dask (RSS)
+    "nanny": 75e6,  # each worker's nanny process
+    "client": 330e6,  # the process running the command, with the scheduler
+    "hash_row": 64 * 4,  # hash table bytes per partial row of one chunk (64 B rows, <= half full)
+    "run_row": PARTIAL_DTYPE.itemsize * 2.5 + 8,  # rows held until a run is spilled, with the sort
+    "reduce_row": 200,  # working memory per partial row while a partition is reduced
+    "nexus_row": 34,  # bytes per output row in the NeXus file (10 columns)
+    "parquet_row": 21,  # bytes per output row in parquet (zstd)
+}
+
+
+@dataclass
+class Estimate:
+    """Predicted figures of one integration (bytes and rows)."""
+
+    partial_rows: int
+    output_rows: int
+    peak_memory_per_worker: int
+    peak_memory_total: int
+    scratch_bytes: int
+    output_nexus_bytes: int
+    output_parquet_bytes: int
+    map_tasks: int
+    partitions: int
+    sampled_chunks: int
+    sampled_pixels: int
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _chunk_grid(shape, chunks) -> list[list[slice]]:
+    return [storage_chunk_slices(shape, chunks, axis) for axis in range(3)]
+
+
+def _spread_sample(sizes: list[int], n: int) -> list[tuple[int, int, int]]:
+    """``n`` distinct chunk indices from the R3 low-discrepancy sequence (Roberts 2018): unlike a
+    stride through the chunk list, it cannot alias with the grid (e.g. always hit the first column)."""
+    g = 1.2207440846057594  # the plastic number: x^4 = x + 1 generalised to 3-D
+    alpha = np.array([1 / g, 1 / g**2, 1 / g**3])
+    total = math.prod(sizes)
+    picks: list[tuple[int, int, int]] = []
+    s = 0
+    while len(picks) < min(n, total):
+        point = np.modf(0.5 + s * alpha)[0]
+        i = tuple(int(p * m) for p, m in zip(point, sizes, strict=True))
+        if i not in picks:
+            picks.append(i)
+        s += 1
+    return picks
+
+
+class _Binned(dict):
+    """Partial rows of chunks binned so far, by chunk index (each chunk is read once)."""
+
+    def __init__(self, grid, ctx: MapContext):
+        super().__init__()
+        self.grid, self.ctx = grid, ctx
+
+    def slices(self, i):
+        return tuple(self.grid[a][i[a]] for a in range(3))
+
+    def __missing__(self, i):
+        ((rows, _),) = bin_task_chunks(MapTask(0, (self.slices(i),)), self.ctx)
+        self[i] = rows
+        return rows
+
+
+def estimate_integration(
+    params: IntegrateParams, n_workers: int, worker_memory: int, n_samples: int = 12, pairs_per_axis: int = 2
+) -> Estimate:
+    """Estimate partial and output rows, memory, scratch and output size (see the module docstring)."""
+    t0 = time.perf_counter()
+    plan = plan_integration(params, n_workers)
+    grid = _chunk_grid(plan.stack.shape, plan.stack.storage_chunks)
+    binned = _Binned(grid, MapContext(plan.stack, plan.masks, plan.geometry, plan.ndiv, plan.h_range, "", 0))
+    # 1. partial rows from a sample of chunks spread evenly along every axis
+    picks = _spread_sample([len(g) for g in grid], n_samples)
+    sampled_rows = sum(binned[i].size for i in picks)
+    sampled_pixels = sum(MapTask(0, (binned.slices(i),)).n_pixels for i in picks)
+    max_chunk_rows = max(binned[i].size for i in picks)
+    partial = sampled_rows / max(sampled_pixels, 1) * plan.stack.n_pixels
+    # 2. merges across chunk faces, per axis
+    merged = 0.0
+    for axis in range(3):
+        n_along = len(grid[axis])
+        if n_along < 2:
+            continue
+        faces = (n_along - 1) * math.prod(len(g) for a, g in enumerate(grid) if a != axis)
+        starts = [i for i in picks if i[axis] + 1 < n_along][:pairs_per_axis]
+        per_face = []
+        for i in starts:
+            j = tuple(v + (a == axis) for a, v in enumerate(i))
+            both = np.concatenate([binned[i], binned[j]])
+            per_face.append(both.size - reduce_partials(both, params.max_spread).size)
+        if per_face:
+            merged += float(np.mean(per_face)) * faces
+    output = max(partial - merged, 0.0)
+    # 3. memory, disk
+    run_rows = map_run_rows(worker_memory)
+    part_rows = partition_rows(worker_memory)
+    partitions = max(2 * n_workers, math.ceil(partial / part_rows))
+    rows_per_partition = partial / partitions
+    chunk_px = math.prod(plan.stack.storage_chunks)
+    band_px = plan.stack.storage_chunks[0] * plan.stack.storage_chunks[1] * plan.stack.shape[2]
+    map_ws = (
+        chunk_px * 4 * 2  # the chunk's data, decoded and as read
+        + (band_px + 2 * chunk_px if plan.masks else 0)  # the mask band and its decoded chunks
+        + max_chunk_rows * MEMORY["hash_row"]
+        + min(run_rows, partial) * MEMORY["run_row"]
+    )
+    reduce_ws = rows_per_partition * MEMORY["reduce_row"]
+    per_worker = MEMORY["worker_base"] + max(map_ws, reduce_ws)
+    total = MEMORY["client"] + n_workers * (per_worker + MEMORY["nanny"])
+    return Estimate(
+        partial_rows=int(partial),
+        output_rows=int(output),
+        peak_memory_per_worker=int(per_worker),
+        peak_memory_total=int(total),
+        scratch_bytes=int(partial * PARTIAL_DTYPE.itemsize + output * MEMORY["nexus_row"]),
+        output_nexus_bytes=int(output * MEMORY["nexus_row"]),
+        output_parquet_bytes=int(output * MEMORY["parquet_row"]),
+        map_tasks=len(plan.tasks),
+        partitions=int(partitions),
+        sampled_chunks=len(binned),
+        sampled_pixels=int(sampled_pixels),
+        seconds=round(time.perf_counter() - t0, 2),
+    )

@@ -4,13 +4,16 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast lint format clean goldens
+.PHONY: install demo test test-fast lint format clean goldens
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pipeline.kernels.warmup
 	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv with the package, its dependencies and compiled kernels
 
 demo: $(STAMP)  ## simulate a small dataset, integrate, correct, export, plot (output in demo-output/)
 	$(BIN)/diffuse demo --outdir demo-output --overwrite

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
 
-from pipeline.cluster import connect
+from pipeline.cluster import connect, default_workdir
 from pipeline.config import CorrectParams, IntegrateParams
 from pipeline.io.tables import read_table
 from pipeline.progress import progress_bar
+from pipeline.runlog import run_step
 
 __all__ = ["correct", "integrate", "read_table"]
 
@@ -35,6 +37,11 @@ def integrate(
     cluster: str | None = None,
     workers: int | None = None,
     memory_limit: str | int | None = None,
+    partition: str | None = None,
+    account: str | None = None,
+    walltime: str | None = None,
+    log_file: PathLike | None = None,
+    performance_report: PathLike | None = None,
     client=None,
     quiet: bool = True,
 ):
@@ -44,7 +51,10 @@ def integrate(
     dataset ``parquet``; returns an :class:`~pipeline.graph.integrate.IntegrateResult`. ``mask`` may
     be one mask file or several (their union is excluded). ``exposure_time`` (seconds) replaces the
     exposure time of every frame. Runs on ``client``, else on the cluster ``cluster`` (default: a
-    local cluster of ``workers`` processes).
+    local cluster of ``workers`` processes; :func:`pipeline.cluster.connect` explains the others and
+    ``partition``, ``account``, ``walltime``). ``log_file``: write a run log there (parameters,
+    versions, timings, peak memory; :mod:`pipeline.runlog`); ``performance_report``: dask's HTML
+    performance report.
     """
     from pipeline.graph.integrate import run_integration
 
@@ -62,11 +72,16 @@ def integrate(
         resume=resume,
         keep_workdir=keep_workdir,
     )
+    slurm = {"partition": partition, "account": account, "walltime": walltime}
     with (
-        connect(cluster, workers=workers, memory_limit=memory_limit, client=client) as c,
+        connect(cluster, workers=workers, memory_limit=memory_limit, client=client, **slurm) as c,
         progress_bar(quiet) as bar,
+        run_step("integrate", params, c, log_file, performance_report) as step,
     ):
-        return run_integration(params, c, progress=bar)
+        if params.workdir is None and (shared := default_workdir(params.outfile or params.parquet)):
+            params = dataclasses.replace(params, workdir=shared)  # the cluster config's workdir-root
+        step.result = run_integration(params, c, progress=bar)
+        return step.result
 
 
 def correct(
@@ -85,6 +100,11 @@ def correct(
     cluster: str | None = None,
     workers: int | None = None,
     memory_limit: str | int | None = None,
+    partition: str | None = None,
+    account: str | None = None,
+    walltime: str | None = None,
+    log_file: PathLike | None = None,
+    performance_report: PathLike | None = None,
     client=None,
     quiet: bool = True,
 ):
@@ -94,6 +114,7 @@ def correct(
     count rate if given, divides by solid angle x attenuation x efficiency x polarization (each
     unless disabled), optionally multiplies by the Lorentz factor, and writes ``outfile`` and/or
     ``parquet`` with mdx2's corrected columns. Returns a :class:`~pipeline.graph.correct.CorrectResult`.
+    ``log_file`` and ``performance_report`` as for :func:`integrate`.
     """
     from pipeline.graph.correct import run_correction
 
@@ -110,8 +131,17 @@ def correct(
         parquet=None if parquet is None else os.fspath(parquet),
         overwrite=overwrite,
     )
+    slurm = {"partition": partition, "account": account, "walltime": walltime}
+    if cluster is None and client is None and performance_report is None:
+        # Row-wise numba/numpy work that releases the GIL: threads in this process use every core
+        # without starting worker processes (see pipeline.graph.correct).
+        with progress_bar(quiet) as bar, run_step("correct", params, None, log_file, None) as step:
+            step.result = run_correction(params, None, progress=bar, threads=workers)
+            return step.result
     with (
-        connect(cluster, workers=workers, memory_limit=memory_limit, client=client) as c,
+        connect(cluster, workers=workers, memory_limit=memory_limit, client=client, **slurm) as c,
         progress_bar(quiet) as bar,
+        run_step("correct", params, c, log_file, performance_report) as step,
     ):
-        return run_correction(params, c, progress=bar)
+        step.result = run_correction(params, c, progress=bar)
+        return step.result

@@ -1,38 +1,51 @@
-"""Where the work runs: a local cluster of worker processes by default, or a running scheduler.
+"""Where the work runs: a local cluster of worker processes by default, SLURM jobs, or a running scheduler.
 
 ``connect(spec)`` is the one entry point every computing command uses::
 
     with connect("local", workers=2) as client:
         ...
 
-``spec`` is ``local``, ``tcp://host:port`` (an existing scheduler), ``slurm`` or a path to a
-cluster config YAML (see ``cluster_configs/``). The scheduler and dashboard listen on localhost
-unless a config says otherwise.
+``spec`` is one of
+
+- ``local`` (the default): worker processes on this machine (``cluster_configs/local.yaml``);
+- ``slurm``: dask workers in SLURM jobs, this process runs the scheduler (``cluster_configs/slurm.yaml``);
+- a path to a cluster config ``.yaml`` of either type (see ``cluster_configs/`` and
+  :mod:`pipeline.cluster_config` for what overrides what);
+- ``tcp://host:port`` of a running scheduler, or a scheduler file ``.json`` (``dask scheduler
+  --scheduler-file``, as ``diffuse submit`` batch jobs use); with ``workers`` the client waits until
+  that many workers have connected.
+
+The scheduler and the dashboard listen on localhost unless a config says otherwise. Whatever was
+started here is stopped on exit, also on errors, Ctrl-C and SIGTERM (SLURM jobs are cancelled).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from distributed import Client, LocalCluster
 
+from pipeline.cluster_config import (
+    apply_cluster_config,
+    default_workers,
+    read_cluster_config,
+    resolve_local,
+    resolve_slurm,
+)
 from pipeline.config import get_default
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PipelineError
 
-__all__ = ["connect", "default_workers"]
+__all__ = ["connect", "default_workdir", "default_workers", "wait_for_workers"]
 
 log = logging.getLogger(__name__)
 
-
-def default_workers() -> int:
-    """One single-threaded worker process per CPU this process may use (HDF5 serialises threads)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+SCHEDULER_PROTOCOLS = ("tcp://", "tls://", "ucx://", "inproc://")
 
 
 @contextlib.contextmanager
@@ -43,37 +56,123 @@ def connect(
     memory_limit: str | int | None = None,
     local_directory: str | None = None,
     client: Client | None = None,
+    partition: str | None = None,
+    account: str | None = None,
+    walltime: str | None = None,
 ) -> Iterator[Client]:
     """Yield a :class:`distributed.Client` for ``spec``; close what was started here on exit.
 
-    An existing ``client`` is used as it is (and left open), for library callers and tests.
+    ``workers`` counts worker processes (local), worker jobs (SLURM) or workers to wait for (a
+    running scheduler). ``memory_limit`` is per worker process. ``partition``, ``account`` and
+    ``walltime`` override the SLURM config. An existing ``client`` is used as it is (and left
+    open), for library callers and tests.
     """
     if client is not None:
         yield client
         return
-    spec = spec or get_default("cluster.default")
-    if workers is not None and workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers!r}")
-    if spec.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
-        with Client(spec, timeout="30s") as c:
-            log.info("connected to scheduler %s", spec)
+    spec = str(spec or get_default("cluster.default"))
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
+    slurm_options = {"partition": partition, "account": account, "walltime": walltime}
+    if spec.startswith(SCHEDULER_PROTOCOLS) or spec.endswith(".json"):
+        _refuse(spec, "that scheduler runs with its own workers", memory_limit=memory_limit, **slurm_options)
+        with _scheduler_client(spec, workers) as c:
             yield c
         return
-    if spec == "local":
-        n = workers or default_workers()
-        cluster = LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            memory_limit=memory_limit if memory_limit is not None else "auto",
-            local_directory=local_directory,
-        )
-        with cluster, Client(cluster) as c:
-            log.info("local cluster: %d worker processes, dashboard %s", n, c.dashboard_link)
-            yield c
-        return
-    raise ConfigError(
-        f"unknown cluster {spec!r}; expected 'local', 'slurm', a cluster config .yaml or tcp://host:port"
+    file = read_cluster_config(spec)
+    with apply_cluster_config(file):
+        if file.type == "local":
+            _refuse(spec, "these options are for SLURM clusters", **slurm_options)
+            settings = resolve_local(file.path, workers=workers, memory_limit=memory_limit)
+            with _local_client(settings, local_directory) as c:
+                yield c
+        else:
+            from pipeline.slurm import slurm_client
+
+            settings = resolve_slurm(file.path, workers=workers, memory_limit=memory_limit, **slurm_options)
+            with slurm_client(settings) as c:
+                yield c
+
+
+def _refuse(spec: str, why: str, **options) -> None:
+    """Options that mean nothing for this kind of cluster are an error, not silently ignored."""
+    given = [f"--{name.replace('_', '-')}" for name, value in options.items() if value is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} cannot be used with --cluster {spec}: {why}")
+
+
+@contextlib.contextmanager
+def _local_client(settings, local_directory: str | None) -> Iterator[Client]:
+    cluster = LocalCluster(
+        n_workers=settings.workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=settings.dashboard_address,
+        memory_limit=settings.memory_limit,
+        local_directory=local_directory,
     )
+    with cluster, Client(cluster) as c:
+        log.info("local cluster: %d worker processes, dashboard %s", settings.workers, c.dashboard_link)
+        yield c
+
+
+@contextlib.contextmanager
+def _scheduler_client(spec: str, workers: int | None) -> Iterator[Client]:
+    """A client of a running scheduler (address or scheduler file); the scheduler is left running."""
+    timeout = float(get_default("cluster.wait-timeout"))
+    try:
+        if spec.endswith(".json"):
+            _wait_for_file(Path(spec), timeout)
+            c = Client(scheduler_file=spec, timeout="30s")
+        else:
+            c = Client(spec, timeout="30s")
+    except OSError as exc:  # includes TimeoutError
+        raise PipelineError(f"cannot reach the dask scheduler {spec}: {exc}") from None
+    with c:
+        log.info("connected to scheduler %s", c.scheduler.address)
+        if workers:
+            wait_for_workers(c, workers, timeout)
+        yield c
+
+
+def _wait_for_file(path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise PipelineError(f"scheduler file {str(path)!r} did not appear within {timeout:g} s")
+        time.sleep(0.2)
+
+
+def wait_for_workers(client: Client, n: int, timeout: float) -> int:
+    """Wait until ``n`` workers have connected; after ``timeout`` s go on with fewer (a warning) or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        connected = len(client.scheduler_info(n_workers=-1)["workers"])
+        if connected >= n:
+            return connected
+        if time.monotonic() > deadline:
+            if connected:
+                log.warning(
+                    "only %d of %d workers connected within %g s; going on with them", connected, n, timeout
+                )
+                return connected
+            raise PipelineError(
+                f"no dask worker connected to {client.scheduler.address} within {timeout:g} s"
+            )
+        time.sleep(0.5)
+
+
+def default_workdir(output: str | os.PathLike) -> str | None:
+    """Integrate's work directory under ``diffuse.cluster.workdir-root``, or None (next to the output).
+
+    One directory per output file (its name plus a hash of its absolute path), so runs writing
+    different outputs never share one, and a rerun (``--resume``) finds its own.
+    """
+    root = get_default("cluster.workdir-root")
+    if root is None:
+        return None
+    output = Path(output).absolute()
+    digest = hashlib.sha256(str(output).encode()).hexdigest()[:10]
+    root = Path(os.path.expandvars(str(root))).expanduser()
+    return str(root / f"{output.name}-{digest}.work")

@@ -7,7 +7,7 @@ command-line flags and keyword arguments override them.
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 import dask.config
@@ -29,9 +29,14 @@ def get_default(key: str):
 
 
 def _as_path(value, name: str) -> str:
+    """An absolute path: tasks may run in other directories (a remote scheduler, SLURM jobs)."""
     if not isinstance(value, str | os.PathLike):
         raise ConfigError(f"{name} must be a path, got {value!r}")
-    return os.fspath(value)
+    return os.path.abspath(os.fspath(value))
+
+
+def _as_optional_path(value, name: str) -> str | None:
+    return None if value is None else _as_path(value, name)
 
 
 def _subdivide(value) -> tuple[int, int, int]:
@@ -95,6 +100,8 @@ class IntegrateParams:
             set_(self, "exposure_time", t)
         if self.outfile is None and self.parquet is None:
             raise ConfigError("nothing to write: give an outfile (NeXus) and/or a parquet directory")
+        for name in ("outfile", "parquet", "workdir"):
+            set_(self, name, _as_optional_path(getattr(self, name), name))
 
 
 @dataclass(frozen=True)
@@ -112,15 +119,13 @@ class CorrectParams:
     outfile: str | None = "corrected.nxs"
     parquet: str | None = None
     overwrite: bool = False
-    allow_nonfinite: bool = False
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         set_ = object.__setattr__
         set_(self, "geometry", _as_path(self.geometry, "geometry"))
         set_(self, "integrated", _as_path(self.integrated, "integrated"))
-        if self.background is not None:
-            set_(self, "background", _as_path(self.background, "background"))
+        for name in ("background", "outfile", "parquet"):
+            set_(self, name, _as_optional_path(getattr(self, name), name))
         for name in ("attenuation", "efficiency", "polarization", "lorentz", "p1", "overwrite"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")

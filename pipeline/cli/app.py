@@ -11,7 +11,19 @@ import typer
 
 from pipeline.errors import PipelineError
 
-__all__ = ["ClusterOpt", "OverwriteOpt", "QuietOpt", "WorkersOpt", "app", "main", "user_errors"]
+__all__ = [
+    "AccountOpt",
+    "ClusterOpt",
+    "MemoryLimitOpt",
+    "OverwriteOpt",
+    "PartitionOpt",
+    "QuietOpt",
+    "WalltimeOpt",
+    "WorkersOpt",
+    "app",
+    "main",
+    "user_errors",
+]
 
 app = typer.Typer(
     name="diffuse",
@@ -25,12 +37,31 @@ ClusterOpt = Annotated[
     str | None,
     typer.Option(
         "--cluster",
-        help="Where to compute: local (default), slurm, a cluster config .yaml, or tcp://host:port of a "
-        "running scheduler.",
+        help="Where to compute: local (default), slurm (worker processes in SLURM jobs), a cluster config "
+        ".yaml (see cluster_configs/), tcp://host:port of a running scheduler, or its scheduler file .json.",
     ),
 ]
 WorkersOpt = Annotated[
-    int | None, typer.Option("--workers", min=1, help="Worker processes (local) or SLURM jobs to start.")
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="Worker processes (local), SLURM jobs to start (slurm), or workers to wait for (a scheduler).",
+    ),
+]
+MemoryLimitOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--memory-limit", help="Memory per worker process, e.g. 4GB (default: RAM / workers, or the config)."
+    ),
+]
+PartitionOpt = Annotated[
+    str | None, typer.Option("--partition", help="SLURM partition (overrides the config).")
+]
+AccountOpt = Annotated[str | None, typer.Option("--account", help="SLURM account (overrides the config).")]
+WalltimeOpt = Annotated[
+    str | None,
+    typer.Option("--walltime", help="SLURM time limit per job, e.g. 02:00:00 (overrides the config)."),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary; errors only.")]

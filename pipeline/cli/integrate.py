@@ -7,9 +7,33 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import ClusterOpt, OverwriteOpt, QuietOpt, WorkersOpt, app, setup_logging, user_errors
+from pipeline.cli.app import (
+    AccountOpt,
+    ClusterOpt,
+    MemoryLimitOpt,
+    OverwriteOpt,
+    PartitionOpt,
+    QuietOpt,
+    WalltimeOpt,
+    WorkersOpt,
+    app,
+    setup_logging,
+    user_errors,
+)
 
 ExistingFile = Annotated[Path, typer.Argument(show_default=False)]
+LogFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--log-file",
+        help="Run log: parameters that differ from defaults, versions, timings, peak memory "
+        "(default: OUTFILE.log next to the output).",
+    ),
+]
+PerformanceReportOpt = Annotated[
+    Path | None,
+    typer.Option("--performance-report", help="Write dask's HTML performance report of the run here."),
+]
 
 
 @app.command()
@@ -52,11 +76,13 @@ def integrate(
     ] = False,
     cluster: ClusterOpt = None,
     workers: WorkersOpt = None,
-    memory_limit: Annotated[
-        str | None,
-        typer.Option("--memory-limit", help="Memory per worker, e.g. 4GB (default: RAM / workers)."),
-    ] = None,
+    memory_limit: MemoryLimitOpt = None,
+    partition: PartitionOpt = None,
+    account: AccountOpt = None,
+    walltime: WalltimeOpt = None,
     overwrite: OverwriteOpt = False,
+    log_file: LogFileOpt = None,
+    performance_report: PerformanceReportOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Integrate counts on a fractional Miller-index grid (same table as mdx2.integrate)."""
@@ -79,6 +105,11 @@ def integrate(
         cluster=cluster,
         workers=workers,
         memory_limit=memory_limit,
+        partition=partition,
+        account=account,
+        walltime=walltime,
+        log_file=log_file or Path(f"{outfile}.log"),
+        performance_report=performance_report,
         quiet=quiet,
     )
     if not quiet:
@@ -116,7 +147,13 @@ def correct(
     ] = None,
     cluster: ClusterOpt = None,
     workers: WorkersOpt = None,
+    memory_limit: MemoryLimitOpt = None,
+    partition: PartitionOpt = None,
+    account: AccountOpt = None,
+    walltime: WalltimeOpt = None,
     overwrite: OverwriteOpt = False,
+    log_file: LogFileOpt = None,
+    performance_report: PerformanceReportOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Apply background, solid-angle, efficiency, attenuation and polarization corrections (mdx2.correct)."""
@@ -137,6 +174,12 @@ def correct(
         overwrite=overwrite,
         cluster=cluster,
         workers=workers,
+        memory_limit=memory_limit,
+        partition=partition,
+        account=account,
+        walltime=walltime,
+        log_file=log_file or Path(f"{outfile}.log"),
+        performance_report=performance_report,
         quiet=quiet,
     )
     if not quiet:

@@ -1,7 +1,7 @@
 """Predict what an integration will need before running it (``diffuse estimate``).
 
 1. Partial rows: bin a sample of storage chunks spread evenly along every axis of the chunk grid
-   (a low-discrepancy sequence) with the real kernel; extrapolate partial rows per pixel read to
+   (a Latin hypercube) with the real kernel; extrapolate partial rows per pixel read to
    the whole stack (a ratio estimator).
 2. Output rows: a voxel cut by a face between two chunks gives two partial rows that the reduction
    may merge. For each axis, bin a few pairs of adjacent chunks together and count the merges per
@@ -36,7 +36,7 @@ MEMORY = {
     "hash_row": 64 * 4,  # hash table bytes per partial row of one chunk (64 B rows, <= half full)
     "run_row": PARTIAL_DTYPE.itemsize * 2.5 + 8,  # rows held until a run is spilled, with the sort
     "reduce_row": 200,  # working memory per partial row while a partition is reduced
-    "nexus_row": 34,  # bytes per output row in the NeXus file (10 columns)
+    "nexus_row": 44,  # bytes per output row in the NeXus file (7 float32, 2 int32, 1 float64)
     "parquet_row": 21,  # bytes per output row in parquet (zstd)
 }
 
@@ -66,20 +66,21 @@ def _chunk_grid(shape, chunks) -> list[list[slice]]:
     return [storage_chunk_slices(shape, chunks, axis) for axis in range(3)]
 
 
-def _spread_sample(sizes: list[int], n: int) -> list[tuple[int, int, int]]:
-    """``n`` distinct chunk indices from the R3 low-discrepancy sequence (Roberts 2018): unlike a
-    stride through the chunk list, it cannot alias with the grid (e.g. always hit the first column)."""
-    g = 1.2207440846057594  # the plastic number: x^4 = x + 1 generalised to 3-D
-    alpha = np.array([1 / g, 1 / g**2, 1 / g**3])
+def _spread_sample(sizes: list[int], n: int, seed: int = 0) -> list[tuple[int, int, int]]:
+    """``n`` distinct chunk indices, a Latin hypercube: along every axis the samples fall into ``n``
+    equal strata, each used once (so an axis with <= n chunks has every index sampled), in an order
+    drawn with a fixed seed. A stride through the chunk list can alias with the grid instead (e.g.
+    always pick the first column of chunks)."""
     total = math.prod(sizes)
+    n = min(n, total)
+    rng = np.random.default_rng(seed)
     picks: list[tuple[int, int, int]] = []
-    s = 0
-    while len(picks) < min(n, total):
-        point = np.modf(0.5 + s * alpha)[0]
-        i = tuple(int(p * m) for p, m in zip(point, sizes, strict=True))
-        if i not in picks:
-            picks.append(i)
-        s += 1
+    while len(picks) < n:
+        strata = [rng.permutation(n) for _ in sizes]
+        for s in range(n):
+            i = tuple(int((strata[a][s] + 0.5) * size / n) for a, size in enumerate(sizes))
+            if i not in picks and len(picks) < n:
+                picks.append(i)
     return picks
 
 

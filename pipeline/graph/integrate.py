@@ -54,21 +54,19 @@ class IntegrateResult:
 def choose_partitions(h_counts: np.ndarray, max_rows: int, min_partitions: int = 1) -> list[tuple[int, int]]:
     """Cut the H histogram into contiguous ranges ``[lo, hi)`` of at most ``max_rows`` rows each.
 
-    At least ``min_partitions`` ranges when there are enough distinct H values, so every worker has
-    work. A single H value with more rows than ``max_rows`` stays whole (it cannot be split by H).
+    The target size is the smaller of ``max_rows`` and an equal share for ``min_partitions``
+    partitions (so every worker has work); ranges are grown greedily up to the target. One H value
+    with more rows than the target stays whole (rows are split by H only).
     """
     total = int(h_counts.sum())
-    n = max(min_partitions, -(-total // max(max_rows, 1)), 1)
-    n = min(n, max(1, int(np.count_nonzero(h_counts))))
-    target = total / n
-    cumulative = np.cumsum(h_counts)
-    ranges, lo = [], 0
-    for i in range(1, n):
-        hi = int(np.searchsorted(cumulative, i * target, side="left")) + 1
-        if hi > lo and hi < h_counts.size:
-            ranges.append((lo, hi))
-            lo = hi
-    ranges.append((lo, h_counts.size))
+    target = max(1, min(max_rows, -(-total // max(min_partitions, 1))))
+    ranges, lo, rows = [], 0, 0
+    for h, count in enumerate(h_counts):
+        if rows and rows + count > target:
+            ranges.append((lo, h))
+            lo, rows = h, 0
+        rows += int(count)
+    ranges.append((lo, int(h_counts.size)))
     return ranges
 
 

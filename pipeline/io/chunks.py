@@ -102,16 +102,18 @@ class ChunkReader:
         """The decoded chunk starting at ``origin`` (full chunk shape), or None if HDF5 must do it."""
         if origin in self._cache:
             return self._cache[origin]
-        try:
-            filter_mask, data = self.ds.id.read_direct_chunk(origin)
-        except (OSError, KeyError, ValueError):  # e.g. a chunk never written: let HDF5 apply the fill value
-            return None
+        if self.ds.id.get_chunk_info_by_coord(origin).byte_offset is None:
+            return None  # a chunk never written: HDF5 supplies the fill value
+        filter_mask, data = self.ds.id.read_direct_chunk(origin)
         # undo the filters in reverse order; bit i of filter_mask set = filter i was skipped
         for i in reversed(range(len(self.filters))):
             if filter_mask & (1 << i):
                 continue
             if self.filters[i] == _DEFLATE:
-                data = _inflate_lib.decompress(data)
+                try:
+                    data = _inflate_lib.decompress(data)
+                except (zlib.error, _inflate_lib.error) as exc:  # neither is an OSError, as h5py's would be
+                    raise OSError(f"chunk at {origin} does not inflate (corrupt file?): {exc}") from exc
             elif self.itemsize > 1:  # shuffle (a no-op for one-byte elements such as masks)
                 out = np.empty(len(data), dtype=np.uint8)
                 _unshuffle(np.frombuffer(data, dtype=np.uint8), self.itemsize, out)

@@ -114,7 +114,7 @@ def read_symmetry(path: str | os.PathLike) -> Symmetry:
 
 
 def read_background(path: str | os.PathLike) -> BackgroundGrid:
-    """Read a binned background count rate ``/entry/binned_image_series`` (as mdx2.bin_image_series writes)."""
+    """Read a binned background count rate ``/entry/binned_image_series`` (mdx2.bin_image_series output)."""
     with open_nexus(path, "background file") as f:
         group = require(f, "/entry/binned_image_series", "binned background written by mdx2.bin_image_series")
         (phi, iy, ix), rate = _read_nxdata(group, ("phi", "iy", "ix"), min_points=1)

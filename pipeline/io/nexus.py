@@ -50,7 +50,7 @@ def open_nexus(path: str | os.PathLike, what: str = "NeXus file") -> h5py.File:
 
 
 def require(f: h5py.File | h5py.Group, name: str, what: str = "") -> h5py.Group | h5py.Dataset:
-    """Return ``f[name]``, or raise :class:`InputError` naming the file, the HDF5 path and what is expected."""
+    """Return ``f[name]``; if absent, raise an :class:`InputError` naming the file and the HDF5 path."""
     try:
         obj = f[name]
     except KeyError:

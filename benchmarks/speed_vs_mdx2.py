@@ -1,0 +1,240 @@
+"""Integrate and correct against mdx2 1.0.5 and against the machine's I/O floor, in one run.
+
+    source ../shared/refkit/setup.sh      # puts mdx2.integrate/mdx2.correct (and their stand-ins) on PATH
+    .venv/bin/python benchmarks/speed_vs_mdx2.py /tmp/ds_medium --mdx2 \\
+        --compare ../shared/refkit/compare.py [--subdivide 4 4 4] [--workers 2] [--out DIR]
+
+Every command runs as its own process and is timed from start to exit (imports and cluster start
+included), with the peak memory of its whole process tree:
+
+* I/O floor: read and decompress data and mask, storage chunk by storage chunk, with h5py, in
+  ``--workers`` processes (what any reader of these files must do);
+* ``mdx2.integrate --nproc W`` and ``diffuse integrate --workers W``;
+* ``diffuse convert --to zarr`` (once) and ``diffuse integrate`` from the cache;
+* ``mdx2.correct`` and ``diffuse correct`` on the integrated table.
+Outputs are checked with refkit's compare.py (set ``--compare``). Writes speed.csv and speed.png.
+mdx2 must be run from the dataset directory (its virtual dataset paths are relative).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import h5py
+
+from pipeline.bench import measure_command
+from pipeline.io.images import open_image_stack, storage_chunk_slices
+
+DIFFUSE = str(Path(sys.executable).with_name("diffuse"))
+
+
+def _read_chunk(args):
+    data, dataset, mask, sl = args
+    with h5py.File(data, "r") as f:
+        f[dataset][sl]
+    if mask:
+        with h5py.File(mask, "r") as m:
+            m["/entry/mask/signal"][sl]
+    return 0
+
+
+def io_floor(ds: Path, workers: int) -> float:
+    stack = open_image_stack(ds / "data.nxs")
+    along = [storage_chunk_slices(stack.shape, stack.storage_chunks, a) for a in range(3)]
+    mask = str(ds / "mask.nxs") if (ds / "mask.nxs").exists() else None
+    jobs = [
+        (stack.path, stack.dataset, mask, (a, b, c)) for a in along[0] for b in along[1] for c in along[2]
+    ]
+    with Pool(workers) as pool:
+        t0 = time.perf_counter()
+        pool.map(_read_chunk, jobs, chunksize=1)
+        return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dataset", type=Path)
+    ap.add_argument("--mdx2", action="store_true", help="also run mdx2.integrate/mdx2.correct found on PATH")
+    ap.add_argument("--compare", type=Path, help="refkit compare.py, to check our outputs against mdx2's")
+    ap.add_argument("--subdivide", type=int, nargs=3, default=(4, 4, 4))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/speed"))
+    a = ap.parse_args()
+    ds, out, w = a.dataset.resolve(), a.out.resolve(), a.workers
+    out.mkdir(parents=True, exist_ok=True)
+    sub = [str(x) for x in a.subdivide]
+    mask = ["--mask", str(ds / "mask.nxs")] if (ds / "mask.nxs").exists() else []
+    bkg = ["--background", str(ds / "bkg_data_binned.nxs")] if (ds / "bkg_data_binned.nxs").exists() else []
+    rows = []
+
+    def record(name, wall, peak=0, rc=0, note=""):
+        rows.append(
+            {
+                "step": name,
+                "wall_s": round(wall, 2),
+                "peak_tree_rss_mb": round(peak / 2**20),
+                "rc": rc,
+                "note": note,
+            }
+        )
+        print(f"{name:32} {wall:8.2f} s  {peak / 2**30:6.2f} GB  rc={rc} {note}", flush=True)
+
+    record("io floor (h5py, data+mask)", io_floor(ds, w))
+    ours_int, ours_cor = out / "integrated.nxs", out / "corrected.nxs"
+    ref_int, ref_cor = out / "mdx2_integrated.nxs", out / "mdx2_corrected.nxs"
+    mdx2_bin = Path(shutil.which("mdx2.integrate") or "mdx2.integrate").parent if a.mdx2 else None
+    if mdx2_bin and not (mdx2_bin / "mdx2.integrate").exists():
+        sys.exit("mdx2.integrate is not on PATH: source ../shared/refkit/setup.sh first")
+    if mdx2_bin:
+        argv = [
+            str(mdx2_bin / "mdx2.integrate"),
+            "geometry.nxs",
+            "data.nxs",
+            *mask,
+            "--subdivide",
+            *sub,
+            "--nproc",
+            str(w),
+            "--outfile",
+            str(ref_int),
+            "--logfile",
+            str(out / "mdx2.integrate.log"),
+        ]
+        record("mdx2.integrate", *measure_command(argv, cwd=ds, stderr=subprocess.DEVNULL)[:3])
+    argv = [
+        DIFFUSE,
+        "integrate",
+        str(ds / "geometry.nxs"),
+        str(ds / "data.nxs"),
+        *mask,
+        "--subdivide",
+        *sub,
+        "--workers",
+        str(w),
+        "--outfile",
+        str(ours_int),
+        "--overwrite",
+        "--quiet",
+    ]
+    record("diffuse integrate", *measure_command(argv)[:3])
+    cache = out / "data.zarr"
+    argv = [
+        DIFFUSE,
+        "convert",
+        str(ds / "data.nxs"),
+        str(cache),
+        *mask,
+        "--workers",
+        str(w),
+        "--overwrite",
+        "--quiet",
+    ]
+    record("diffuse convert --to zarr (once)", *measure_command(argv)[:3])
+    zarr_out = out / "integrated_zarr.nxs"
+    argv = [
+        DIFFUSE,
+        "integrate",
+        str(ds / "geometry.nxs"),
+        str(cache),
+        "--subdivide",
+        *sub,
+        "--workers",
+        str(w),
+        "--outfile",
+        str(zarr_out),
+        "--overwrite",
+        "--quiet",
+    ]
+    record("diffuse integrate (zarr cache)", *measure_command(argv)[:3])
+    if mdx2_bin:
+        argv = [
+            str(mdx2_bin / "mdx2.correct"),
+            "geometry.nxs",
+            str(ref_int),
+            *bkg,
+            "--outfile",
+            str(ref_cor),
+            "--logfile",
+            str(out / "mdx2.correct.log"),
+        ]
+        record("mdx2.correct", *measure_command(argv, cwd=ds, stderr=subprocess.DEVNULL)[:3])
+    argv = [
+        DIFFUSE,
+        "correct",
+        str(ds / "geometry.nxs"),
+        str(ours_int),
+        *bkg,
+        "--outfile",
+        str(ours_cor),
+        "--overwrite",
+        "--quiet",
+    ]
+    record("diffuse correct", *measure_command(argv)[:3])
+    if a.compare and mdx2_bin:
+        py = str(mdx2_bin / "python")
+        for name, ref, cand, kind in (
+            ("integrated", ref_int, ours_int, "integrated"),
+            ("integrated (zarr)", ref_int, zarr_out, "integrated"),
+            ("corrected", ref_cor, ours_cor, "corrected"),
+        ):
+            res = subprocess.run(
+                [py, str(a.compare), str(ref), str(cand), "--kind", kind], capture_output=True, text=True
+            )
+            verdict = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else res.stderr[-200:]
+            record(f"compare {name}", 0, 0, res.returncode, verdict)
+    by = {r["step"]: r["wall_s"] for r in rows}
+    ratios = {}
+    if "mdx2.integrate" in by:
+        ratios["mdx2_integrate / diffuse_integrate"] = by["mdx2.integrate"] / by["diffuse integrate"]
+        ratios["mdx2_integrate / diffuse_integrate_zarr"] = (
+            by["mdx2.integrate"] / by["diffuse integrate (zarr cache)"]
+        )
+        ratios["mdx2_correct / diffuse_correct"] = by["mdx2.correct"] / by["diffuse correct"]
+    ratios["diffuse_integrate / io_floor"] = by["diffuse integrate"] / by["io floor (h5py, data+mask)"]
+    for k, v in ratios.items():
+        print(f"{k:45} {v:6.2f}")
+    with open(out / "speed.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "ratios.json").write_text(json.dumps({k: round(v, 2) for k, v in ratios.items()}, indent=1))
+    plot(rows, out / "speed.png", f"{ds.name}, subdivide {' '.join(sub)}, {w} workers")
+    for f in (ours_int, ours_cor, ref_int, ref_cor, zarr_out):
+        f.unlink(missing_ok=True)
+    shutil.rmtree(cache, ignore_errors=True)
+    return 0 if all(r["rc"] == 0 for r in rows) else 1
+
+
+def plot(rows, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timed = [r for r in rows if r["wall_s"] > 0]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    colors = [
+        "tab:gray" if "floor" in r["step"] else "tab:red" if "mdx2" in r["step"] else "tab:blue"
+        for r in timed
+    ]
+    ax.barh(range(len(timed)), [r["wall_s"] for r in timed], color=colors)
+    ax.set_yticks(range(len(timed)), [r["step"] for r in timed])
+    ax.invert_yaxis()
+    ax.set_xlabel("wall time of the whole command (s)")
+    ax.set_title(title)
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Compile every numba kernel once, ahead of the first run (``python -m pipeline.kernels.warmup``).
+
+The kernels are jitted with ``cache=True``: the machine code is kept next to the sources and loaded
+in milliseconds by every later process. Without this step the first run on a fresh install spends
+tens of seconds compiling, in every worker at once. ``make`` runs it after installing. The inputs
+below have the dtypes and memory layouts the pipeline passes, so the cached signatures are the ones
+the pipeline needs.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+__all__ = ["warm_up"]
+
+
+def _bin_and_reduce() -> None:
+    from pipeline.geometry.interpolate import prepare_miller_block
+    from pipeline.kernels.binning import bin_chunk
+    from pipeline.kernels.partials import finalize, kahan_reduceat, reduce_partials
+
+    grid_axes = (np.linspace(0, 2, 3), np.linspace(-0.5, 9.5, 3), np.linspace(-0.5, 19.5, 3))
+    hkl = np.random.default_rng(0).normal(size=(3, 3, 3, 3))
+    phi, iy, ix = np.array([0.5, 1.5]), np.arange(10.0), np.arange(20.0)
+    data = np.ones((2, 10, 20), dtype=np.int32)
+    seconds = np.full(2, 0.1)
+    rows = []
+    for target in ((phi, iy, ix), (phi, iy[:1], ix)):  # the fused path and the general one
+        block = prepare_miller_block(grid_axes, hkl, *target)
+        shape = tuple(t.size for t in target)
+        for mask in (None, np.zeros(shape, dtype=bool)):
+            rows.append(bin_chunk(data[:, : shape[1]], mask, block, *target, seconds, (2, 2, 2)))
+    both = np.concatenate(rows)
+    finalize(reduce_partials(both, 1.0), (2, 2, 2))
+    kahan_reduceat(np.ones((4, 2)), np.array([0, 2]))
+
+
+def _correct() -> None:
+    from pipeline.geometry.expressions import parse_miller_expression
+    from pipeline.geometry.model import BackgroundGrid, CorrectionGrid
+    from pipeline.kernels.corrections import CorrectionModel, correct_rows
+
+    axes = (np.linspace(-0.5, 9.5, 3), np.linspace(-0.5, 9.5, 3))
+    factors = {
+        name: np.ones((3, 3))
+        for name in ("solid_angle", "efficiency", "attenuation", "polarization", "inverse_lorentz", "d3s")
+    }
+    ops = np.array([np.eye(3), -np.eye(3)])
+    n = 4
+    rows = {
+        **{c: np.arange(n, dtype=np.float32) for c in ("h", "k", "l", "phi", "iy", "ix")},
+        "seconds": np.ones(n, dtype=np.float32),
+        "counts": np.ones(n, dtype=np.int32),
+        "pixels": np.ones(n, dtype=np.int32),
+        "n": np.zeros(n),
+    }
+    background = BackgroundGrid(np.array([0.5, 1.5]), *axes, np.ones((2, 3, 3)))
+    for bkg in (None, background):
+        model = CorrectionModel(
+            np.eye(3), ops, parse_miller_expression("l >= 0"), CorrectionGrid(*axes, factors), bkg
+        )
+        correct_rows(rows, (1, 1, 1), model)
+
+
+def _io() -> None:
+    from pipeline.io.chunks import _unshuffle
+
+    raw = np.zeros(16, dtype=np.uint8)
+    _unshuffle(raw, 4, np.empty(16, dtype=np.uint8))
+    _unshuffle(raw, 2, np.empty(16, dtype=np.uint8))
+
+
+def warm_up() -> float:
+    """Compile (or load from the cache) every kernel; returns the seconds it took."""
+    t0 = time.perf_counter()
+    _bin_and_reduce()
+    _correct()
+    _io()
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    print(f"numba kernels ready ({warm_up():.1f} s)")

@@ -1,0 +1,307 @@
+"""A log file per run: what was asked, with which software, how long each stage took, peak memory.
+
+The file is plain text that people read and programs parse: structured lines ``key: <json>`` (keys
+of one step prefixed with the step, e.g. ``integrate.timings_s``) between the library's own log
+records. ``diffuse qc`` reads it back (:func:`read_run_log`) to find a table's data and masks and
+the pixels integration used. Example::
+
+    # diffuse-pipeline run log
+    command: "diffuse integrate geometry.nxs data.nxs --mask mask.nxs --subdivide 2 2 2"
+    started: "2026-01-01T12:00:00"
+    versions: {"diffuse-pipeline": "0.1.0", "numpy": "2.4.6", "dask": "2026.8.0", ...}
+    integrate.parameters: {"subdivide": [2, 2, 2], ...}        (only those that differ from defaults)
+    integrate.inputs: {"geometry": "/abs/geometry.nxs", "data": "/abs/data.nxs", "mask": [...]}
+    integrate.cluster: {"scheduler": "tcp://127.0.0.1:40000", "dashboard": "http://127.0.0.1:8787/status"}
+    12:00:03 INFO    pipeline.graph.integrate: 1200 partial rows -> 2 partitions of <= 100000 rows
+    integrate.timings_s: {"plan": 0.1, "map": 3.2, "reduce": 0.4, "export": 0.1, "total": 3.9}
+    integrate.result: {"rows": 2601, "pixels_read": 1899300, "pixels_used": 1894885, ...}
+    integrate.peak_memory_mb: {"client": 180.2, "workers": {"tcp://127.0.0.1:40001": 210.5}}
+    integrate.status: "ok"
+    finished: "2026-01-01T12:00:04"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.config import non_default_items
+from pipeline.errors import ConfigError, PipelineError
+
+__all__ = ["RunLog", "peak_memory", "performance_report", "read_run_log", "run_step", "versions"]
+
+log = logging.getLogger(__name__)
+
+HEADER = "# diffuse-pipeline run log"
+_PACKAGES = (
+    "diffuse-pipeline",
+    "numpy",
+    "scipy",
+    "numba",
+    "dask",
+    "distributed",
+    "h5py",
+    "hdf5plugin",
+    "pandas",
+    "pyarrow",
+    "zarr",
+    "matplotlib",
+)
+_PATH_PARAMS = ("geometry", "data", "mask", "background", "integrated")
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, the libraries that shape the numbers and speed, and HDF5."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in _PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    try:
+        import h5py
+
+        out["hdf5"] = h5py.version.hdf5_version
+    except ImportError:  # pragma: no cover - h5py is a dependency
+        pass
+    return out
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process, in MB (Linux reports ru_maxrss in kB)."""
+    scale = 1 if sys.platform == "darwin" else 1024
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, 1)
+
+
+def peak_memory(client=None) -> dict:
+    """Peak RSS (MB) of this process and, through ``client.run``, of every worker process.
+
+    A worker's peak is since the worker started (for a cluster started by this command: this run).
+    """
+    out: dict = {"client": _peak_rss_mb()}
+    if client is not None:
+        try:
+            out["workers"] = client.run(_peak_rss_mb)
+        except Exception as exc:  # a worker that died must not lose the log
+            log.debug("could not read the workers' peak memory: %s", exc)
+    return out
+
+
+def _cluster_info(client) -> dict:
+    info = client.scheduler_info(n_workers=-1)
+    workers = info.get("workers", {}).values()
+    return {
+        "scheduler": client.scheduler.address,
+        "dashboard": client.dashboard_link,
+        "workers": len(workers),
+        "threads": sum(w.get("nthreads", 0) for w in workers),
+        "memory_limit_gb": round(sum(w.get("memory_limit") or 0 for w in workers) / 2**30, 2),
+    }
+
+
+def _inputs(params) -> dict:
+    """Absolute paths of the input files among ``params`` (so a later ``diffuse qc`` can find them)."""
+    out = {}
+    for name in _PATH_PARAMS:
+        value = getattr(params, name, None)
+        if isinstance(value, tuple | list):
+            out[name] = [os.path.abspath(v) for v in value]
+        elif value:
+            out[name] = os.path.abspath(value)
+    for name in ("outfile", "parquet"):
+        value = getattr(params, name, None)
+        if value:
+            out.setdefault("outputs", []).append(os.path.abspath(value))
+    return out
+
+
+def _jsonable(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+class RunLog:
+    """An open run-log file; :meth:`step` records one step (integrate, correct, qc, ...)."""
+
+    def __init__(self, path: str | os.PathLike, command: str | None = None, atomic: bool = False):
+        self.path = Path(path)
+        # atomic: write under a temporary name, renamed to ``path`` by close() (discard() drops it)
+        self._written = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}") if atomic else self.path
+        self._file = open(self._written, "w", encoding="utf-8")
+        self._handler = logging.StreamHandler(self._file)
+        self._handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
+        self._handler.setLevel(logging.INFO)
+        self._logger = logging.getLogger("pipeline")
+        self._saved_level = self._logger.level
+        self._saved_handler_levels = [(h, h.level) for h in self._logger.handlers]
+        if self._logger.getEffectiveLevel() > logging.INFO:  # keep other handlers as quiet as they were
+            for h in self._logger.handlers:
+                h.setLevel(max(h.level, self._logger.getEffectiveLevel()))
+            self._logger.setLevel(logging.INFO)
+        self._logger.addHandler(self._handler)
+        self._file.write(HEADER + "\n")
+        self.record("command", command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+        self.record("started", datetime.datetime.now().isoformat(timespec="seconds"))
+        self.record("versions", versions())
+
+    def record(self, key: str, value) -> None:
+        self._handler.acquire()
+        try:
+            self._file.write(f"{key}: {json.dumps(value, default=_jsonable)}\n")
+            self._file.flush()
+        finally:
+            self._handler.release()
+
+    @contextlib.contextmanager
+    def step(self, name: str, params=None, client=None) -> Iterator[_Step]:
+        """Record ``name``'s parameters (those that differ from defaults) and inputs now, and its
+        timings, result, peak memory and status when the block ends; set ``.result`` inside."""
+        if params is not None:
+            self.record(f"{name}.parameters", non_default_items(params))
+            self.record(f"{name}.inputs", _inputs(params))
+        if client is not None:
+            with contextlib.suppress(Exception):
+                self.record(f"{name}.cluster", _cluster_info(client))
+        step = _Step()
+        t0 = time.perf_counter()
+        try:
+            yield step
+        except BaseException as exc:
+            self.record(f"{name}.status", f"error: {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            result = step.result
+            seconds = dict(getattr(result, "seconds", {}) or {})
+            seconds.setdefault("total", round(time.perf_counter() - t0, 3))
+            self.record(f"{name}.timings_s", seconds)
+            if result is not None:
+                fields = result.to_dict() if hasattr(result, "to_dict") else _jsonable(result)
+                if isinstance(fields, dict):
+                    fields = {k: v for k, v in fields.items() if k != "seconds"}
+                self.record(f"{name}.result", fields)
+            self.record(f"{name}.peak_memory_mb", peak_memory(client))
+        self.record(f"{name}.status", "ok")
+
+    def close(self, keep: bool = True) -> None:
+        """Finish the log (renamed into place if atomic); ``keep=False`` deletes it instead."""
+        if self._file.closed:
+            return
+        self.record("finished", datetime.datetime.now().isoformat(timespec="seconds"))
+        self._logger.removeHandler(self._handler)
+        self._logger.setLevel(self._saved_level)
+        for h, level in self._saved_handler_levels:
+            h.setLevel(level)
+        self._file.close()
+        if not keep:
+            self._written.unlink(missing_ok=True)
+        elif self._written != self.path:
+            os.replace(self._written, self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _Step:
+    result = None
+
+
+@contextlib.contextmanager
+def performance_report(path: str | os.PathLike | None) -> Iterator[None]:
+    """dask's HTML performance report of everything computed in the block (nothing if ``path`` is None)."""
+    if path is None:
+        yield
+        return
+    from distributed import performance_report as report
+
+    try:
+        import bokeh  # noqa: F401  (distributed draws the report with it; fail now, not after the run)
+    except ImportError:
+        raise ConfigError(
+            f"--performance-report {os.fspath(path)!r} needs bokeh: pip install bokeh"
+        ) from None
+    with report(filename=os.fspath(path)):
+        yield
+    log.info("performance report: %s", path)
+
+
+@contextlib.contextmanager
+def run_step(
+    name: str,
+    params,
+    client=None,
+    log_file: str | os.PathLike | RunLog | None = None,
+    performance_report_file: str | os.PathLike | None = None,
+) -> Iterator[_Step]:
+    """One step of the API (``integrate``, ``correct``): its run log (a new file, or a step in an open
+    :class:`RunLog`) and its performance report, both optional. Set ``.result`` inside the block.
+
+    A run refused for bad input (:class:`~pipeline.errors.PipelineError`: its one-line message says
+    all) leaves no new log file; a crash or an interruption keeps the log, with the error.
+    """
+    own = log_file is not None and not isinstance(log_file, RunLog) and not _refused(params)
+    runlog = RunLog(log_file, atomic=True) if own else (log_file if isinstance(log_file, RunLog) else None)
+    try:
+        with performance_report(performance_report_file):
+            if runlog is None:
+                yield _Step()
+            else:
+                with runlog.step(name, params, client) as step:
+                    yield step
+                log.info("run log: %s", runlog.path)
+    except PipelineError:
+        if own:
+            runlog.close(keep=False)
+        raise
+    finally:
+        if own:
+            runlog.close()
+
+
+def _refused(params) -> bool:
+    if getattr(params, "overwrite", True):
+        return False
+    return any(
+        Path(p).exists() for p in (getattr(params, "outfile", None), getattr(params, "parquet", None)) if p
+    )
+
+
+def read_run_log(path: str | os.PathLike) -> dict | None:
+    """The structured lines of a run log as a dict (``None`` if ``path`` is not one of our logs)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.readline().strip() != HEADER:
+                return None
+            out = {}
+            for line in f:
+                key, sep, value = line.partition(": ")
+                if not sep or " " in key:
+                    continue
+                try:
+                    out[key] = json.loads(value)
+                except json.JSONDecodeError:
+                    continue
+            return out
+    except (OSError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Regenerate the golden fixtures in tests/data/ with real mdx2 1.0.5 (see tests/data/README.md).
+# Needs the shared refkit (runs mdx2 1.0.5 in its own venv); never needed at test time.
+#   bash tests/data/make_goldens.sh          (or: make goldens)
+#   REFKIT=/path/to/refkit bash tests/data/make_goldens.sh
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [ -z "${REFKIT:-}" ]; then
+  for candidate in "$HERE/../../../shared/refkit" /work/shared/refkit; do
+    if [ -f "$candidate/setup.sh" ]; then REFKIT="$(cd "$candidate" && pwd)"; break; fi
+  done
+fi
+if [ -z "${REFKIT:-}" ] || [ ! -f "$REFKIT/setup.sh" ]; then
+  echo "error: refkit not found; set REFKIT=/path/to/shared/refkit" >&2
+  exit 1
+fi
+# shellcheck source=/dev/null
+source "$REFKIT/setup.sh"    # puts mdx2 1.0.5 (refkit venv) first on PATH, stubs on PYTHONPATH
+python "$HERE/make_goldens.py" --refkit "$REFKIT" "$@"

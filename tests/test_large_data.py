@@ -1,0 +1,197 @@
+"""estimate, convert (zarr cache), bench sweep, and the memory-bounding knobs of integrate."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from pathlib import Path
+
+import dask.config
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import pipeline
+from pipeline.cli import app
+from pipeline.cli.bench import parse_subdivisions
+from pipeline.config import IntegrateParams
+from pipeline.errors import ConfigError
+from pipeline.graph.estimate import _spread_sample, estimate_integration
+from pipeline.graph.integrate import choose_partitions
+
+CUBIC = Path(__file__).parent / "data" / "cubic"
+
+
+def _table(path: Path) -> dict[str, np.ndarray]:
+    with h5py.File(path, "r") as f:
+        return {k: v[()] for k, v in f["/entry/hkl_table"].items()}
+
+
+def _same(a: Path, b: Path) -> None:
+    ta, tb = _table(a), _table(b)
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        np.testing.assert_array_equal(ta[k], tb[k], err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, client):
+    out = tmp_path_factory.mktemp("ref") / "integrated.nxs"
+    result = pipeline.integrate(
+        CUBIC / "geometry.nxs",
+        CUBIC / "data.nxs",
+        mask=CUBIC / "mask.nxs",
+        subdivide=(2, 2, 2),
+        outfile=out,
+        client=client,
+    )
+    return out, result
+
+
+def test_estimate_is_within_30_percent(reference):
+    _, actual = reference
+    params = IntegrateParams(
+        CUBIC / "geometry.nxs",
+        CUBIC / "data.nxs",
+        mask=CUBIC / "mask.nxs",
+        subdivide=(2, 2, 2),
+        outfile="x.nxs",
+    )
+    e = estimate_integration(params, n_workers=2, worker_memory=4 * 2**30, n_samples=12)
+    assert e.sampled_chunks < 60  # a sample, not the whole stack
+    assert abs(e.partial_rows - actual.partial_rows) <= 0.3 * actual.partial_rows
+    assert abs(e.output_rows - actual.rows) <= 0.3 * actual.rows
+    assert e.peak_memory_total > e.peak_memory_per_worker > 0
+    assert e.scratch_bytes > e.output_nexus_bytes > 0
+
+
+def test_estimate_cli_prints_json():
+    result = CliRunner().invoke(
+        app,
+        [
+            "estimate",
+            str(CUBIC / "geometry.nxs"),
+            str(CUBIC / "data.nxs"),
+            "--subdivide",
+            "2",
+            "2",
+            "2",
+            "--json",
+            "--workers",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert figures["partial_rows"] > 0 and figures["map_tasks"] >= 1
+
+
+def test_spread_sample_covers_every_axis():
+    picks = _spread_sample([2, 12, 5], 12)
+    assert len(set(picks)) == 12
+    for axis, size in enumerate((2, 12, 5)):
+        assert len({p[axis] for p in picks}) == size  # no aliasing with the grid (e.g. always x = 0)
+
+
+def test_zarr_cache_gives_the_same_table(tmp_path, reference, client, scheduler_address):
+    ref, _ = reference
+    cache = tmp_path / "data.zarr"
+    result = CliRunner().invoke(
+        app,
+        [
+            "convert",
+            str(CUBIC / "data.nxs"),
+            str(cache),
+            "--mask",
+            str(CUBIC / "mask.nxs"),
+            "--cluster",
+            scheduler_address,
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "from_zarr.nxs"
+    pipeline.integrate(CUBIC / "geometry.nxs", cache, subdivide=(2, 2, 2), outfile=out, client=client)
+    _same(out, ref)
+
+
+def test_convert_refuses_an_existing_cache(tmp_path, scheduler_address):
+    cache = tmp_path / "data.zarr"
+    cache.mkdir()
+    result = CliRunner().invoke(
+        app, ["convert", str(CUBIC / "data.nxs"), str(cache), "--cluster", scheduler_address]
+    )
+    assert result.exit_code == 1 and "already exists" in result.output
+
+
+def test_tiny_runs_and_partitions_give_the_same_table(tmp_path, reference, client):
+    """Spilling in runs of a few rows and reducing in many partitions changes nothing."""
+    ref, _ = reference
+    out = tmp_path / "small_runs.nxs"
+    settings = {"diffuse.integrate.max-run-rows": 500, "diffuse.reduce.max-partition-rows": 700}
+    with dask.config.set(settings):
+        result = pipeline.integrate(
+            CUBIC / "geometry.nxs",
+            CUBIC / "data.nxs",
+            mask=CUBIC / "mask.nxs",
+            subdivide=(2, 2, 2),
+            outfile=out,
+            client=client,
+        )
+    assert result.partitions > 4
+    _same(out, ref)
+
+
+def test_choose_partitions_respects_the_row_budget():
+    counts = np.array([5, 0, 7, 3, 3, 0, 9, 1])
+    ranges = choose_partitions(counts, max_rows=10, min_partitions=1)
+    assert ranges[0][0] == 0 and ranges[-1][1] == counts.size
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))  # contiguous
+    assert len(ranges) >= 3
+    assert max(counts[lo:hi].sum() for lo, hi in ranges) <= 10
+    assert choose_partitions(np.array([50, 1]), max_rows=10) == [(0, 1), (1, 2)]  # one H stays whole
+
+
+def test_bench_sweep_writes_csv_and_png(tmp_path):
+    outdir = tmp_path / "sweep"
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "sweep",
+            str(CUBIC / "geometry.nxs"),
+            str(CUBIC / "data.nxs"),
+            "--mask",
+            str(CUBIC / "mask.nxs"),
+            "--subdivisions",
+            "1,2",
+            "--outdir",
+            str(outdir),
+            "--workers",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with open(outdir / "sweep.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["subdivide"] for r in rows] == ["1 1 1", "2 2 2"]
+    assert all(float(r["peak_tree_rss_mb"]) > 50 and int(r["rows"]) > 0 for r in rows)
+    assert (outdir / "sweep.png").stat().st_size > 1000
+
+
+def test_parse_subdivisions():
+    assert parse_subdivisions("1, 2,3x2x5") == [(1, 1, 1), (2, 2, 2), (3, 2, 5)]
+    with pytest.raises(ConfigError):
+        parse_subdivisions("1,0")
+    with pytest.raises(ConfigError):
+        parse_subdivisions("a")
+
+
+def test_help_groups_every_command():
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "Other" not in result.output
+    for panel in ("Reduce", "Check", "Prepare inputs", "Clusters"):
+        assert panel in result.output

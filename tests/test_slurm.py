@@ -1,0 +1,236 @@
+"""Against a real SLURM: worker jobs (interactive), batch jobs (``diffuse submit``), refusals, cleanup.
+
+Needs a SLURM controller that answers (``scripts/slurm-start.sh`` starts one on localhost, with a
+node of 2 CPUs here). Without one these tests are skipped, unless DIFFUSE_REQUIRE_SLURM=1 (as
+.ci/run sets): then they fail, so CI proves they ran. Outputs must equal a local run and mdx2 1.0.5's
+golden tables, and no job may be left in squeue afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+import pipeline
+from pipeline.cluster import connect
+from pipeline.errors import ConfigError
+
+pytestmark = pytest.mark.slurm
+
+DATA = Path(__file__).parent / "data"
+CUBIC = DATA / "cubic"
+DIFFUSE = [sys.executable, "-m", "pipeline"]
+
+
+def slurm_problem() -> str | None:
+    """Why SLURM cannot be used here, or None when sinfo answers with a partition that is up."""
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return "sinfo/sbatch not found (start one with scripts/slurm-start.sh)"
+    try:
+        out = subprocess.run(
+            ["sinfo", "--noheader", "--format=%P %a"], capture_output=True, text=True, timeout=15
+        )
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer within 15 s"
+    if out.returncode != 0:
+        return f"sinfo failed: {out.stderr.strip()}"
+    if not any(line.split()[1:] == ["up"] for line in out.stdout.splitlines()):
+        return f"no partition is up: {out.stdout.strip()!r}"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm():
+    problem = slurm_problem()
+    if problem:
+        if os.environ.get("DIFFUSE_REQUIRE_SLURM") == "1":
+            pytest.fail(f"DIFFUSE_REQUIRE_SLURM=1 but no usable SLURM: {problem}")
+        pytest.skip(f"no usable SLURM: {problem}")
+    yield
+    assert squeue() == [], "jobs left in squeue after the SLURM tests"
+
+
+@pytest.fixture(autouse=True)
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # job logs go to ./diffuse-logs
+    return tmp_path
+
+
+def squeue(job: str | None = None) -> list[str]:
+    args = ["squeue", "--noheader", "--format=%i %j %T"] + ([f"--jobs={job}"] if job else [])
+    out = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    return out.stdout.split("\n")[:-1] if out.returncode == 0 else []
+
+
+def wait_until_gone(job: str | None = None, timeout: float = 30) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while (left := squeue(job)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def same_table(a: Path, b: Path):
+    pd.testing.assert_frame_equal(pipeline.read_table(a), pipeline.read_table(b), check_exact=True)
+
+
+def assert_equals_mdx2(ours: Path, reference: Path, keys=("h", "k", "l", "n", "counts", "pixels")):
+    ref, got = pipeline.read_table(reference), pipeline.read_table(ours)
+    assert len(got) == len(ref)
+    for column in keys:
+        np.testing.assert_array_equal(got[column].to_numpy(), ref[column].to_numpy(), err_msg=column)
+
+
+def node_config(path: Path, **slurm) -> str:
+    """A cluster config for the test node: 2 single-threaded workers per job, a short walltime."""
+    content = {"cores": 2, "processes": 2, "memory": "2GB", "walltime": "00:10:00", **slurm}
+    path.write_text(yaml.safe_dump({"jobqueue": {"slurm": content}}))
+    return str(path)
+
+
+# --- interactive: worker jobs -----------------------------------------------------------------------
+
+
+def test_workers_run_in_slurm_jobs_that_are_cancelled_afterwards():
+    with connect("slurm", workers=2) as client:
+        jobs = client.run(lambda: os.environ.get("SLURM_JOB_ID"))
+        assert len(set(jobs.values())) == 2 and None not in jobs.values()
+        queued = squeue()
+        assert {line.split()[0] for line in queued} >= set(jobs.values())
+        assert all(line.endswith("RUNNING") for line in queued)
+        assert client.scheduler.address.startswith("tcp://127.0.0.1:")
+    assert wait_until_gone(timeout=15) == []
+
+
+def test_integrate_and_correct_on_slurm_equal_local_and_mdx2(client, workdir):
+    # absolute output paths: the session's local workers run in another working directory
+    local, slurm = workdir / "local.nxs", workdir / "slurm.nxs"
+    options = {"mask": CUBIC / "mask.nxs", "subdivide": (3, 2, 5)}
+    pipeline.integrate(CUBIC / "geometry.nxs", CUBIC / "data.nxs", outfile=local, client=client, **options)
+    pipeline.integrate(
+        CUBIC / "geometry.nxs", CUBIC / "data.nxs", outfile=slurm, cluster="slurm", workers=2, **options
+    )
+    same_table(slurm, local)
+    assert_equals_mdx2(slurm, CUBIC / "mdx2" / "integrated_325.nxs")
+
+    c_local, c_slurm = workdir / "c_local.nxs", workdir / "c_slurm.nxs"
+    background = CUBIC / "bkg_data_binned.nxs"
+    pipeline.correct(CUBIC / "geometry.nxs", slurm, background, outfile=c_local, client=client)
+    pipeline.correct(CUBIC / "geometry.nxs", slurm, background, outfile=c_slurm, cluster="slurm")
+    same_table(c_slurm, c_local)
+    assert_equals_mdx2(c_slurm, CUBIC / "mdx2" / "corrected_325_bkg.nxs", ("h", "k", "l", "op", "n"))
+    assert wait_until_gone(timeout=15) == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--memory-limit", "10TB"], "Memory specification can not be satisfied"),
+        (["--partition", "no-such-partition"], "invalid partition specified: no-such-partition"),
+    ],
+)
+def test_refused_request_stops_at_once_with_sbatchs_message(flags, message):
+    start = time.monotonic()
+    run = subprocess.run(
+        [
+            *DIFFUSE,
+            "integrate",
+            str(CUBIC / "geometry.nxs"),
+            str(CUBIC / "data.nxs"),
+            "--cluster",
+            "slurm",
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    seconds = time.monotonic() - start
+    assert run.returncode == 1, run.stderr
+    error = run.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: sbatch refused the worker job") and message in error, run.stderr
+    assert "Traceback" not in run.stderr
+    assert seconds < 30, f"took {seconds:.1f} s"
+    assert squeue() == []
+
+
+def test_job_slurm_can_never_start_is_an_error(workdir):
+    spec = node_config(workdir / "big.yaml", cores=64, processes=1)  # more CPUs than the node has
+    with pytest.raises(ConfigError, match="SLURM will never start worker job"), connect(spec):
+        pass
+    assert wait_until_gone(timeout=15) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_interrupted_client_cancels_its_jobs(signum, workdir):
+    script = textwrap.dedent("""
+        import time
+        from pipeline.cluster import connect
+        with connect("slurm", workers=2) as client:
+            print("ready", flush=True)
+            time.sleep(300)
+    """)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        assert len(squeue()) == 2
+        start = time.monotonic()
+        proc.send_signal(signum)
+        returncode = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert returncode == (128 + signal.SIGTERM if signum == signal.SIGTERM else -signal.SIGINT)
+    assert time.monotonic() - start < 30
+    assert wait_until_gone(timeout=15) == []
+
+
+# --- batch: diffuse submit ------------------------------------------------------------------------------
+
+
+def test_submit_runs_a_whole_integration_as_one_batch_job(workdir):
+    spec = node_config(workdir / "node.yaml", **{"log-directory": "logs"})
+    # fmt: off
+    command = [
+        "integrate", str(CUBIC / "geometry.nxs"), str(CUBIC / "data.nxs"), "--mask", str(CUBIC / "mask.nxs"),
+        "--subdivide", "3", "2", "5", "--outfile", "batch.nxs",
+    ]
+    # fmt: on
+    submitted = subprocess.run(
+        [*DIFFUSE, "submit", "--cluster", spec, "--", *command], capture_output=True, text=True, timeout=120
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    first = submitted.stdout.splitlines()[0]
+    assert first.startswith("submitted batch job "), submitted.stdout
+    job = first.split()[3].rstrip(":")
+    log = workdir / "logs" / f"diffuse-integrate-{job}.log"
+    assert f"log     {log}" in submitted.stdout and f"output  {workdir / 'batch.nxs'}" in submitted.stdout
+    assert wait_until_gone(job, timeout=180) == [], f"batch job {job} still queued"
+    text = log.read_text()
+    assert "diffuse: exit status 0" in text, text
+    assert_equals_mdx2(workdir / "batch.nxs", CUBIC / "mdx2" / "integrated_325.nxs")
+    assert not list((workdir / "logs").glob("diffuse-scheduler-*.json"))  # cleaned up
+
+
+def test_submit_refused_by_sbatch(workdir):
+    spec = node_config(workdir / "node.yaml", memory="10TB")
+    run = subprocess.run(
+        [*DIFFUSE, "submit", "--cluster", spec, "--", "correct", "g.nxs", "i.nxs"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert "sbatch refused the batch job" in run.stderr and "Memory specification" in run.stderr, run.stderr

@@ -103,17 +103,19 @@ def _refuse(spec: str, why: str, **options) -> None:
 
 @contextlib.contextmanager
 def _local_client(settings, local_directory: str | None) -> Iterator[Client]:
+    processes = settings.processes
     cluster = LocalCluster(
-        n_workers=settings.workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
+        n_workers=settings.workers if processes else 1,
+        threads_per_worker=1 if processes else settings.workers,
+        processes=processes,
+        host="127.0.0.1" if processes else None,  # threads talk in-process (inproc://), not over TCP
         dashboard_address=settings.dashboard_address,
         memory_limit=settings.memory_limit,
         local_directory=local_directory,
     )
     with cluster, Client(cluster) as c:
-        log.info("local cluster: %d worker processes, dashboard %s", settings.workers, c.dashboard_link)
+        kind = "worker processes" if processes else "threads in this process"
+        log.info("local cluster: %d %s, dashboard %s", settings.workers, kind, c.dashboard_link)
         yield c
 
 

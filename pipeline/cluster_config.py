@@ -233,12 +233,14 @@ def _strings(value, name: str, source: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class LocalSettings:
-    """A local cluster: ``workers`` single-threaded processes on this machine."""
+    """A local cluster: ``workers`` single-threaded processes on this machine, or (``processes``
+    false) one worker inside this process with ``workers`` threads."""
 
     workers: int
     memory_limit: str | int
     dashboard_address: str
     source: str
+    processes: bool = True
 
 
 def resolve_local(source: str, *, workers: int | None = None, memory_limit=None) -> LocalSettings:
@@ -250,7 +252,9 @@ def resolve_local(source: str, *, workers: int | None = None, memory_limit=None)
         limit = "auto"
     if limit != "auto":
         _bytes(limit, "memory-limit", source)
-    return LocalSettings(n, limit, str(get_default("cluster.dashboard-address")), source)
+    processes = get_default("cluster.processes")
+    processes = True if processes is None else bool(processes)
+    return LocalSettings(n, limit, str(get_default("cluster.dashboard-address")), source, processes)
 
 
 # ---------------------------------------------------------------------------------------------- slurm

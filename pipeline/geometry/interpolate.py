@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import map_coordinates
 
 __all__ = [
     "MillerBlock",
@@ -105,6 +104,8 @@ def miller_indices_dense(block: MillerBlock, shape: tuple[int, int, int]) -> np.
 
 def interp_points_2d(axes, values: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Bilinear interpolation of a 2-D grid at points, as mdx2's ``interp2`` (map_coordinates, order 1)."""
+    from scipy.ndimage import map_coordinates
+
     fy = np.interp(np.asarray(y).astype(float), axes[0].astype(float), np.arange(axes[0].size))
     fx = np.interp(np.asarray(x).astype(float), axes[1].astype(float), np.arange(axes[1].size))
     return map_coordinates(values, np.stack((fy, fx)), order=1)
@@ -112,6 +113,8 @@ def interp_points_2d(axes, values: np.ndarray, y: np.ndarray, x: np.ndarray) -> 
 
 def interp_points_3d(axes, values: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Trilinear interpolation of a 3-D grid at points, as mdx2's ``interp3`` (map_coordinates, order 1)."""
+    from scipy.ndimage import map_coordinates
+
     f = [
         np.interp(np.asarray(c).astype(float), a.astype(float), np.arange(a.size))
         for c, a in zip((z, y, x), axes, strict=True)

@@ -85,13 +85,21 @@ def map_run_rows(worker_memory: int) -> int:
     return max(1, min(by_memory, int(float(get_default("integrate.max-run-rows")))))
 
 
+def _task_slots(client: Client) -> int:
+    """Tasks the cluster runs at once: the threads of all its workers."""
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return max(1, sum(int(w.get("nthreads", 1)) for w in workers))
+
+
 def _worker_memory(client: Client) -> int:
-    """The smallest memory limit of the cluster's workers (bytes); the machine's RAM if unlimited."""
+    """Memory one task may count on (bytes): the smallest memory limit of a worker divided by its
+    threads (they share it); the machine's RAM per task slot if the workers have no limit."""
     import psutil
 
-    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info(n_workers=-1)["workers"].values()]
-    positive = [x for x in limits if x > 0]
-    return min(positive) if positive else psutil.virtual_memory().total // max(len(limits), 1)
+    workers = list(client.scheduler_info(n_workers=-1)["workers"].values())
+    shares = [(w.get("memory_limit") or 0) // max(int(w.get("nthreads", 1)), 1) for w in workers]
+    positive = [x for x in shares if x > 0]
+    return min(positive) if positive else psutil.virtual_memory().total // _task_slots(client)
 
 
 def _fingerprint(plan: IntegrationPlan) -> dict:
@@ -113,8 +121,8 @@ def run_integration(params: IntegrateParams, client: Client, progress=None) -> I
         check_output_path(params.outfile, params.overwrite)
     if params.parquet:
         check_output_path(params.parquet, params.overwrite)
-    n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-    plan = plan_integration(params, n_workers)
+    n_slots = _task_slots(client)
+    plan = plan_integration(params, n_slots)
     anchor = Path(params.outfile or params.parquet)
     work = WorkDir(
         params.workdir or anchor.with_name(f".{anchor.name}.work"), _fingerprint(plan), params.resume
@@ -178,8 +186,7 @@ def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds
     counts = np.array([c for _, c in runs], dtype=np.int64)  # rows per H value of each spilled run
     h_counts = counts.sum(axis=0)
     max_rows = partition_rows(_worker_memory(client))
-    n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
-    ranges = choose_partitions(h_counts, max_rows, min_partitions=2 * n_workers)
+    ranges = choose_partitions(h_counts, max_rows, min_partitions=2 * _task_slots(client))
     offsets = np.concatenate([np.zeros((len(runs), 1), np.int64), np.cumsum(counts, axis=1)], axis=1)
     log.info("%d partial rows -> %d partitions of <= %d rows", int(h_counts.sum()), len(ranges), max_rows)
     # 3. reduce (+ parquet parts)

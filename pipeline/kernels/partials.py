@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-import pandas as pd
 
 from pipeline.kernels.binning import PARTIAL_DTYPE
 from pipeline.kernels.keys import unpack_keys
@@ -172,6 +171,8 @@ def _kahan_reduceat(values, starts):
 
 def reduce_partials_oracle(rows: np.ndarray, max_spread: float) -> np.ndarray:
     """The same reduction in pandas, as mdx2.integrate writes it (groupby transform min, groupby sum)."""
+    import pandas as pd
+
     df = pd.DataFrame({name: rows[name] for name in PARTIAL_DTYPE.names})
     m = df["phi"] / df["pixels"]
     df["n"] = np.floor((m - m.groupby(df["key"]).transform("min")) / max_spread).astype(np.int64)

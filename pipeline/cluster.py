@@ -110,13 +110,22 @@ def _local_client(settings, local_directory: str | None) -> Iterator[Client]:
         processes=processes,
         host="127.0.0.1" if processes else None,  # threads talk in-process (inproc://), not over TCP
         dashboard_address=settings.dashboard_address,
+        worker_dashboard_address="127.0.0.1:0",  # an in-process worker's own page would listen on 0.0.0.0
         memory_limit=settings.memory_limit,
         local_directory=local_directory,
     )
     with cluster, Client(cluster) as c:
         kind = "worker processes" if processes else "threads in this process"
-        log.info("local cluster: %d %s, dashboard %s", settings.workers, kind, c.dashboard_link)
+        link = c.dashboard_link if processes else _local_link(cluster)
+        log.info("local cluster: %d %s, dashboard %s", settings.workers, kind, link)
         yield c
+
+
+def _local_link(cluster: LocalCluster) -> str:
+    """The dashboard URL of an in-process cluster (its link names the host's address instead of the
+    127.0.0.1 the dashboard listens on)."""
+    port = cluster.scheduler.http_server.port
+    return f"http://127.0.0.1:{port}/status"
 
 
 @contextlib.contextmanager

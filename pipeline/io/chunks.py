@@ -111,7 +111,9 @@ class ChunkReader:
                 continue
             if self.filters[i] == _DEFLATE:
                 try:
-                    data = _inflate_lib.decompress(data)
+                    # decompressobj releases the GIL while it inflates (isal's one-shot decompress does
+                    # not), so threads of an in-process cluster inflate in parallel
+                    data = _inflate_lib.decompressobj().decompress(data)
                 except (zlib.error, _inflate_lib.error) as exc:  # neither is an OSError, as h5py's would be
                     raise OSError(f"chunk at {origin} does not inflate (corrupt file?): {exc}") from exc
             elif self.itemsize > 1:  # shuffle (a no-op for one-byte elements such as masks)

@@ -44,39 +44,39 @@ def empty_partials(n: int = 0) -> np.ndarray:
     return np.zeros(n, dtype=PARTIAL_DTYPE)
 
 
-# The table: one row of 8 float64 (64 bytes, one cache line) per slot. Column 0 holds the key's int64
-# bits (read through an int64 view of the same memory; _EMPTY when free), columns 1-6 the sums
-# pixels, counts, phi, iy, ix, seconds; column 7 pads the row to 64 bytes.
-_ROW = 8
-
-
-def _new_table(bits: int) -> tuple[np.ndarray, np.ndarray]:
-    table = np.zeros((1 << bits, _ROW), dtype=np.float64)
-    keys = table.view(np.int64)
-    keys[:, 0] = _EMPTY
-    return table, keys
+# The accumulator is a paged table. Voxels are grouped in blocks of 4 x 4 x 4 (H >> 2, K >> 2, L >> 2);
+# each block touched owns a page of 64 entries (pixels, counts, phi, iy, ix, seconds), contiguous,
+# L fastest. Neighbouring pixels fall in the same or adjacent voxels, so they hit the same page and
+# usually the same cache lines, and a change of voxel within a block needs no hash probe at all.
+# An open-addressing hash table maps block keys to pages; entries with pixels > 0 are in use.
+_PAGE = 64
+_SUMS = 6
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _slot(key, keys, bits):
-    """Row of ``key`` in the open-addressing table (linear probing), or of the empty row to fill."""
+def _slot(key, blocks, bits):
+    """Row of ``key`` in the block table (linear probing), or of the empty row to fill."""
     mask = (1 << bits) - 1
     i = np.int64((np.uint64(key) * _HASH_MULT) >> np.uint64(64 - bits))
     while True:
-        k = keys[i, 0]
+        k = blocks[i, 0]
         if k == key or k == _EMPTY:
             return i
         i = (i + 1) & mask
 
 
+def _new_blocks(bits: int) -> np.ndarray:
+    return np.full((1 << bits, 2), _EMPTY, dtype=np.int64)  # (block key, page)
+
+
 @numba.njit(nogil=True, cache=True)
-def _rehash(table, keys, new_table, new_keys, new_bits):
-    """Move every entry into a (larger) empty table."""
-    for i in range(keys.shape[0]):
-        if keys[i, 0] != _EMPTY:
-            j = _slot(keys[i, 0], new_keys, new_bits)
-            for c in range(_ROW):
-                new_table[j, c] = table[i, c]
+def _rehash(blocks, new_blocks, new_bits):
+    """Move every block into a (larger) empty block table."""
+    for i in range(blocks.shape[0]):
+        if blocks[i, 0] != _EMPTY:
+            j = _slot(blocks[i, 0], new_blocks, new_bits)
+            new_blocks[j, 0] = blocks[i, 0]
+            new_blocks[j, 1] = blocks[i, 1]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -96,23 +96,27 @@ def _bin_pixels(
     ix,
     seconds,
     ndiv,
-    keys,
-    sums,
-    used,
+    blocks,
+    pages,
+    state,
     start,
 ):
-    """Accumulate pixels from linear index ``start`` into the table (``keys``, ``sums``).
+    """Accumulate pixels from linear index ``start`` into the paged table (``blocks``, ``pages``).
 
-    Returns ``(used, stop, out_of_range)``. ``stop < data.size`` means the table reached half full
-    before pixel ``stop``: the caller grows it and calls again from ``stop``, so every pixel is still
-    added in C order. ``fused``: Miller indices from ``step1`` (axis order (0, 1, 2)), the second step
-    done once per image row; otherwise read per pixel from the precomputed ``hkl`` (other orders).
+    ``state`` holds (blocks in use, pages in use). Returns ``(stop, out_of_range)``; ``stop <
+    data.size`` means the block table reached half full or the pages ran out before pixel ``stop``:
+    the caller grows them and calls again from ``stop``, so every pixel is still added in C order.
+    ``fused``: Miller indices from ``step1`` (axis order (0, 1, 2)), the second step done once per
+    image row; otherwise read per pixel from the precomputed ``hkl`` (other orders).
     """
     nphi, ny, nx = data.shape
-    capacity = keys.shape[0] // 2
-    bits = np.int64(np.log2(keys.shape[0]))
+    bits = np.int64(np.log2(blocks.shape[0]))
+    n_blocks = state[0]
+    n_pages = state[1]
     last_key = _EMPTY
-    last_slot = 0
+    last_block = _EMPTY
+    page = 0
+    v = 0
     r_pixels = r_counts = r_phi = r_iy = r_ix = r_seconds = 0.0
     nh = np.float64(ndiv[0])
     nk = np.float64(ndiv[1])
@@ -141,10 +145,10 @@ def _bin_pixels(
                 if fused:
                     # third step along ix: lo * (1 - w) + hi * w, as mdx2
                     j = b2[x]
-                    v = w2[x]
-                    h = row[j, 0] * (1.0 - v) + row[j + 1, 0] * v
-                    k = row[j, 1] * (1.0 - v) + row[j + 1, 1] * v
-                    l = row[j, 2] * (1.0 - v) + row[j + 1, 2] * v
+                    w = w2[x]
+                    h = row[j, 0] * (1.0 - w) + row[j + 1, 0] * w
+                    k = row[j, 1] * (1.0 - w) + row[j + 1, 1] * w
+                    l = row[j, 2] * (1.0 - w) + row[j + 1, 2] * w
                 else:
                     h = hkl[p, y, x, 0]
                     k = hkl[p, y, x, 1]
@@ -161,27 +165,38 @@ def _bin_pixels(
                     # go back to the table only when the voxel changes. Each pixel is still added to the
                     # running total in pixel order, so the float64 sums equal np.bincount's bit for bit.
                     if last_key != _EMPTY:
-                        sums[last_slot, 1] = r_pixels
-                        sums[last_slot, 2] = r_counts
-                        sums[last_slot, 3] = r_phi
-                        sums[last_slot, 4] = r_iy
-                        sums[last_slot, 5] = r_ix
-                        sums[last_slot, 6] = r_seconds
-                    s = _slot(key, keys, bits)
-                    if keys[s, 0] == _EMPTY:
-                        if used >= capacity:  # full: let the caller grow the table, resume here
-                            stop = (p * ny + y) * nx + x
-                            return used, stop, out_of_range
-                        keys[s, 0] = key
-                        used += 1
+                        pages[page, v, 0] = r_pixels
+                        pages[page, v, 1] = r_counts
+                        pages[page, v, 2] = r_phi
+                        pages[page, v, 3] = r_iy
+                        pages[page, v, 4] = r_ix
+                        pages[page, v, 5] = r_seconds
+                    block = (
+                        (((H >> 2) + KEY_OFFSET) << (2 * KEY_BITS))
+                        | (((K >> 2) + KEY_OFFSET) << KEY_BITS)
+                        | ((L >> 2) + KEY_OFFSET)
+                    )
+                    if block != last_block:
+                        s = _slot(block, blocks, bits)
+                        if blocks[s, 0] == _EMPTY:
+                            if 2 * (n_blocks + 1) > blocks.shape[0] or n_pages >= pages.shape[0]:
+                                state[0] = n_blocks  # full: the caller grows the table, resume here
+                                state[1] = n_pages
+                                return (p * ny + y) * nx + x, out_of_range
+                            blocks[s, 0] = block
+                            blocks[s, 1] = n_pages
+                            n_blocks += 1
+                            n_pages += 1
+                        page = blocks[s, 1]
+                        last_block = block
+                    v = ((H & 3) << 4) | ((K & 3) << 2) | (L & 3)
                     last_key = key
-                    last_slot = s
-                    r_pixels = sums[s, 1]
-                    r_counts = sums[s, 2]
-                    r_phi = sums[s, 3]
-                    r_iy = sums[s, 4]
-                    r_ix = sums[s, 5]
-                    r_seconds = sums[s, 6]
+                    r_pixels = pages[page, v, 0]
+                    r_counts = pages[page, v, 1]
+                    r_phi = pages[page, v, 2]
+                    r_iy = pages[page, v, 3]
+                    r_ix = pages[page, v, 4]
+                    r_seconds = pages[page, v, 5]
                 r_pixels += 1.0
                 r_counts += counts
                 r_phi += phi[p]
@@ -189,26 +204,49 @@ def _bin_pixels(
                 r_ix += ix[x]
                 r_seconds += seconds[p]
     if last_key != _EMPTY:
-        sums[last_slot, 1] = r_pixels
-        sums[last_slot, 2] = r_counts
-        sums[last_slot, 3] = r_phi
-        sums[last_slot, 4] = r_iy
-        sums[last_slot, 5] = r_ix
-        sums[last_slot, 6] = r_seconds
-    return used, stop, out_of_range
+        pages[page, v, 0] = r_pixels
+        pages[page, v, 1] = r_counts
+        pages[page, v, 2] = r_phi
+        pages[page, v, 3] = r_iy
+        pages[page, v, 4] = r_ix
+        pages[page, v, 5] = r_seconds
+    state[0] = n_blocks
+    state[1] = n_pages
+    return stop, out_of_range
 
 
 @numba.njit(nogil=True, cache=True)
-def _compact(table, keys, used):
-    out_keys = np.empty(used, dtype=np.int64)
-    out_sums = np.empty((used, 6), dtype=np.float64)
+def _compact(blocks, pages):
+    """The voxels in use (pixels > 0) as keys and sums, block by block."""
     n = 0
-    for i in range(keys.shape[0]):
-        if keys[i, 0] != _EMPTY:
-            out_keys[n] = keys[i, 0]
-            for c in range(6):
-                out_sums[n, c] = table[i, c + 1]
-            n += 1
+    for i in range(blocks.shape[0]):
+        if blocks[i, 0] != _EMPTY:
+            for v in range(_PAGE):
+                if pages[blocks[i, 1], v, 0] > 0:
+                    n += 1
+    out_keys = np.empty(n, dtype=np.int64)
+    out_sums = np.empty((n, _SUMS), dtype=np.float64)
+    n = 0
+    field = (1 << KEY_BITS) - 1
+    for i in range(blocks.shape[0]):
+        block = blocks[i, 0]
+        if block == _EMPTY:
+            continue
+        bh = (block >> (2 * KEY_BITS)) - KEY_OFFSET
+        bk = ((block >> KEY_BITS) & field) - KEY_OFFSET
+        bl = (block & field) - KEY_OFFSET
+        page = blocks[i, 1]
+        for v in range(_PAGE):
+            if pages[page, v, 0] > 0:
+                H = bh * 4 + (v >> 4)
+                K = bk * 4 + ((v >> 2) & 3)
+                L = bl * 4 + (v & 3)
+                out_keys[n] = (
+                    ((H + KEY_OFFSET) << (2 * KEY_BITS)) | ((K + KEY_OFFSET) << KEY_BITS) | (L + KEY_OFFSET)
+                )
+                for c in range(_SUMS):
+                    out_sums[n, c] = pages[page, v, c]
+                n += 1
     return out_keys, out_sums
 
 
@@ -243,14 +281,17 @@ def bin_chunk(data, mask, block: MillerBlock, phi, iy, ix, seconds, ndiv, size_h
     data = np.ascontiguousarray(data)
     use_mask = mask is not None
     mask_arr = np.ascontiguousarray(mask, dtype=np.bool_) if use_mask else np.zeros((1, 1, 1), np.bool_)
-    bits = max(10, int(np.ceil(np.log2(max(size_hint, 1) * 2 + 1))))
-    table, keys = _new_table(bits)
+    # sizes from the hint (rows of a similar chunk): about one page per 8 voxels touched
+    n_pages = max(64, size_hint // 8)
+    bits = max(8, int(np.ceil(np.log2(n_pages * 2 + 1))))
+    blocks, pages = _new_blocks(bits), np.zeros((n_pages, _PAGE, _SUMS))
+    state = np.zeros(2, dtype=np.int64)
     fused = block.order == (0, 1, 2)
     hkl = np.zeros((1, 1, 1, 3)) if fused else miller_indices_dense(block, data.shape)
     axes = [np.ascontiguousarray(a, dtype=np.float64) for a in (phi, iy, ix, seconds)]
-    used, start, out_of_range = 0, 0, False
+    start, out_of_range = 0, False
     while start < data.size:
-        used, start, oor = _bin_pixels(
+        start, oor = _bin_pixels(
             data,
             mask_arr,
             use_mask,
@@ -263,18 +304,21 @@ def bin_chunk(data, mask, block: MillerBlock, phi, iy, ix, seconds, ndiv, size_h
             block.weight[2],
             *axes,
             np.asarray(ndiv, dtype=np.int64),
-            keys,
-            table,
-            used,
+            blocks,
+            pages,
+            state,
             start,
         )
         out_of_range |= oor
-        if start < data.size:  # half full: move to a table twice the size and carry on from ``start``
-            bits += 1
-            new_table, new_keys = _new_table(bits)
-            _rehash(table, keys, new_table, new_keys, bits)
-            table, keys = new_table, new_keys
-    keys, sums = _compact(table, keys, used)
+        if start < data.size:  # out of room: grow what is full and carry on from ``start``
+            if 2 * (state[0] + 1) > blocks.shape[0]:
+                bits += 1
+                bigger = _new_blocks(bits)
+                _rehash(blocks, bigger, bits)
+                blocks = bigger
+            if state[1] >= pages.shape[0]:
+                pages = np.concatenate([pages, np.zeros_like(pages)])
+    keys, sums = _compact(blocks, pages)
     if out_of_range:
         raise ValueError(f"a Miller index x ndiv exceeds {KEY_LIMIT}; subdivide {tuple(ndiv)} is too fine")
     return _pack_rows(keys, sums)

@@ -28,6 +28,11 @@ from pipeline.geometry.symops import IDENTITY, ChangeOfBasis, cmp_i_vec, rot_det
 
 __all__ = ["best_change_of_basis"]
 
+#: Largest shear entry tried in one monoclinic pass. cctbx's range grows with the entries of its
+#: starting change of basis, which is already reduced; ours may not be, so we cap each pass and repeat
+#: the search from the best candidate until it no longer changes.
+MAX_SHEAR = 4
+
 # Generators of the affine normalisers beyond the group (rotation parts only), from cctbx
 # sgtbx/reference_settings/normalizer.cpp after International Tables Vol. A, chapter 15:
 # numbers whose normaliser contains -1 ("k2l" column) and the extra rotations ("l2n" column).
@@ -92,7 +97,7 @@ def _monoclinic_trials(trial: np.ndarray, number: int):
             r00 = max(r00, abs(lcm // a))
         if b:
             r22 = max(r22, abs(lcm // b))
-    r00, r22 = r00 + 1, r22 + 1
+    r00, r22 = min(r00 + 1, MAX_SHEAR), min(r22 + 1, MAX_SHEAR)  # cap: see MAX_SHEAR
     for r0 in range(-r00, r00 + 1):
         for r2 in range(-r22, r22 + 1):
             for r6 in range(-r00, r00 + 1):
@@ -235,7 +240,7 @@ def best_change_of_basis(group: SpaceGroup, number: int, reference: str, c0: Cha
     det = round(np.linalg.det(start))  # the same for every candidate (normaliser elements have det 1)
     unit = Fraction(abs(det), den) if use_inverse else den  # the numerator of an entry equal to 1
     maps_exactly = _ExactMap(group, parse_hall_cached(reference))
-    for _ in range(8):  # monoclinic: repeat the bounded search around the best so far until stable
+    for _ in range(30):  # monoclinic: repeat the bounded search around the best so far until stable
         pool = []
         for key, c in _candidates(number, reference, start).items():
             # c_inv = den * adj(c) / det(c): numerators adj(c) * sign(det) over |det| / den

@@ -247,7 +247,10 @@ def _identify(hall: str, group: SpaceGroup) -> tuple[int, ChangeOfBasis]:
         cb = parse_change_of_basis(rest.rstrip()[:-1], hall).inverse()
         # valid unless V maps the reference lattice onto a proper sublattice of Z^3 (the closure then
         # adds translations and the type changes, e.g. "P 2 2 (x+y,-x+y,z)" is C 2 2 2)
-        if _maps_rotations(group, cb, parse_hall_cached(_strip_cb(_reference(number)[0]))):
+        target = parse_hall_cached(_strip_cb(_reference(number)[0]))
+        if _maps_rotations(group, cb, target):
+            if 3 <= number <= 15 and max(abs(x) for x in cb.c) > 2:  # a shorter start for the shear search
+                cb = find_change_of_basis(group, target) or cb
             return number, cb
     number = None
     setting = _gemmi_setting(group)

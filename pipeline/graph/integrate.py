@@ -214,18 +214,29 @@ def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds
             pure=False,
             key=[f"reduce-{work.digest}-{j[0]}-{uuid.uuid4().hex[:8]}" for j in jobs],
         )
-        part_rows = {}
+        # 4. export: each part goes into the NeXus file as soon as every part before it is done, while
+        # the workers reduce the rest (the parquet directory is renamed into place when this block ends)
+        writer = None
+        if params.outfile:
+            writer = outputs.enter_context(
+                NexusTableWriter(params.outfile, INTEGRATED_SCHEMA, None, plan.ndiv)
+            )
+        part_rows: dict[int, int] = {}
+        exported = 0
         for future in as_completed(futures):
             r = future.result()
             part_rows[r["index"]] = r["rows"]
+            while exported in part_rows:
+                if writer is not None:
+                    _append_part(writer, work.reduce_file(exported))
+                exported += 1
             if bar:
                 bar.advance()
         seconds["reduce"] = time.perf_counter() - t
-        # 4. export (the parquet directory is renamed into place when this block ends without error)
         t = time.perf_counter()
         total = sum(part_rows.values())
-        if params.outfile:
-            _export_nexus(params.outfile, work, [part_rows[i] for i in range(len(jobs))], plan.ndiv)
+        if writer is not None:
+            writer.commit()
     seconds["export"] = time.perf_counter() - t
     return IntegrateResult(
         outfile=params.outfile,
@@ -241,12 +252,8 @@ def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds
     )
 
 
-def _export_nexus(outfile: str, work: WorkDir, part_rows: list[int], ndiv) -> None:
-    """Stream the reduced parts, in partition order, into one NeXus hkl_table."""
-    with NexusTableWriter(outfile, INTEGRATED_SCHEMA, sum(part_rows), ndiv) as writer:
-        start = 0
-        for i, rows in enumerate(part_rows):
-            part = np.load(work.reduce_file(i))
-            writer.write(start, {name: part[name] for name in INTEGRATED_SCHEMA})
-            start += rows
-        writer.commit()
+def _append_part(writer: NexusTableWriter, path: Path) -> None:
+    """Append one reduced part to the NeXus table, then delete it (bounding scratch space)."""
+    part = np.load(path)
+    writer.append({name: part[name] for name in INTEGRATED_SCHEMA})
+    path.unlink()

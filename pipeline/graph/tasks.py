@@ -160,13 +160,14 @@ def run_reduce_task(index: int, sources: list[tuple[str, int, int]], ctx: Reduce
     from pipeline.io.tables import INTEGRATED_SCHEMA, write_parquet_part
 
     t0 = time.perf_counter()
-    pieces = []
+    rows = np.empty(sum(stop - start for _, start, stop in sources), dtype=PARTIAL_DTYPE)
+    filled = 0
     for path, start, stop in sources:  # in task and run order: keeps chunk order within a voxel
         if stop > start:
-            pieces.append(np.array(np.load(path, mmap_mode="r")[start:stop]))
-    rows = np.concatenate(pieces) if pieces else np.zeros(0, PARTIAL_DTYPE)
+            rows[filled : filled + stop - start] = np.load(path, mmap_mode="r")[start:stop]
+            filled += stop - start
     obs = reduce_partials(rows, ctx.max_spread)
-    del rows, pieces
+    del rows
     columns = finalize(obs, ctx.ndiv)
     table = np.empty(obs.size, dtype=[(k, v) for k, v in INTEGRATED_SCHEMA.items()])
     for name in INTEGRATED_SCHEMA:

@@ -71,14 +71,20 @@ TABLE_GROUP = "/entry/hkl_table"
 class NexusTableWriter:
     """Write an hkl table into a NeXus file that ``mdx2.io.loadobj(path, "hkl_table")`` loads.
 
-    The file is created under a temporary name, filled part by part with :meth:`write`, and renamed to
-    ``path`` by :meth:`commit`; closing without commit removes it.
+    The file is created under a temporary name, filled part by part with :meth:`write` (rows at known
+    offsets, when ``n_rows`` is known) or :meth:`append` (``n_rows=None``: resizable, chunked
+    datasets), and renamed to ``path`` by :meth:`commit`; closing without commit removes it.
     """
 
-    def __init__(self, path: str | os.PathLike, schema: dict[str, np.dtype], n_rows: int, ndiv, attrs=None):
+    APPEND_CHUNK = 1 << 18  # rows per HDF5 chunk of the resizable datasets
+
+    def __init__(
+        self, path: str | os.PathLike, schema: dict[str, np.dtype], n_rows: int | None, ndiv, attrs=None
+    ):
         self.path = Path(path)
         self.schema = schema
-        self.n_rows = int(n_rows)
+        self.appending = n_rows is None
+        self.n_rows = 0 if n_rows is None else int(n_rows)
         parent = self.path.parent if str(self.path.parent) else Path(".")
         self._tmp = parent / f".{self.path.name}.tmp-{os.getpid()}"
         self._file = h5py.File(self._tmp, "w")
@@ -89,11 +95,32 @@ class NexusTableWriter:
         for key, value in (attrs or {}).items():
             group.attrs[key] = value
         group.create_dataset("ndiv", data=np.asarray(ndiv, dtype=np.int64))
-        self._datasets = {
-            name: group.create_dataset(name, shape=(self.n_rows,), dtype=dt) for name, dt in schema.items()
-        }
+        if self.appending:
+            self._datasets = {
+                name: group.create_dataset(
+                    name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(self.APPEND_CHUNK,)
+                )
+                for name, dt in schema.items()
+            }
+        else:
+            self._datasets = {
+                name: group.create_dataset(name, shape=(self.n_rows,), dtype=dt)
+                for name, dt in schema.items()
+            }
         self._written = 0
         self._lock = threading.Lock()
+
+    def append(self, columns: dict[str, np.ndarray]) -> None:
+        """Add rows at the end (only for a writer made with ``n_rows=None``)."""
+        if not self.appending:
+            raise RuntimeError("append() needs a writer made with n_rows=None")
+        size = len(columns[next(iter(self.schema))])
+        with self._lock:
+            start = self.n_rows
+            self.n_rows += size
+            for ds in self._datasets.values():
+                ds.resize((self.n_rows,))
+        self.write(start, columns)
 
     def write(self, start: int, columns: dict[str, np.ndarray]) -> None:
         """Write rows ``start : start + len`` of every column (all columns of the schema are required).

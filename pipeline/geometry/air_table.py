@@ -1,4 +1,5 @@
-"""X-ray mass attenuation coefficients of the gases of air, as cctbx.eltbx.attenuation_coefficient has them.
+"""X-ray mass attenuation coefficients of the gases of air,
+as cctbx.eltbx.attenuation_coefficient has them.
 
 Source: NIST X-ray mass attenuation coefficients (J. H. Hubbell and S. M. Seltzer, NIST Standard
 Reference Database 126), as tabulated in cctbx (cctbx/eltbx/attenuation_coefficient_tables.cpp).

@@ -28,9 +28,8 @@ from pipeline.geometry.symops import IDENTITY, ChangeOfBasis, cmp_i_vec, rot_det
 
 __all__ = ["best_change_of_basis"]
 
-#: Largest shear entry tried in one monoclinic pass. cctbx's range grows with the entries of its
-#: starting change of basis, which is already reduced; ours may not be, so we cap each pass and repeat
-#: the search from the best candidate until it no longer changes.
+#: Largest shear entry tried in the monoclinic search. cctbx's range grows with the entries of its
+#: (already reduced) starting change of basis; a pathological start must not make it explode.
 MAX_SHEAR = 4
 
 # Generators of the affine normalisers beyond the group (rotation parts only), from cctbx
@@ -231,30 +230,27 @@ def _candidates(number: int, reference: str, start: np.ndarray) -> dict:
 
 
 def best_change_of_basis(group: SpaceGroup, number: int, reference: str, c0: ChangeOfBasis):
-    """cctbx's canonical change of basis to ``target`` (rotation part, Fractions), whether it maps the
-    group exactly (no origin shift), and whether our choice is certain (False only when cctbx would
-    break a tie on origin shifts, which we do not rank)."""
+    """cctbx's canonical change of basis from ``group`` to the setting ``reference`` (a Hall symbol).
+
+    ``c0`` is any change of basis onto the reference (up to an origin shift). Returns the rotation
+    part (Fractions), whether it maps the group exactly (no origin shift), and whether the choice is
+    certain (False only when cctbx would break a tie on origin shifts, which we do not rank).
+    """
     den = _common_denominator([c0.c])
     start = _numerators(c0.c, den).reshape(3, 3)
     use_inverse = rot_det(c0.c) < 1  # cctbx compares c_inv when det(c) < det(c_inv)
     det = round(np.linalg.det(start))  # the same for every candidate (normaliser elements have det 1)
     unit = Fraction(abs(det), den) if use_inverse else den  # the numerator of an entry equal to 1
     maps_exactly = _ExactMap(group, parse_hall_cached(reference))
-    for _ in range(30):  # monoclinic: repeat the bounded search around the best so far until stable
-        pool = []
-        for key, c in _candidates(number, reference, start).items():
-            # c_inv = den * adj(c) / det(c): numerators adj(c) * sign(det) over |det| / den
-            compare = (
-                tuple(int(x) * (1 if det > 0 else -1) for x in _adjugate(c).ravel()) if use_inverse else key
-            )
-            pool.append((key, compare, maps_exactly(c, den)))
-        best = pool[0]
-        for item in pool[1:]:
-            if not _better(best[1], item[1], best[2], item[2], unit):
-                best = item
-        if not 3 <= number <= 15 or best[0] == tuple(int(x) for x in start.ravel()):
-            break
-        start = np.array(best[0], dtype=np.int64).reshape(3, 3)
+    pool = []
+    for key, c in _candidates(number, reference, start).items():
+        # c_inv = den * adj(c) / det(c): numerators adj(c) * sign(det) over |det| / den
+        compare = tuple(int(x) * (1 if det > 0 else -1) for x in _adjugate(c).ravel()) if use_inverse else key
+        pool.append((key, compare, maps_exactly(c, den)))
+    best = pool[0]
+    for item in pool[1:]:
+        if not _better(best[1], item[1], best[2], item[2], unit):
+            best = item
     certain = best[2] or not any(
         item[0] != best[0] and not item[2] and _ties_before_shift(item[1], best[1], unit) for item in pool
     )

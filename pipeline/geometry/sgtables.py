@@ -1,4 +1,5 @@
-"""Space-group reference tables, generated from cctbx.sgtbx by tests/data/geometry/dump_cctbx_tables.py.
+"""Space-group reference tables, generated from cctbx.sgtbx
+by tests/data/geometry/dump_cctbx_tables.py.
 
 SETTINGS_TEXT lists the 530 tabulated settings in cctbx's table order as
 ``number|Hall symbol|extended Hermann-Mauguin symbol|R`` (R marks the reference setting of the

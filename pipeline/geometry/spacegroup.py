@@ -8,15 +8,11 @@ mdx2 takes these from cctbx (``mdx2/dxtbx_machinery.py``); we reproduce cctbx's 
 * type number and symbol (cctbx ``space_group_type``): via the "reference Hall symbol (change of
   basis)" form that DIALS writes, else gemmi's table of settings, else a search
   (:mod:`pipeline.geometry.sgsearch`);
-* the reciprocal-space asymmetric unit: cctbx transforms one of 10 tabulated units by the
-  change of basis from the given setting to the reference setting of the type. Among all such
-  changes of basis, cctbx's ``find_best_cb_op`` picks a canonical one: candidates are (normaliser
-  rotation) x (any change of basis), and the best is the identity if it is a candidate, else one
-  with zero origin shift, then the most zero entries, the most +-1 entries, the most positive
-  entries, then the lexicographically largest. We enumerate the same candidates and apply the same
-  order. When every candidate needs an origin shift cctbx also compares the shifts; we do not, and
-  flag the result (``SymmetryInfo.exact``). mdx2 cannot handle those settings at all (cctbx's
-  ``as_hkl`` refuses a change of basis with a translation).
+* the reciprocal-space asymmetric unit: cctbx transforms one of 10 tabulated units by a canonical
+  change of basis from the given setting to the reference setting of the type
+  (:mod:`pipeline.geometry.cbop`). mdx2 cannot handle settings whose change of basis needs an origin
+  shift (cctbx's ``as_hkl`` refuses it); for those we still write a valid asymmetric unit and flag
+  when cctbx's choice could differ (``SymmetryInfo.exact``).
 """
 
 from __future__ import annotations

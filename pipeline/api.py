@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from pipeline.cluster import connect, default_workdir
 from pipeline.config import CorrectParams, IntegrateParams
+from pipeline.io.images import reads_release_the_gil
 from pipeline.io.tables import read_table
 from pipeline.progress import progress_bar
 from pipeline.runlog import run_step
@@ -73,8 +74,11 @@ def integrate(
         keep_workdir=keep_workdir,
     )
     slurm = {"partition": partition, "account": account, "walltime": walltime}
+    threads_ok = client is None and reads_release_the_gil(params.data, params.mask)
     with (
-        connect(cluster, workers=workers, memory_limit=memory_limit, client=client, **slurm) as c,
+        connect(
+            cluster, workers=workers, memory_limit=memory_limit, client=client, threads_ok=threads_ok, **slurm
+        ) as c,
         progress_bar(quiet) as bar,
         run_step("integrate", params, c, log_file, performance_report) as step,
     ):

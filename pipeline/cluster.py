@@ -59,13 +59,15 @@ def connect(
     partition: str | None = None,
     account: str | None = None,
     walltime: str | None = None,
+    threads_ok: bool = False,
 ) -> Iterator[Client]:
     """Yield a :class:`distributed.Client` for ``spec``; close what was started here on exit.
 
     ``workers`` counts worker processes (local), worker jobs (SLURM) or workers to wait for (a
     running scheduler). ``memory_limit`` is per worker process. ``partition``, ``account`` and
     ``walltime`` override the SLURM config. An existing ``client`` is used as it is (and left
-    open), for library callers and tests.
+    open), for library callers and tests. ``threads_ok``: the work releases the GIL, so a local
+    cluster with ``processes: auto`` runs as threads in this process (no worker start-up).
     """
     if client is not None:
         yield client
@@ -83,7 +85,9 @@ def connect(
     with apply_cluster_config(file):
         if file.type == "local":
             _refuse(spec, "these options are for SLURM clusters", **slurm_options)
-            settings = resolve_local(file.path, workers=workers, memory_limit=memory_limit)
+            settings = resolve_local(
+                file.path, workers=workers, memory_limit=memory_limit, threads_ok=threads_ok
+            )
             with _local_client(settings, local_directory) as c:
                 yield c
         else:

@@ -243,8 +243,13 @@ class LocalSettings:
     processes: bool = True
 
 
-def resolve_local(source: str, *, workers: int | None = None, memory_limit=None) -> LocalSettings:
-    """Local settings from :mod:`dask.config` (with the cluster config applied) and the flags."""
+def resolve_local(
+    source: str, *, workers: int | None = None, memory_limit=None, threads_ok: bool = False
+) -> LocalSettings:
+    """Local settings from :mod:`dask.config` (with the cluster config applied) and the flags.
+
+    ``processes: auto`` means threads when ``threads_ok`` (the caller knows its reads release the
+    GIL, see :func:`pipeline.io.images.reads_release_the_gil`), processes otherwise."""
     n = workers if workers is not None else get_default("cluster.workers")
     n = default_workers() if n is None else _positive_int(n, "workers", source)
     limit = memory_limit if memory_limit is not None else get_default("cluster.memory-limit")
@@ -253,7 +258,12 @@ def resolve_local(source: str, *, workers: int | None = None, memory_limit=None)
     if limit != "auto":
         _bytes(limit, "memory-limit", source)
     processes = get_default("cluster.processes")
-    processes = True if processes is None else bool(processes)
+    if processes is None or processes == "auto":
+        processes = not threads_ok
+    elif not isinstance(processes, bool):
+        raise ConfigError(
+            f"{source}: diffuse.cluster.processes must be true, false or auto, got {processes!r}"
+        )
     return LocalSettings(n, limit, str(get_default("cluster.dashboard-address")), source, processes)
 
 

@@ -95,7 +95,10 @@ def run_demo(
 
     # 2. the cluster
     t = time.perf_counter()
-    with connect(cluster, workers=workers, client=client) as c:
+    from pipeline.io.images import reads_release_the_gil
+
+    threads_ok = client is None and reads_release_the_gil(ds["data.nxs"], [ds["mask.nxs"]])
+    with connect(cluster, workers=workers, client=client, threads_ok=threads_ok) as c:
         n_workers = len(c.scheduler_info().get("workers", {}))
         seconds["cluster"] = time.perf_counter() - t
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pipeline.cluster import connect
 from pipeline.errors import PipelineError
+from pipeline.io.images import reads_release_the_gil
 from pipeline.runlog import RunLog, performance_report
 
 __all__ = ["RunResult", "run_pipeline"]
@@ -116,7 +117,9 @@ def run_pipeline(
     common = {"overwrite": overwrite, "quiet": quiet}
     with contextlib.ExitStack() as stack:
         runlog = stack.enter_context(RunLog(out / "run.log"))
-        c = stack.enter_context(connect(cluster, client=client, **cluster_options))
+        masks = [mask] if isinstance(mask, str | os.PathLike) else list(mask or [])
+        threads_ok = client is None and reads_release_the_gil(data, masks)
+        c = stack.enter_context(connect(cluster, client=client, threads_ok=threads_ok, **cluster_options))
         stack.enter_context(performance_report(performance_report_file))
         result.integrate = integrate(
             geometry,

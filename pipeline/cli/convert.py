@@ -46,14 +46,15 @@ def convert(
     with the same masks.
     """
     from pipeline.cluster import connect
-    from pipeline.io.images import open_image_stack, open_masks
+    from pipeline.io.images import open_image_stack, open_masks, reads_release_the_gil
     from pipeline.io.zarr_cache import convert_to_zarr
     from pipeline.progress import progress_bar
 
     setup_logging(quiet)
     stack = open_image_stack(data, exposure_time=exposure_time)
     masks = open_masks(list(mask or []), stack.shape)
-    with connect(cluster, workers=workers) as client, progress_bar(quiet) as bar:
+    threads_ok = reads_release_the_gil(data, list(mask or []))  # blosc compresses with the GIL released
+    with connect(cluster, workers=workers, threads_ok=threads_ok) as client, progress_bar(quiet) as bar:
         result = convert_to_zarr(stack, masks, outfile, client, codec.value, level, overwrite, progress=bar)
     if not quiet:
         ratio = result.bytes_in / max(result.bytes_out, 1)

@@ -17,7 +17,14 @@ from pipeline.errors import InputError
 from pipeline.io.chunks import ChunkReader
 from pipeline.io.nexus import decode_str, open_nexus, read_array, require
 
-__all__ = ["ImageStack", "MaskStack", "open_image_stack", "open_masks", "storage_chunk_slices"]
+__all__ = [
+    "ImageStack",
+    "MaskStack",
+    "open_image_stack",
+    "open_masks",
+    "reads_release_the_gil",
+    "storage_chunk_slices",
+]
 
 IMAGE_GROUP = "/entry/image_series"
 MASK_DATASET = "/entry/mask/signal"
@@ -252,6 +259,29 @@ def _check_virtual_sources(path: Path, ds: h5py.Dataset):
             ) from exc
         resolved.append(str(src.resolve()))
     return tuple(resolved), first_chunks, tuple(slabs)
+
+
+def reads_release_the_gil(data: str | os.PathLike, masks=()) -> bool:
+    """True when every read of ``data`` and ``masks`` takes the fast path of
+    :class:`~pipeline.io.chunks.ChunkReader` (raw chunks inflated with the GIL released), or comes from
+    a zarr cache: then threads of one process read in parallel. Other HDF5 filters decode inside
+    h5py, which lets one thread at a time in. Any problem gives False (the run reports it properly)."""
+    try:
+        stack = open_image_stack(data)
+        if stack.format == "zarr":
+            paths = []
+        else:
+            if not stack.slabs:
+                return False
+            paths = [(path, dataset) for _, _, path, dataset in stack.slabs]
+        paths += [(str(m), MASK_DATASET) for m in masks]
+        for path, dataset in paths:
+            with h5py.File(path, "r") as f:
+                if not ChunkReader(f[dataset]).fast:
+                    return False
+        return True
+    except Exception:  # only a hint: the run itself reports bad input
+        return False
 
 
 def open_masks(paths: list[str | os.PathLike] | tuple, shape: tuple[int, int, int]) -> MaskStack | None:

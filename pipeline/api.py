@@ -7,7 +7,6 @@ import logging
 import os
 from collections.abc import Sequence
 
-from pipeline.cluster import connect, default_workdir
 from pipeline.config import CorrectParams, IntegrateParams
 from pipeline.io.images import reads_release_the_gil
 from pipeline.io.tables import read_table
@@ -57,6 +56,7 @@ def integrate(
     versions, timings, peak memory; :mod:`pipeline.runlog`); ``performance_report``: dask's HTML
     performance report.
     """
+    from pipeline.cluster import connect, default_workdir
     from pipeline.graph.integrate import run_integration
 
     params = IntegrateParams(
@@ -142,6 +142,8 @@ def correct(
         with progress_bar(quiet) as bar, run_step("correct", params, None, log_file, None) as step:
             step.result = run_correction(params, None, progress=bar, threads=workers)
             return step.result
+    from pipeline.cluster import connect  # imports distributed: only when a cluster is used
+
     with (
         connect(cluster, workers=workers, memory_limit=memory_limit, client=client, **slurm) as c,
         progress_bar(quiet) as bar,

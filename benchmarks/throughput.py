@@ -31,7 +31,7 @@ import numpy as np
 from pipeline.cli.bench import parse_subdivisions
 from pipeline.geometry.interpolate import prepare_miller_block
 from pipeline.io.geometry import read_miller_grid
-from pipeline.io.images import open_image_stack, open_masks, storage_chunk_slices
+from pipeline.io.images import open_image_stack, open_masks, reads_release_the_gil, storage_chunk_slices
 from pipeline.kernels.binning import bin_chunk, bin_chunk_oracle
 
 
@@ -96,7 +96,7 @@ def kernel(stack, masks, grid, chunks, ndiv):
     return seconds
 
 
-def whole(ds, sub, workers, block_pixels, out):
+def whole(ds, sub, client, block_pixels, out):
     import pipeline
 
     masks = [str(ds / "mask.nxs")] if (ds / "mask.nxs").exists() else None
@@ -109,7 +109,7 @@ def whole(ds, sub, workers, block_pixels, out):
             subdivide=sub,
             outfile=out,
             overwrite=True,
-            workers=workers,
+            client=client,
         )
         wall = time.perf_counter() - t0
     with h5py.File(out, "r") as f:
@@ -169,7 +169,7 @@ def main() -> int:
     from pipeline.cluster import connect
 
     t0 = time.perf_counter()
-    with connect("local", workers=a.workers) as client:
+    with connect("local", workers=a.workers, threads_ok=reads_release_the_gil(ds / "data.nxs")) as client:
         print(f"cluster of {a.workers} workers up in {time.perf_counter() - t0:.1f} s (not counted below)")
         whole(ds, subs[0], client, blocks[0], a.out / "t.nxs")  # warm the workers
         for sub in subs:

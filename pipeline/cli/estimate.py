@@ -47,8 +47,9 @@ def estimate(
     from dask.utils import parse_bytes
 
     from pipeline.cluster import default_workers
-    from pipeline.config import IntegrateParams
+    from pipeline.config import IntegrateParams, get_default
     from pipeline.graph.estimate import estimate_integration
+    from pipeline.io.images import reads_release_the_gil
 
     setup_logging(quiet=True)
     params = IntegrateParams(
@@ -56,17 +57,20 @@ def estimate(
     )
     n = workers or default_workers()
     memory = parse_bytes(memory_limit) if memory_limit else psutil.virtual_memory().total // n
-    e = estimate_integration(params, n, memory, n_samples=samples)
+    mode = get_default("cluster.processes")
+    threads = (mode is False) or (mode in (None, "auto") and reads_release_the_gil(data, list(mask or [])))
+    e = estimate_integration(params, n, memory, n_samples=samples, threads=threads)
     if as_json:
         typer.echo(json.dumps(e.as_dict()))
         return
+    kind = "threads in one process" if threads else "worker processes"
     typer.echo(
-        f"subdivide {' '.join(map(str, subdivide))}, {n} workers with {_size(memory)} each "
+        f"subdivide {' '.join(map(str, subdivide))}, {n} {kind} with {_size(memory)} each "
         f"(sampled {e.sampled_chunks} chunks in {e.seconds:.1f} s):\n"
         f"  partial rows        {e.partial_rows:>14,}\n"
         f"  output rows         {e.output_rows:>14,}\n"
         f"  peak memory/worker  {_size(e.peak_memory_per_worker):>14}\n"
-        f"  peak memory, all    {_size(e.peak_memory_total):>14}  (client + workers + nannies)\n"
+        f"  peak memory, all    {_size(e.peak_memory_total):>14}  (every process of the run)\n"
         f"  scratch disk        {_size(e.scratch_bytes):>14}  (work directory)\n"
         f"  output NeXus        {_size(e.output_nexus_bytes):>14}\n"
         f"  output parquet      {_size(e.output_parquet_bytes):>14}\n"

@@ -28,16 +28,16 @@ from pipeline.kernels.partials import reduce_partials
 
 __all__ = ["MEMORY", "Estimate", "estimate_integration"]
 
-#: The memory model (bytes), measured on this project's runs (see benchmarks/sweep_subdivide.py).
+#: The memory model (bytes), calibrated on medium at subdivide 1-10 (benchmarks/sweep_subdivide.py).
 MEMORY = {
-    "worker_base": 330e6,  # a worker process after importing numpy, numba, h5py, dask (RSS)
-    "nanny": 75e6,  # each worker's nanny process
-    "client": 330e6,  # the process running the command, with the scheduler
-    "hash_row": 64 * 4,  # hash table bytes per partial row of one chunk (64 B rows, <= half full)
+    "process_base": 400e6,  # one process with numpy, numba, h5py, dask, distributed loaded (RSS)
+    "worker_base": 330e6,  # a separate worker process (cluster of processes)
+    "nanny": 75e6,  # each worker process's nanny
+    "page_row": 64 * 6 * 8 / 8,  # voxel pages per partial row of a chunk (a page of 64 per ~8 rows)
     "run_row": PARTIAL_DTYPE.itemsize * 2.5 + 8,  # rows held until a run is spilled, with the sort
     "reduce_row": 200,  # working memory per partial row while a partition is reduced
     "nexus_row": 44,  # bytes per output row in the NeXus file (7 float32, 2 int32, 1 float64)
-    "parquet_row": 21,  # bytes per output row in parquet (zstd)
+    "parquet_row": 8,  # bytes per output row in parquet (zstd; sorted keys compress well)
 }
 
 
@@ -101,9 +101,17 @@ class _Binned(dict):
 
 
 def estimate_integration(
-    params: IntegrateParams, n_workers: int, worker_memory: int, n_samples: int = 12, pairs_per_axis: int = 2
+    params: IntegrateParams,
+    n_workers: int,
+    worker_memory: int,
+    n_samples: int = 12,
+    pairs_per_axis: int = 2,
+    threads: bool = False,
 ) -> Estimate:
-    """Estimate partial and output rows, memory, scratch and output size (see the module docstring)."""
+    """Estimate partial and output rows, memory, scratch and output size (see the module docstring).
+
+    ``n_workers`` tasks run at once, as threads of one process (``threads``) or as worker processes;
+    ``worker_memory`` is the memory one task may use (a process's limit / its threads)."""
     t0 = time.perf_counter()
     plan = plan_integration(params, n_workers)
     grid = _chunk_grid(plan.stack.shape, plan.stack.storage_chunks)
@@ -139,20 +147,28 @@ def estimate_integration(
     band_px = plan.stack.storage_chunks[0] * plan.stack.storage_chunks[1] * plan.stack.shape[2]
     map_ws = (
         chunk_px * 4 * 2  # the chunk's data, decoded and as read
-        + (band_px + 2 * chunk_px if plan.masks else 0)  # the mask band and its decoded chunks
-        + max_chunk_rows * MEMORY["hash_row"]
-        + min(run_rows, partial) * MEMORY["run_row"]
+        + (band_px + 64 * 2**20 if plan.masks else 0)  # the mask band and the decoded-chunk cache
+        + max_chunk_rows * MEMORY["page_row"]
+        + min(run_rows, partial / max(len(plan.tasks), 1)) * MEMORY["run_row"]
     )
     reduce_ws = rows_per_partition * MEMORY["reduce_row"]
-    per_worker = MEMORY["worker_base"] + max(map_ws, reduce_ws)
-    total = MEMORY["client"] + n_workers * (per_worker + MEMORY["nanny"])
+    task_ws = max(map_ws, reduce_ws)
+    if threads:
+        per_worker = MEMORY["process_base"] / n_workers + task_ws
+        total = MEMORY["process_base"] + n_workers * task_ws
+    else:
+        per_worker = MEMORY["worker_base"] + task_ws
+        total = MEMORY["process_base"] + n_workers * (per_worker + MEMORY["nanny"])
     return Estimate(
         partial_rows=int(partial),
         output_rows=int(output),
         peak_memory_per_worker=int(per_worker),
         peak_memory_total=int(total),
-        scratch_bytes=int(partial * PARTIAL_DTYPE.itemsize + output * MEMORY["nexus_row"]),
-        output_nexus_bytes=int(output * MEMORY["nexus_row"]),
+        # the spilled runs, plus the reduced parts not yet exported (each is deleted once exported)
+        scratch_bytes=int(
+            partial * PARTIAL_DTYPE.itemsize + 2 * n_workers * output / partitions * MEMORY["nexus_row"]
+        ),
+        output_nexus_bytes=int(-(-output // 2**16) * 2**16 * MEMORY["nexus_row"]),  # whole HDF5 chunks
         output_parquet_bytes=int(output * MEMORY["parquet_row"]),
         map_tasks=len(plan.tasks),
         partitions=int(partitions),

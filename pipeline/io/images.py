@@ -29,6 +29,7 @@ __all__ = [
 IMAGE_GROUP = "/entry/image_series"
 MASK_DATASET = "/entry/mask/signal"
 MASKED_VALUE = -1  # mdx2 marks pixels to exclude (module gaps, bad pixels) with -1 in the counts
+MASK_CACHE_BYTES = 64 * 2**20  # decoded mask chunks kept per file: enough for the rows two bands share
 
 Slices = tuple[slice, slice, slice]
 
@@ -89,7 +90,7 @@ class _MaskHandle:
     def __init__(self, paths: tuple[str, ...]):
         self._files = [h5py.File(p, "r") for p in paths]
         # Mask chunks rarely align with the data's: keep decoded chunks that neighbouring reads share.
-        self._readers = [ChunkReader(f[MASK_DATASET], cache_bytes=256 * 2**20) for f in self._files]
+        self._readers = [ChunkReader(f[MASK_DATASET], cache_bytes=MASK_CACHE_BYTES) for f in self._files]
 
     def __enter__(self):
         return self

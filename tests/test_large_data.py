@@ -64,7 +64,8 @@ def test_estimate_is_within_30_percent(reference):
     assert abs(e.partial_rows - actual.partial_rows) <= 0.3 * actual.partial_rows
     assert abs(e.output_rows - actual.rows) <= 0.3 * actual.rows
     assert e.peak_memory_total > e.peak_memory_per_worker > 0
-    assert e.scratch_bytes > e.output_nexus_bytes > 0
+    assert e.scratch_bytes >= e.partial_rows * 56  # the spilled partial rows at least
+    assert e.output_nexus_bytes >= e.output_rows * 44 > 0
 
 
 def test_estimate_cli_prints_json():

@@ -99,7 +99,7 @@ def run_demo(
 
     threads_ok = client is None and reads_release_the_gil(ds["data.nxs"], [ds["mask.nxs"]])
     with connect(cluster, workers=workers, client=client, threads_ok=threads_ok) as c:
-        n_workers = len(c.scheduler_info().get("workers", {}))
+        n_workers = sum(int(w.get("nthreads", 1)) for w in c.scheduler_info().get("workers", {}).values())
         seconds["cluster"] = time.perf_counter() - t
 
         # 3. integrate, 4. correct (each writes NeXus and parquet)

@@ -98,7 +98,7 @@ def demo(
         f"diffuse demo: '{preset.value}' dataset, {nphi} frames x {ny} x {nx} pixels "
         f"({nphi * ny * nx / 1e6:.1f} M)",
         f"  simulate   {s['simulate']:6.1f} s  -> {r.dataset}/",
-        f"  cluster    {s['cluster']:6.1f} s  ({r.workers} workers)",
+        f"  cluster    {s['cluster']:6.1f} s  ({r.workers} tasks at a time)",
         f"  integrate  {s['integrate']:6.1f} s  {r.rows['integrated']:,} rows -> "
         f"{f['integrated.nxs']}, {f['integrated.parquet']}",
         f"  correct    {s['correct']:6.1f} s  {r.rows['corrected']:,} rows -> "

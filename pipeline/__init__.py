@@ -1,11 +1,11 @@
 """diffuse-pipeline: integrate and correct diffuse scattering on a fractional Miller-index grid, on Dask.
 
-    import pipeline
+import pipeline
 
-    if __name__ == "__main__":  # worker processes are spawned: guard the script's own code
-        pipeline.integrate("geometry.nxs", "data.nxs", mask="mask.nxs", subdivide=(4, 4, 4))
-        pipeline.correct("geometry.nxs", "integrated.nxs", background="bkg_data_binned.nxs")
-        df = pipeline.read_table("corrected.nxs")  # pandas DataFrame, df.attrs["ndiv"]
+if __name__ == "__main__":  # worker processes are spawned: guard the script's own code
+    pipeline.integrate("geometry.nxs", "data.nxs", mask="mask.nxs", subdivide=(4, 4, 4))
+    pipeline.correct("geometry.nxs", "integrated.nxs", background="bkg_data_binned.nxs")
+    df = pipeline.read_table("corrected.nxs")  # pandas DataFrame, df.attrs["ndiv"]
 """
 
 __version__ = "0.1.0"

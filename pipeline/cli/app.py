@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -64,6 +65,10 @@ WalltimeOpt = Annotated[
     typer.Option("--walltime", help="SLURM time limit per job, e.g. 02:00:00 (overrides the config)."),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
+PerformanceReportOpt = Annotated[
+    Path | None,
+    typer.Option("--performance-report", help="Write dask's HTML performance report of the run here."),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary; errors only.")]
 
 

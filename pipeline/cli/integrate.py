@@ -13,6 +13,7 @@ from pipeline.cli.app import (
     MemoryLimitOpt,
     OverwriteOpt,
     PartitionOpt,
+    PerformanceReportOpt,
     QuietOpt,
     WalltimeOpt,
     WorkersOpt,
@@ -29,10 +30,6 @@ LogFileOpt = Annotated[
         help="Run log: parameters that differ from defaults, versions, timings, peak memory "
         "(default: OUTFILE.log next to the output).",
     ),
-]
-PerformanceReportOpt = Annotated[
-    Path | None,
-    typer.Option("--performance-report", help="Write dask's HTML performance report of the run here."),
 ]
 
 

@@ -13,6 +13,7 @@ from pipeline.cli.app import (
     MemoryLimitOpt,
     OverwriteOpt,
     PartitionOpt,
+    PerformanceReportOpt,
     QuietOpt,
     WalltimeOpt,
     WorkersOpt,
@@ -208,9 +209,7 @@ def run(
     lorentz: Annotated[bool, typer.Option("--lorentz", help="Multiply intensities by rs_volume.")] = False,
     p1: Annotated[bool, typer.Option("--p1", help="Map to the P1 asymmetric unit.")] = False,
     scan_images: ScanImagesOpt = None,
-    performance_report: Annotated[
-        Path | None, typer.Option("--performance-report", help="Write dask's HTML performance report here.")
-    ] = None,
+    performance_report: PerformanceReportOpt = None,
     cluster: ClusterOpt = None,
     workers: WorkersOpt = None,
     memory_limit: MemoryLimitOpt = None,

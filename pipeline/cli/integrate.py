@@ -111,9 +111,14 @@ def integrate(
     )
     if not quiet:
         where = ", ".join(str(p) for p in (result.outfile, result.parquet) if p)
+        skipped = (
+            f" of which {result.map_tasks_skipped} were done before (--resume)"
+            if result.map_tasks_skipped
+            else ""
+        )
         typer.echo(
             f"integrated {result.pixels_used:,} of {result.pixels_read:,} pixels into {result.rows:,} rows "
-            f"({result.partial_rows:,} partial rows, {result.map_tasks} map tasks, "
+            f"({result.partial_rows:,} partial rows, {result.map_tasks} map tasks{skipped}, "
             f"{result.partitions} partitions) "
             f"in {result.seconds['total']:.1f} s -> {where}"
         )

@@ -21,7 +21,7 @@ import numpy as np
 from pipeline.geometry.interpolate import MillerBlock, miller_indices_dense
 from pipeline.kernels.keys import KEY_BITS, KEY_LIMIT, KEY_OFFSET, pack_keys
 
-__all__ = ["PARTIAL_DTYPE", "bin_chunk", "bin_chunk_oracle", "empty_partials"]
+__all__ = ["PARTIAL_DTYPE", "bin_chunk", "bin_chunk_oracle"]
 
 #: One row per (storage chunk, voxel): additive sums only; means are formed after the reduction.
 PARTIAL_DTYPE = np.dtype(
@@ -38,10 +38,6 @@ PARTIAL_DTYPE = np.dtype(
 
 _EMPTY = np.int64(-1)
 _HASH_MULT = np.uint64(11400714819323198485)  # 2**64 / golden ratio (Fibonacci hashing)
-
-
-def empty_partials(n: int = 0) -> np.ndarray:
-    return np.zeros(n, dtype=PARTIAL_DTYPE)
 
 
 # The accumulator is a paged table. Voxels are grouped in blocks of 4 x 4 x 4 (H >> 2, K >> 2, L >> 2);

@@ -29,8 +29,3 @@ def unpack_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     K = ((keys >> KEY_BITS) & _FIELD) - KEY_OFFSET
     L = (keys & _FIELD) - KEY_OFFSET
     return H, K, L
-
-
-def key_of_h(H: int) -> int:
-    """The smallest key whose H index is ``H`` (for splitting sorted keys into ranges of H)."""
-    return int((H + KEY_OFFSET) << (2 * KEY_BITS))

@@ -41,7 +41,7 @@ from pipeline.cluster_config import (
 from pipeline.config import get_default
 from pipeline.errors import ConfigError, PipelineError
 
-__all__ = ["connect", "default_workdir", "default_workers", "wait_for_workers"]
+__all__ = ["connect", "default_workdir", "default_workers", "local_dashboard_link", "wait_for_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +120,12 @@ def _local_client(settings, local_directory: str | None) -> Iterator[Client]:
     )
     with cluster, Client(cluster) as c:
         kind = "worker processes" if processes else "threads in this process"
-        link = c.dashboard_link if processes else _local_link(cluster)
+        link = c.dashboard_link if processes else local_dashboard_link(cluster)
         log.info("local cluster: %d %s, dashboard %s", settings.workers, kind, link)
         yield c
 
 
-def _local_link(cluster: LocalCluster) -> str:
+def local_dashboard_link(cluster: LocalCluster) -> str:
     """The dashboard URL of an in-process cluster (its link names the host's address instead of the
     127.0.0.1 the dashboard listens on)."""
     port = cluster.scheduler.http_server.port

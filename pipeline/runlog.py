@@ -102,9 +102,15 @@ def peak_memory(client=None) -> dict:
 def _cluster_info(client) -> dict:
     info = client.scheduler_info(n_workers=-1)
     workers = info.get("workers", {}).values()
+    dashboard = client.dashboard_link
+    cluster = getattr(client, "cluster", None)
+    if str(client.scheduler.address).startswith("inproc://") and cluster is not None:
+        from pipeline.cluster import local_dashboard_link  # its own link names the host, not 127.0.0.1
+
+        dashboard = local_dashboard_link(cluster)
     return {
         "scheduler": client.scheduler.address,
-        "dashboard": client.dashboard_link,
+        "dashboard": dashboard,
         "workers": len(workers),
         "threads": sum(w.get("nthreads", 0) for w in workers),
         "memory_limit_gb": round(sum(w.get("memory_limit") or 0 for w in workers) / 2**30, 2),

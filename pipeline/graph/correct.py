@@ -171,6 +171,7 @@ def run_correction(
 
 def _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outputs) -> list[dict]:
     import dask
+    import dask.threaded
 
     writer = None
     if params.outfile:
@@ -181,7 +182,9 @@ def _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outpu
         dask.delayed(_correct_in_place, pure=False)(i, a, b, source, model, writer, parquet_dir, bar)
         for i, (a, b) in enumerate(ranges)
     ]
-    records = list(dask.compute(*tasks, scheduler="threads", num_workers=threads))
+    # the scheduler function itself: a scheduler *name* makes dask import distributed (~0.35 s) to look
+    # for a default client first
+    records = list(dask.compute(*tasks, scheduler=dask.threaded.get, num_workers=threads))
     if writer is not None:
         writer.commit()
     return records

@@ -76,6 +76,60 @@ def _rehash(blocks, new_blocks, new_bits):
 
 
 @numba.njit(nogil=True, cache=True)
+def _row_keys_fused(data, mask, use_mask, p, y, step1, b1, b2, w1, w2, nh, nk, nl, grid_row, rounded, keys):
+    """Keys of image row (p, y), Miller indices from ``step1``: mdx2's second step (along iy) once for
+    the row's grid points, then the third (along ix) per pixel, each as ``lo * (1 - w) + hi * w``."""
+    j1 = b1[y]
+    v1 = w1[y]
+    rh, rk, rl = grid_row[0], grid_row[1], grid_row[2]
+    for g in range(rh.size):
+        rh[g] = step1[p, j1, g, 0] * (1.0 - v1) + step1[p, j1 + 1, g, 0] * v1
+        rk[g] = step1[p, j1, g, 1] * (1.0 - v1) + step1[p, j1 + 1, g, 1] * v1
+        rl[g] = step1[p, j1, g, 2] * (1.0 - v1) + step1[p, j1 + 1, g, 2] * v1
+    Hf, Kf, Lf = rounded[0], rounded[1], rounded[2]
+    for x in range(keys.size):
+        j = b2[x]
+        w = w2[x]
+        Hf[x] = np.rint((rh[j] * (1.0 - w) + rh[j + 1] * w) * nh)
+        Kf[x] = np.rint((rk[j] * (1.0 - w) + rk[j + 1] * w) * nk)
+        Lf[x] = np.rint((rl[j] * (1.0 - w) + rl[j + 1] * w) * nl)
+    return _pack_row(data, mask, use_mask, p, y, rounded, keys)
+
+
+@numba.njit(nogil=True, cache=True)
+def _row_keys_dense(data, mask, use_mask, p, y, hkl, nh, nk, nl, rounded, keys):
+    """Keys of image row (p, y), Miller indices read from the precomputed ``hkl``."""
+    Hf, Kf, Lf = rounded[0], rounded[1], rounded[2]
+    for x in range(keys.size):
+        Hf[x] = np.rint(hkl[p, y, x, 0] * nh)
+        Kf[x] = np.rint(hkl[p, y, x, 1] * nk)
+        Lf[x] = np.rint(hkl[p, y, x, 2] * nl)
+    return _pack_row(data, mask, use_mask, p, y, rounded, keys)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _pack_row(data, mask, use_mask, p, y, rounded, keys):
+    """Pack the rounded indices of row (p, y) into keys, EMPTY where the pixel is excluded (counts -1
+    or masked) or an index lies beyond KEY_LIMIT (or is NaN); True if a kept pixel was out of range.
+    Branch-free, so that the compiler vectorises it."""
+    lim = np.float64(KEY_LIMIT)
+    bad = False
+    Hf, Kf, Lf = rounded[0], rounded[1], rounded[2]
+    for x in range(keys.size):
+        ok = (abs(Hf[x]) <= lim) & (abs(Kf[x]) <= lim) & (abs(Lf[x]) <= lim)
+        excluded = data[p, y, x] == -1
+        if use_mask:
+            excluded |= mask[p, y, x]
+        bad |= ~(ok | excluded)
+        H = np.int64(Hf[x]) if ok else 0
+        K = np.int64(Kf[x]) if ok else 0
+        L = np.int64(Lf[x]) if ok else 0
+        key = ((H + KEY_OFFSET) << (2 * KEY_BITS)) | ((K + KEY_OFFSET) << KEY_BITS) | (L + KEY_OFFSET)
+        keys[x] = _EMPTY if (excluded | ~ok) else key
+    return bad
+
+
+@numba.njit(nogil=True, cache=True)
 def _bin_pixels(
     data,
     mask,
@@ -104,6 +158,9 @@ def _bin_pixels(
     the caller grows them and calls again from ``stop``, so every pixel is still added in C order.
     ``fused``: Miller indices from ``step1`` (axis order (0, 1, 2)), the second step done once per
     image row; otherwise read per pixel from the precomputed ``hkl`` (other orders).
+
+    Each image row goes in two passes: the voxel keys of the whole row (arithmetic only, which the
+    compiler vectorises), then the accumulation in pixel order (branches and table look-ups).
     """
     nphi, ny, nx = data.shape
     bits = np.int64(np.log2(blocks.shape[0]))
@@ -118,7 +175,10 @@ def _bin_pixels(
     nk = np.float64(ndiv[1])
     nl = np.float64(ndiv[2])
     out_of_range = False
-    row = np.empty((step1.shape[2], 3), dtype=np.float64)
+    grid_row = np.empty((3, step1.shape[2]))  # h, k, l at the grid points along ix, for one image row
+    rounded = np.empty((3, nx))  # round(h * ndiv_h), ... of the row's pixels
+    keys = np.empty(nx, dtype=np.int64)
+    field = (1 << KEY_BITS) - 1
     p0 = start // (ny * nx)
     y0 = (start // nx) % ny
     x0 = start % nx
@@ -126,36 +186,19 @@ def _bin_pixels(
     for p in range(p0, nphi):
         for y in range(y0 if p == p0 else 0, ny):
             if fused:
-                # second step, along iy, for the whole row: step1[p, b1] * (1 - w1) + step1[p, b1 + 1] * w1
-                j1 = b1[y]
-                v1 = w1[y]
-                for g in range(row.shape[0]):
-                    for c in range(3):
-                        row[g, c] = step1[p, j1, g, c] * (1.0 - v1) + step1[p, j1 + 1, g, c] * v1
+                bad = _row_keys_fused(
+                    data, mask, use_mask, p, y, step1, b1, b2, w1, w2, nh, nk, nl, grid_row, rounded, keys
+                )
+            else:
+                bad = _row_keys_dense(data, mask, use_mask, p, y, hkl, nh, nk, nl, rounded, keys)
+            out_of_range |= bad
+            phi_p = phi[p]
+            seconds_p = seconds[p]
+            iy_y = iy[y]
             for x in range(x0 if (p == p0 and y == y0) else 0, nx):
-                counts = data[p, y, x]
-                if counts == -1:
+                key = keys[x]
+                if key == _EMPTY:
                     continue
-                if use_mask and mask[p, y, x]:
-                    continue
-                if fused:
-                    # third step along ix: lo * (1 - w) + hi * w, as mdx2
-                    j = b2[x]
-                    w = w2[x]
-                    h = row[j, 0] * (1.0 - w) + row[j + 1, 0] * w
-                    k = row[j, 1] * (1.0 - w) + row[j + 1, 1] * w
-                    l = row[j, 2] * (1.0 - w) + row[j + 1, 2] * w
-                else:
-                    h = hkl[p, y, x, 0]
-                    k = hkl[p, y, x, 1]
-                    l = hkl[p, y, x, 2]
-                H = np.int64(np.rint(h * nh))
-                K = np.int64(np.rint(k * nk))
-                L = np.int64(np.rint(l * nl))
-                if abs(H) > KEY_LIMIT or abs(K) > KEY_LIMIT or abs(L) > KEY_LIMIT:
-                    out_of_range = True
-                    continue
-                key = ((H + KEY_OFFSET) << (2 * KEY_BITS)) | ((K + KEY_OFFSET) << KEY_BITS) | (L + KEY_OFFSET)
                 if key != last_key:
                     # Neighbouring pixels mostly share a voxel: its running sums live in registers and
                     # go back to the table only when the voxel changes. Each pixel is still added to the
@@ -167,6 +210,9 @@ def _bin_pixels(
                         pages[page, v, 3] = r_iy
                         pages[page, v, 4] = r_ix
                         pages[page, v, 5] = r_seconds
+                    H = (key >> (2 * KEY_BITS)) - KEY_OFFSET
+                    K = ((key >> KEY_BITS) & field) - KEY_OFFSET
+                    L = (key & field) - KEY_OFFSET
                     block = (
                         (((H >> 2) + KEY_OFFSET) << (2 * KEY_BITS))
                         | (((K >> 2) + KEY_OFFSET) << KEY_BITS)
@@ -194,11 +240,11 @@ def _bin_pixels(
                     r_ix = pages[page, v, 4]
                     r_seconds = pages[page, v, 5]
                 r_pixels += 1.0
-                r_counts += counts
-                r_phi += phi[p]
-                r_iy += iy[y]
+                r_counts += data[p, y, x]
+                r_phi += phi_p
+                r_iy += iy_y
                 r_ix += ix[x]
-                r_seconds += seconds[p]
+                r_seconds += seconds_p
     if last_key != _EMPTY:
         pages[page, v, 0] = r_pixels
         pages[page, v, 1] = r_counts
@@ -316,7 +362,10 @@ def bin_chunk(data, mask, block: MillerBlock, phi, iy, ix, seconds, ndiv, size_h
                 pages = np.concatenate([pages, np.zeros_like(pages)])
     keys, sums = _compact(blocks, pages)
     if out_of_range:
-        raise ValueError(f"a Miller index x ndiv exceeds {KEY_LIMIT}; subdivide {tuple(ndiv)} is too fine")
+        raise ValueError(
+            f"a Miller index x ndiv exceeds {KEY_LIMIT} (or is not finite); "
+            f"subdivide {tuple(ndiv)} is too fine"
+        )
     return _pack_rows(keys, sums)
 
 

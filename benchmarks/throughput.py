@@ -7,7 +7,7 @@ DATASET_DIR holds geometry.nxs, data.nxs, mask.nxs (refkit make_dataset.py or `d
 without one, `--simulate PRESET` makes it with pipeline.simulate. Measures, on one core:
 
 * read (h5py): data + mask of every storage chunk through h5py (zlib inflate, C unshuffle);
-* read (ours): the same through pipeline.io (ISA-L inflate of raw chunks, numba unshuffle);
+* read (ours): the same through pipeline.io (libdeflate inflate of raw chunks, numba unshuffle);
 * kernel: bin_chunk on chunks already in memory, per subdivision (checked against the numpy oracle
   on a slice of one chunk);
 and on one local cluster of ``--workers`` processes (started once; its start-up is printed, not

@@ -240,6 +240,26 @@ def test_bin_chunk_rounds_half_to_even_as_numpy():
         assert rows["pixels"].tolist() == [8, 8]
 
 
+@pytest.mark.parametrize("bad", [8.0 * (KEY_LIMIT + 1), -8.0 * (KEY_LIMIT + 1), float("nan")])
+def test_bin_chunk_refuses_indices_a_key_cannot_hold(bad):
+    """A kept pixel whose round(l * ndiv) is beyond KEY_LIMIT, or NaN, is an error, not a wrong key;
+    the same value under excluded pixels (counts -1 or masked) is ignored."""
+    axes = (np.array([0.0, 1.0, 2.0]), np.array([-0.5, 1.5]), np.array([-0.5, 1.5, 3.5]))
+    hkl = np.ones((3, 2, 3, 3))
+    hkl[:, :, 2, 2] = bad  # the last ix grid point: pixels x = 2, 3 take a quarter or more of it
+    phi, iy, ix = np.array([0.0, 1.0]), np.arange(2.0), np.arange(4.0)
+    block = prepare_miller_block(axes, hkl, phi, iy, ix)
+    args = (block, phi, iy, ix, np.ones(2), (1, 1, 1))
+    data = np.ones((2, 2, 4), np.int32)
+    with pytest.raises(ValueError, match="too fine"):
+        bin_chunk(data, None, *args)
+    mask = np.zeros((2, 2, 4), bool)
+    mask[..., 2:] = True
+    assert bin_chunk(data, mask, *args)["pixels"].sum() == 8
+    data[..., 2:] = -1
+    assert bin_chunk(data, None, *args)["pixels"].sum() == 8
+
+
 # --- partial observations -------------------------------------------------------------------------
 
 

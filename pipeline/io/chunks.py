@@ -56,13 +56,14 @@ def inflate(data: bytes, size: int) -> bytes:
     """The zlib stream ``data`` inflated; it must decode to exactly ``size`` bytes (else ``ValueError``)."""
     if _libdeflate is not None:
         try:
-            return _libdeflate.zlib_decompress(data, size)
+            out = _libdeflate.zlib_decompress(data, size)  # size is the most it may write
         except _libdeflate.DeflateError as exc:
             raise ValueError(f"does not inflate to {size} bytes: {exc}") from exc
-    try:
-        out = zlib.decompressobj().decompress(data)
-    except zlib.error as exc:
-        raise ValueError(str(exc)) from exc
+    else:
+        try:
+            out = zlib.decompressobj().decompress(data)
+        except zlib.error as exc:
+            raise ValueError(str(exc)) from exc
     if len(out) != size:
         raise ValueError(f"inflates to {len(out)} bytes, expected {size}")
     return out

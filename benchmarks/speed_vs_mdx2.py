@@ -2,7 +2,7 @@
 
     source ../shared/refkit/setup.sh      # puts mdx2.integrate/mdx2.correct (and their stand-ins) on PATH
     .venv/bin/python benchmarks/speed_vs_mdx2.py /tmp/ds_medium --mdx2 \\
-        --compare ../shared/refkit/compare.py [--subdivide 4 4 4] [--workers 2] [--out DIR]
+        --compare ../shared/refkit/compare.py [--subdivide 4 4 4] [--workers 2] [--repeat 1] [--out DIR]
 
 Every command runs as its own process and is timed from start to exit (imports and cluster start
 included), with the peak memory of its whole process tree:
@@ -14,6 +14,11 @@ included), with the peak memory of its whole process tree:
 * ``mdx2.correct`` and ``diffuse correct`` on the integrated table.
 Outputs are checked with refkit's compare.py (set ``--compare``). Writes speed.csv and speed.png.
 mdx2 must be run from the dataset directory (its virtual dataset paths are relative).
+
+Before each timed command the page cache is synced (the previous command's output written back). Timings
+on a shared VM drift by 10-40 % from minute to minute, for mdx2 and us alike. ``--repeat N``
+runs the whole sequence N times, interleaved (the cache is converted once); ratios.json holds the
+ratios of each round (each is "one run on the same machine") and of the medians.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +35,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from pipeline.bench import measure_command
 from pipeline.io.images import open_image_stack, storage_chunk_slices
@@ -66,6 +73,7 @@ def main() -> int:
     ap.add_argument("--compare", type=Path, help="refkit compare.py, to check our outputs against mdx2's")
     ap.add_argument("--subdivide", type=int, nargs=3, default=(4, 4, 4))
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of the whole sequence (medians reported)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/speed"))
     a = ap.parse_args()
     ds, out, w = a.dataset.resolve(), a.out.resolve(), a.workers
@@ -74,10 +82,18 @@ def main() -> int:
     mask = ["--mask", str(ds / "mask.nxs")] if (ds / "mask.nxs").exists() else []
     bkg = ["--background", str(ds / "bkg_data_binned.nxs")] if (ds / "bkg_data_binned.nxs").exists() else []
     rows = []
+    current_round = [0]
+
+    def settle():
+        """Before each timed command: write back the previous command's dirty pages (hundreds of MB
+        of output), so no command pays for another's writeback."""
+        os.sync()
+        time.sleep(1.0)
 
     def record(name, wall, peak=0, rc=0, note=""):
         rows.append(
             {
+                "round": current_round[0],
                 "step": name,
                 "wall_s": round(wall, 2),
                 "peak_tree_rss_mb": round(peak / 2**20),
@@ -87,97 +103,106 @@ def main() -> int:
         )
         print(f"{name:32} {wall:8.2f} s  {peak / 2**30:6.2f} GB  rc={rc} {note}", flush=True)
 
-    record("io floor (h5py, data+mask)", io_floor(ds, w))
-    ours_int, ours_cor = out / "integrated.nxs", out / "corrected.nxs"
-    ref_int, ref_cor = out / "mdx2_integrated.nxs", out / "mdx2_corrected.nxs"
-    mdx2_bin = Path(shutil.which("mdx2.integrate") or "mdx2.integrate").parent if a.mdx2 else None
-    if mdx2_bin and not (mdx2_bin / "mdx2.integrate").exists():
-        sys.exit("mdx2.integrate is not on PATH: source ../shared/refkit/setup.sh first")
-    if mdx2_bin:
+    for rnd in range(a.repeat):
+        current_round[0] = rnd
+        settle()
+        record("io floor (h5py, data+mask)", io_floor(ds, w))
+        ours_int, ours_cor = out / "integrated.nxs", out / "corrected.nxs"
+        ref_int, ref_cor = out / "mdx2_integrated.nxs", out / "mdx2_corrected.nxs"
+        mdx2_bin = Path(shutil.which("mdx2.integrate") or "mdx2.integrate").parent if a.mdx2 else None
+        if mdx2_bin and not (mdx2_bin / "mdx2.integrate").exists():
+            sys.exit("mdx2.integrate is not on PATH: source ../shared/refkit/setup.sh first")
+        if mdx2_bin:
+            argv = [
+                str(mdx2_bin / "mdx2.integrate"),
+                "geometry.nxs",
+                "data.nxs",
+                *mask,
+                "--subdivide",
+                *sub,
+                "--nproc",
+                str(w),
+                "--outfile",
+                str(ref_int),
+                "--logfile",
+                str(out / "mdx2.integrate.log"),
+            ]
+            settle()
+            record("mdx2.integrate", *measure_command(argv, cwd=ds, stderr=subprocess.DEVNULL)[:3])
         argv = [
-            str(mdx2_bin / "mdx2.integrate"),
-            "geometry.nxs",
-            "data.nxs",
+            DIFFUSE,
+            "integrate",
+            str(ds / "geometry.nxs"),
+            str(ds / "data.nxs"),
             *mask,
             "--subdivide",
             *sub,
-            "--nproc",
+            "--workers",
             str(w),
             "--outfile",
-            str(ref_int),
-            "--logfile",
-            str(out / "mdx2.integrate.log"),
+            str(ours_int),
+            "--overwrite",
+            "--quiet",
         ]
-        record("mdx2.integrate", *measure_command(argv, cwd=ds, stderr=subprocess.DEVNULL)[:3])
-    argv = [
-        DIFFUSE,
-        "integrate",
-        str(ds / "geometry.nxs"),
-        str(ds / "data.nxs"),
-        *mask,
-        "--subdivide",
-        *sub,
-        "--workers",
-        str(w),
-        "--outfile",
-        str(ours_int),
-        "--overwrite",
-        "--quiet",
-    ]
-    record("diffuse integrate", *measure_command(argv)[:3])
-    cache = out / "data.zarr"
-    argv = [
-        DIFFUSE,
-        "convert",
-        str(ds / "data.nxs"),
-        str(cache),
-        *mask,
-        "--workers",
-        str(w),
-        "--overwrite",
-        "--quiet",
-    ]
-    record("diffuse convert --to zarr (once)", *measure_command(argv)[:3])
-    zarr_out = out / "integrated_zarr.nxs"
-    argv = [
-        DIFFUSE,
-        "integrate",
-        str(ds / "geometry.nxs"),
-        str(cache),
-        "--subdivide",
-        *sub,
-        "--workers",
-        str(w),
-        "--outfile",
-        str(zarr_out),
-        "--overwrite",
-        "--quiet",
-    ]
-    record("diffuse integrate (zarr cache)", *measure_command(argv)[:3])
-    if mdx2_bin:
+        settle()
+        record("diffuse integrate", *measure_command(argv)[:3])
+        cache = out / "data.zarr"
         argv = [
-            str(mdx2_bin / "mdx2.correct"),
-            "geometry.nxs",
-            str(ref_int),
+            DIFFUSE,
+            "convert",
+            str(ds / "data.nxs"),
+            str(cache),
+            *mask,
+            "--workers",
+            str(w),
+            "--overwrite",
+            "--quiet",
+        ]
+        if rnd == 0:
+            record("diffuse convert --to zarr (once)", *measure_command(argv)[:3])
+        zarr_out = out / "integrated_zarr.nxs"
+        argv = [
+            DIFFUSE,
+            "integrate",
+            str(ds / "geometry.nxs"),
+            str(cache),
+            "--subdivide",
+            *sub,
+            "--workers",
+            str(w),
+            "--outfile",
+            str(zarr_out),
+            "--overwrite",
+            "--quiet",
+        ]
+        settle()
+        record("diffuse integrate (zarr cache)", *measure_command(argv)[:3])
+        if mdx2_bin:
+            argv = [
+                str(mdx2_bin / "mdx2.correct"),
+                "geometry.nxs",
+                str(ref_int),
+                *bkg,
+                "--outfile",
+                str(ref_cor),
+                "--logfile",
+                str(out / "mdx2.correct.log"),
+            ]
+            settle()
+            record("mdx2.correct", *measure_command(argv, cwd=ds, stderr=subprocess.DEVNULL)[:3])
+        argv = [
+            DIFFUSE,
+            "correct",
+            str(ds / "geometry.nxs"),
+            str(ours_int),
             *bkg,
             "--outfile",
-            str(ref_cor),
-            "--logfile",
-            str(out / "mdx2.correct.log"),
+            str(ours_cor),
+            "--overwrite",
+            "--quiet",
         ]
-        record("mdx2.correct", *measure_command(argv, cwd=ds, stderr=subprocess.DEVNULL)[:3])
-    argv = [
-        DIFFUSE,
-        "correct",
-        str(ds / "geometry.nxs"),
-        str(ours_int),
-        *bkg,
-        "--outfile",
-        str(ours_cor),
-        "--overwrite",
-        "--quiet",
-    ]
-    record("diffuse correct", *measure_command(argv)[:3])
+        settle()
+        record("diffuse correct", *measure_command(argv)[:3])
     if a.compare and mdx2_bin:
         py = str(mdx2_bin / "python")
         for name, ref, cand, kind in (
@@ -190,23 +215,42 @@ def main() -> int:
             )
             verdict = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else res.stderr[-200:]
             record(f"compare {name}", 0, 0, res.returncode, verdict)
-    by = {r["step"]: r["wall_s"] for r in rows}
-    ratios = {}
-    if "mdx2.integrate" in by:
-        ratios["mdx2_integrate / diffuse_integrate"] = by["mdx2.integrate"] / by["diffuse integrate"]
-        ratios["mdx2_integrate / diffuse_integrate_zarr"] = (
-            by["mdx2.integrate"] / by["diffuse integrate (zarr cache)"]
-        )
-        ratios["mdx2_correct / diffuse_correct"] = by["mdx2.correct"] / by["diffuse correct"]
-    ratios["diffuse_integrate / io_floor"] = by["diffuse integrate"] / by["io floor (h5py, data+mask)"]
+
+    def ratios_of(by):
+        out = {}
+        if "mdx2.integrate" in by:
+            out["mdx2_integrate / diffuse_integrate"] = by["mdx2.integrate"] / by["diffuse integrate"]
+            out["mdx2_integrate / diffuse_integrate_zarr"] = (
+                by["mdx2.integrate"] / by["diffuse integrate (zarr cache)"]
+            )
+            out["mdx2_correct / diffuse_correct"] = by["mdx2.correct"] / by["diffuse correct"]
+        out["diffuse_integrate / io_floor"] = by["diffuse integrate"] / by["io floor (h5py, data+mask)"]
+        return out
+
+    timed = [r for r in rows if r["wall_s"] > 0]
+    per_round = [
+        ratios_of({r["step"]: r["wall_s"] for r in timed if r["round"] == rnd}) for rnd in range(a.repeat)
+    ]
+    steps = dict.fromkeys(r["step"] for r in timed)
+    medians = {step: float(np.median([r["wall_s"] for r in timed if r["step"] == step])) for step in steps}
+    ratios = ratios_of(medians)
     for k, v in ratios.items():
         print(f"{k:45} {v:6.2f}")
     with open(out / "speed.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (out / "ratios.json").write_text(json.dumps({k: round(v, 2) for k, v in ratios.items()}, indent=1))
-    plot(rows, out / "speed.png", f"{ds.name}, subdivide {' '.join(sub)}, {w} workers")
+    summary = {
+        "median_wall_s": medians,
+        "median": {k: round(v, 2) for k, v in ratios.items()},
+        "rounds": [{k: round(v, 2) for k, v in r.items()} for r in per_round],
+    }
+    (out / "ratios.json").write_text(json.dumps(summary, indent=1))
+    median_rows = [{"step": k, "wall_s": v} for k, v in medians.items()]
+    title = f"{ds.name}, subdivide {' '.join(sub)}, {w} workers"
+    if a.repeat > 1:
+        title += f", median of {a.repeat} rounds"
+    plot(median_rows, out / "speed.png", title)
     for f in (ours_int, ours_cor, ref_int, ref_cor, zarr_out):
         f.unlink(missing_ok=True)
     shutil.rmtree(cache, ignore_errors=True)

@@ -9,7 +9,8 @@ For every pixel that is not masked (counts != -1 and mask False), in C order of 
 Sums are accumulated per key in pixel order, the same additions ``np.bincount`` does in mdx2, so the
 float64 partial sums (and the partial-observation split that depends on them) are bit-identical.
 
-Two implementations: :func:`bin_chunk` (numba, nogil, an open-addressing hash table) and
+Two implementations: :func:`bin_chunk` (numba, nogil: per image row, a vectorised pass computes
+the keys, then a scalar pass accumulates into a paged open-addressing table) and
 :func:`bin_chunk_oracle` (plain numpy, ``np.unique`` + ``np.bincount``, as mdx2 does it).
 """
 

@@ -122,6 +122,24 @@ class ChunkReader:
         if self.fast:
             keep_large_buffers()
 
+    def _list_chunks(self) -> dict[tuple[int, ...], tuple[int, int, int]]:
+        """File address, size and filter mask of every written chunk, by origin; empty where they
+        cannot be read directly (another file driver, a user block, an HDF5 without chunk_iter)."""
+        fid = self.ds.file.id
+        if self.ds.file.driver != "sec2" or fid.get_create_plist().get_userblock() != 0:
+            return {}
+        index = {}
+
+        def note(c):
+            index[c.chunk_offset] = (c.byte_offset, c.size, c.filter_mask)
+
+        try:
+            self.ds.id.chunk_iter(note)
+            self._fd = fid.get_vfd_handle()
+        except (AttributeError, TypeError, RuntimeError):
+            return {}
+        return index
+
     def _raw(self, origin: tuple[int, ...]) -> tuple[int, bytes] | None:
         """(filter mask, stored bytes) of the chunk at ``origin``; None for a chunk never written.
 
@@ -130,20 +148,7 @@ class ChunkReader:
         lock for long (masks have thousands of small chunks, where two h5py calls per chunk add up).
         """
         if self._index is None:
-            self._index = {}
-            fid = self.ds.file.id
-            if self.ds.file.driver == "sec2" and fid.get_create_plist().get_userblock() == 0:
-                index = {}
-
-                def note(c):
-                    index[c.chunk_offset] = (c.byte_offset, c.size, c.filter_mask)
-
-                try:
-                    self.ds.id.chunk_iter(note)
-                    self._fd = fid.get_vfd_handle()
-                    self._index = index
-                except (AttributeError, TypeError, RuntimeError):  # an HDF5 without H5Dchunk_iter
-                    self._index = {}
+            self._index = self._list_chunks()
             self._indexed = bool(self._index)
         if self._indexed:
             entry = self._index.get(origin)

@@ -8,7 +8,6 @@ import os
 from collections.abc import Sequence
 
 from pipeline.config import CorrectParams, IntegrateParams
-from pipeline.io.images import reads_release_the_gil
 from pipeline.io.tables import read_table
 from pipeline.progress import progress_bar
 from pipeline.runlog import run_step
@@ -73,6 +72,8 @@ def integrate(
         resume=resume,
         keep_workdir=keep_workdir,
     )
+    from pipeline.io.images import reads_release_the_gil  # here: correct need not import numba
+
     slurm = {"partition": partition, "account": account, "walltime": walltime}
     threads_ok = client is None and reads_release_the_gil(params.data, params.mask)
     with (
@@ -137,7 +138,7 @@ def correct(
     )
     slurm = {"partition": partition, "account": account, "walltime": walltime}
     if cluster is None and client is None and performance_report is None:
-        # Row-wise numba/numpy work that releases the GIL: threads in this process use every core
+        # Row-wise numpy work that releases the GIL: threads in this process use every core
         # without starting worker processes (see pipeline.graph.correct).
         with progress_bar(quiet) as bar, run_step("correct", params, None, log_file, None) as step:
             step.result = run_correction(params, None, progress=bar, threads=workers)

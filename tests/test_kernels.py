@@ -451,3 +451,111 @@ def test_to_asu_equals_oracle_random(hkl):
 def test_to_asu_p1():
     H, K, L, op = to_asu([1, -2, 3], [0, 1, 2], [-3, 0, 4], None, None)
     assert (H.tolist(), K.tolist(), L.tolist(), op.tolist()) == ([1, -2, 3], [0, 1, 2], [3, 0, 4], [1, 0, 0])
+
+
+@SETTINGS
+@given(hkl=hnp.arrays(np.int64, st.tuples(st.just(3), st.integers(65, 400)), elements=st.integers(-12, 12)))
+def test_guided_to_asu_equals_oracle_on_sorted_rows(hkl):
+    """Sorted rows, more than the guided search's threshold: the guess-and-lower path, with the
+    lowering limited to rows on the ASU's planes, and (the ASU rewritten with a %, so that it has no
+    planes) lowering tested on every row."""
+    hkl = hkl[:, np.lexsort(hkl[::-1])]
+    for case in SYMMETRY["cases"][::2]:
+        ops = np.array(case["ops"], dtype=float)
+        for text in (case["asu"], f"({case['asu']}) & ((h - h) % 2 == 0)"):
+            asu = parse_miller_expression(text)
+            np.testing.assert_array_equal(
+                np.stack(to_asu(*hkl, ops, asu)), np.stack(to_asu_oracle(*hkl, ops, asu))
+            )
+
+
+@pytest.mark.parametrize(
+    ("text", "planes"),
+    [
+        ("(h>=0) & (((l>=h) & (k>h)) | ((l==h) & (k==h)))", lambda h, k, l: (h == 0) | (l == h) | (k == h)),
+        ("(l>0) | ((l==0) & ((h>0) | ((h==0) & (k>=0))))", lambda h, k, l: (l == 0) | (h == 0) | (k == 0)),
+        ("2*h - k >= 0", lambda h, k, l: 2 * h - k == 0),
+        ("(h >= -k) ^ ~(+l < 3*h)", lambda h, k, l: (h == -k) | (l == 3 * h)),
+    ],
+)
+def test_asu_planes(text, planes):
+    """on_planes is where some comparison of the expression holds with equality."""
+    g = np.arange(-3, 4)
+    h, k, l = (a.ravel() for a in np.meshgrid(g, g, g, indexing="ij"))
+    np.testing.assert_array_equal(parse_miller_expression(text).on_planes(h, k, l), planes(h, k, l))
+
+
+@pytest.mark.parametrize(
+    "text", ["(h + k + l) % 2 == 0", "h > 1", "h * k >= 0", "(h >= 0) & (h // 2 >= 0)", "(h > 0) == (k > 0)"]
+)
+def test_asu_planes_only_for_planes_through_the_origin(text):
+    assert parse_miller_expression(text).on_planes(np.arange(3), np.arange(3), np.arange(3)) is None
+
+
+# --- corrections ----------------------------------------------------------------------------------
+
+
+def _uneven_axis(rng, n, lo, hi):
+    return np.sort(rng.choice(np.linspace(lo, hi, 4 * n), size=n, replace=False))
+
+
+def _points(rng, axis, n):
+    """Coordinates below, inside and above ``axis``, including its points themselves."""
+    span = axis[-1] - axis[0] if axis.size > 1 else 1.0
+    inside = rng.uniform(axis[0] - 0.1 * span, axis[-1] + 0.1 * span, n)
+    inside[: axis.size] = axis[: min(n, axis.size)]
+    return rng.permutation(inside).astype(np.float32)
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 300),
+    block=st.sampled_from([7, 64, 1 << 16]),
+    flags=st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans()),
+    background=st.sampled_from(["none", "grid", "one phi", "nan"]),
+    symmetry=st.sampled_from([None, *range(0, len(SYMMETRY["cases"]), 3)]),
+)
+def test_correct_rows_equals_oracle(seed, n, block, flags, background, symmetry):
+    from pipeline.geometry.model import BackgroundGrid, CorrectionGrid
+    from pipeline.kernels import corrections
+    from pipeline.kernels.corrections import CorrectionModel, correct_rows, correct_rows_oracle
+
+    rng = np.random.default_rng(seed)
+    iy, ix = _uneven_axis(rng, 7, -0.5, 100.0), _uneven_axis(rng, 9, -0.5, 120.0)
+    names = ("solid_angle", "attenuation", "efficiency", "polarization", "d3s")
+    grid = CorrectionGrid(iy, ix, {name: rng.uniform(0.5, 1.5, (7, 9)) for name in names})
+    bkg = None
+    if background != "none":
+        phi = np.array([0.5]) if background == "one phi" else _uneven_axis(rng, 3, 0.0, 10.0)
+        b_iy, b_ix = _uneven_axis(rng, 4, 0.0, 100.0), _uneven_axis(rng, 5, 0.0, 120.0)
+        rate = rng.uniform(0, 2, (phi.size, 4, 5))
+        if background == "nan":
+            rate[0, 1, 2] = np.nan
+        bkg = BackgroundGrid(phi, b_iy, b_ix, rate)
+    ops = asu = None
+    if symmetry is not None:
+        case = SYMMETRY["cases"][symmetry]
+        ops, asu = np.array(case["ops"], dtype=float), parse_miller_expression(case["asu"])
+    ub = rng.normal(size=(3, 3)) * 0.02 + np.eye(3) * 0.05
+    attenuation, efficiency, polarization, lorentz = flags
+    model = CorrectionModel(ub, ops, asu, grid, bkg, attenuation, efficiency, polarization, lorentz)
+    ndiv = (2, 3, 1)
+    rows = {
+        **{c: (rng.integers(-20, 21, n) / d).astype(np.float32) for c, d in zip("hkl", ndiv, strict=True)},
+        "phi": _points(rng, bkg.phi if bkg is not None else np.array([0.0, 10.0]), n),
+        "iy": _points(rng, iy, n),
+        "ix": _points(rng, ix, n),
+        "seconds": rng.uniform(0.1, 2, n).astype(np.float32),
+        "counts": rng.integers(0, 50, n).astype(np.int32),
+        "pixels": rng.integers(1, 20, n).astype(np.int32),
+        "n": rng.integers(1, 5, n).astype(np.float64),
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(corrections, "BLOCK_ROWS", block)  # blocks of rows, the last one short
+        ours = correct_rows(rows, ndiv, model)
+    want = correct_rows_oracle(rows, ndiv, model)
+    assert ours.keys() == want.keys()
+    for name in want:
+        assert ours[name].dtype == want[name].dtype, name
+        np.testing.assert_allclose(ours[name], want[name], rtol=1e-6, atol=0, equal_nan=True, err_msg=name)

@@ -14,6 +14,8 @@ Accepted: the names ``h``, ``k``, ``l``; integer, float and boolean literals; ``
 from __future__ import annotations
 
 import ast
+import functools
+import itertools
 import operator
 from dataclasses import dataclass
 
@@ -113,6 +115,24 @@ def _evaluate(node: ast.AST, values: dict[str, np.ndarray]):
     raise AssertionError(f"unchecked node {type(node).__name__}")  # _check rejects everything else
 
 
+def _is_linear(node: ast.AST) -> bool:
+    """True for sums and differences of h, k, l times integer constants."""
+    if isinstance(node, ast.Name):
+        return True
+    if isinstance(node, ast.Constant):
+        return type(node.value) is int
+    if isinstance(node, ast.UnaryOp):
+        return isinstance(node.op, ast.USub | ast.UAdd) and _is_linear(node.operand)
+    if isinstance(node, ast.BinOp):
+        if isinstance(node.op, ast.Add | ast.Sub):
+            return _is_linear(node.left) and _is_linear(node.right)
+        if isinstance(node.op, ast.Mult):
+            sides = (node.left, node.right)
+            constant = [isinstance(side, ast.Constant) and type(side.value) is int for side in sides]
+            return any(constant) and _is_linear(node.left) and _is_linear(node.right)
+    return False
+
+
 def _as_int(v) -> np.ndarray:
     """Integer arrays stay as they are (int32 is enough for Miller indices); others become int64."""
     v = np.asarray(v)
@@ -130,6 +150,49 @@ class MillerExpression:
         values = {name: _as_int(v) for name, v in zip(_NAMES, (h, k, l), strict=True)}
         result = _evaluate(self.tree, values)
         return np.broadcast_to(np.asarray(result, dtype=bool), np.broadcast(*values.values()).shape)
+
+    @functools.cached_property
+    def _planes(self) -> list[tuple[ast.AST, ast.AST]] | None:
+        """The two sides of every comparison, if the expression is a boolean combination of
+        comparisons between linear forms of h, k, l with no constant term (each splits space at a
+        plane through the origin); otherwise None."""
+        pairs: list[tuple[ast.AST, ast.AST]] = []
+        zero = {name: np.zeros(1, dtype=np.int64) for name in _NAMES}
+
+        def planes_of(node) -> bool:
+            if isinstance(node, ast.Expression):
+                return planes_of(node.body)
+            if isinstance(node, ast.BoolOp):
+                return all(planes_of(v) for v in node.values)
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitAnd | ast.BitOr | ast.BitXor):
+                return planes_of(node.left) and planes_of(node.right)
+            if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not | ast.Invert):
+                return planes_of(node.operand)
+            if isinstance(node, ast.Constant):
+                return type(node.value) is bool
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                if not all(_is_linear(side) and not np.any(_evaluate(side, zero)) for side in sides):
+                    return False
+                pairs.extend(itertools.pairwise(sides))
+                return True
+            return False
+
+        return pairs if planes_of(self.tree) else None
+
+    def on_planes(self, h, k, l) -> np.ndarray | None:
+        """Where some comparison of the expression holds with equality (``a == b`` for ``a >= b``,
+        say): the boundaries between the regions of constant truth value. None when the expression
+        is not made of comparisons of linear forms through the origin (then no such boundary exists).
+        """
+        if self._planes is None:
+            return None
+        values = {name: _as_int(v) for name, v in zip(_NAMES, (h, k, l), strict=True)}
+        shape = np.broadcast(*values.values()).shape
+        out = np.zeros(shape, dtype=bool)
+        for left, right in self._planes:
+            out |= _evaluate(left, values) == _evaluate(right, values)
+        return out
 
 
 def parse_miller_expression(text: str) -> MillerExpression:

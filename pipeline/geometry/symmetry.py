@@ -9,48 +9,73 @@ from __future__ import annotations
 
 import functools
 
-import numba
 import numpy as np
 
 from pipeline.geometry.expressions import MillerExpression
 
-__all__ = ["selects_one_per_orbit", "to_asu", "to_asu_oracle"]
+__all__ = ["LIMIT", "asu_images", "selects_one_per_orbit", "to_asu", "to_asu_oracle"]
 
 
-@numba.njit(nogil=True, cache=True)
-def _apply(m, v):
-    """m @ v for a 3x3 integer matrix and a (3, n) integer array (numpy's integer matmul is slow)."""
+def _apply(m: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """m @ v for a 3x3 integer matrix and a (3, n) int32 array: a sum over the non-zero entries
+    (operators' entries are 0 and +-1; numpy's integer matmul is slow)."""
     out = np.empty_like(v)
-    for j in range(v.shape[1]):
-        a, b, c = v[0, j], v[1, j], v[2, j]
-        for i in range(3):
-            out[i, j] = m[i, 0] * a + m[i, 1] * b + m[i, 2] * c
+    for i in range(3):
+        acc = None
+        for j in range(3):
+            c = int(m[i, j])
+            if c == 0:
+                continue
+            term = v[j] if c == 1 else -v[j] if c == -1 else c * v[j]
+            acc = term.copy() if acc is None else np.add(acc, term, out=acc)
+        out[i] = 0 if acc is None else acc
     return out
 
 
-@numba.njit(nogil=True, cache=True)
-def _claim(i, image, hit, todo, rest, out, op_index):
-    """Record the rows whose image under operator ``i`` is in the ASU; return the others, compacted."""
-    n_miss = todo.size - np.count_nonzero(hit)
-    next_todo = np.empty(n_miss, dtype=todo.dtype)
-    next_rest = np.empty((3, n_miss), dtype=rest.dtype)
-    m = 0
-    for j in range(todo.size):
-        if hit[j]:
-            row = todo[j]
-            op_index[row] = i
-            for c in range(3):
-                out[c, row] = image[c, j]
-        else:
-            next_todo[m] = todo[j]
-            for c in range(3):
-                next_rest[c, m] = rest[c, j]
-            m += 1
-    return next_todo, next_rest
+def _apply_each(ops_t: np.ndarray, which: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Row j's image under its own operator ``ops_t[which[j]]``: each operator applied to its rows."""
+    out = np.empty_like(v)
+    for i in np.unique(which):
+        rows = np.flatnonzero(which == i)
+        out[:, rows] = _apply(ops_t[i], v[:, rows])
+    return out
+
+
+def _apply_blocks(ops_t: np.ndarray, which: np.ndarray, v: np.ndarray, stride: int) -> np.ndarray:
+    """Like :func:`_apply_each` when rows come in blocks of ``stride`` that share an operator
+    (``which[b]`` for block b): row blocks are gathered per operator, not rows."""
+    n = v.shape[1]
+    blocks = -(-n // stride)
+    padded = np.zeros((3, blocks * stride), dtype=v.dtype)
+    padded[:, :n] = v
+    padded = padded.reshape(3, blocks, stride)
+    out = np.empty_like(padded)
+    for i in np.unique(which):
+        sel = np.flatnonzero(which == i)
+        out[:, sel] = _apply(ops_t[i], padded[:, sel].reshape(3, -1)).reshape(3, sel.size, stride)
+    return out.reshape(3, -1)[:, :n]
 
 
 def to_asu(H, K, L, ops: np.ndarray | None, asu: MillerExpression | None):
-    """Integer (H, K, L) in the asymmetric unit and the index of the operator that maps them there.
+    """Integer (H, K, L) in the asymmetric unit and the index of the operator that maps them there
+    (int64 arrays of the inputs' shape); see :func:`asu_images`."""
+    H, K, L = (np.asarray(a, dtype=np.int64) for a in (H, K, L))
+    if max(np.abs(a).max(initial=0) for a in (H, K, L)) >= LIMIT:
+        raise ValueError("Miller indices x ndiv beyond 2**29 cannot be mapped to the asymmetric unit")
+    hkl = np.empty((3, H.size), dtype=np.int32)
+    for i, a in enumerate((H, K, L)):
+        hkl[i] = a.ravel()
+    image, op_index = asu_images(hkl, ops, asu)
+    shape = H.shape
+    return (*(image[i].astype(np.int64).reshape(shape) for i in range(3)), op_index.reshape(shape))
+
+
+LIMIT = 2**29  # |H|, |K|, |L| below this: images of int32 indices under 0/+-1 operators stay int32
+
+
+def asu_images(hkl: np.ndarray, ops: np.ndarray | None, asu: MillerExpression | None):
+    """Images in the asymmetric unit of the int32 indices ``hkl`` (3, n), all below :data:`LIMIT` in
+    magnitude, and the index of the operator that maps each there: ((3, n) int32, (n,) int64).
 
     The result is mdx2's: of the operators whose image lies in the ASU, the lowest index wins.
     Images use integer arithmetic (the operators' entries are integers; mdx2 computes them in float64
@@ -59,31 +84,20 @@ def to_asu(H, K, L, ops: np.ndarray | None, asu: MillerExpression | None):
     rows arrive sorted by (h, k, l) and neighbours share their operator, so each row first tries the
     operator of a nearby row; only rows where that fails are searched in full. The winning image is
     then unique, and the lowest operator giving it is found with integer arithmetic alone.
-    Otherwise every row is searched in full, operators in increasing order.
+    Otherwise every row is searched in full, operators in increasing order. With P1 (``ops`` None):
+    ``op = (l < 0)`` and ``l = |l|``.
     """
-    H, K, L = (np.asarray(a, dtype=np.int64) for a in (H, K, L))
     if ops is None:
-        return H, K, np.abs(L), (L < 0).astype(np.int64)
+        image = hkl.copy()
+        np.abs(hkl[2], out=image[2])
+        return image, (hkl[2] < 0).astype(np.int64)
     int_ops = np.rint(ops).astype(np.int64)
     if not np.array_equal(int_ops, ops):
         raise ValueError("Laue operators must have integer entries")
-    if max(np.abs(a).max(initial=0) for a in (H, K, L)) >= 2**29:
-        raise ValueError("Miller indices x ndiv beyond 2**29 cannot be mapped to the asymmetric unit")
-    hkl = np.empty((3, H.size), dtype=np.int32)
-    for i, a in enumerate((H, K, L)):
-        hkl[i] = a.ravel()
     ops_t = np.ascontiguousarray(np.transpose(int_ops, (0, 2, 1)).astype(np.int32))  # op[i].T
     if hkl.shape[1] > 4 * _GUESS_STRIDE and selects_one_per_orbit(int_ops, asu):
-        out, op_index = _guided_search(hkl, ops_t, asu)
-    else:
-        out, op_index = _full_search(hkl, ops_t, asu)
-    shape = H.shape
-    return (
-        out[0].astype(np.int64).reshape(shape),
-        out[1].astype(np.int64).reshape(shape),
-        out[2].astype(np.int64).reshape(shape),
-        op_index.reshape(shape),
-    )
+        return _guided_search(hkl, ops_t, asu)
+    return _full_search(hkl, ops_t, asu)
 
 
 _GUESS_STRIDE = 16  # rows that share the operator guess of their block's first row
@@ -99,8 +113,11 @@ def _full_search(hkl: np.ndarray, ops_t: np.ndarray, asu: MillerExpression):
         if todo.size == 0:
             break
         image = _apply(ops_t[i], rest)
-        hit = np.ascontiguousarray(asu(image[0], image[1], image[2]))
-        todo, rest = _claim(i, image, hit, todo, rest, out, op_index)
+        hit = asu(image[0], image[1], image[2])
+        claimed = todo[hit]
+        op_index[claimed] = i
+        out[:, claimed] = image[:, hit]
+        todo, rest = todo[~hit], rest[:, ~hit]
     if todo.size:
         bad = todo[0]
         raise ValueError(
@@ -117,7 +134,7 @@ def _guided_search(hkl: np.ndarray, ops_t: np.ndarray, asu: MillerExpression):
     n = hkl.shape[1]
     _, reps = _full_search(np.ascontiguousarray(hkl[:, ::_GUESS_STRIDE]), ops_t, asu)
     guess = np.repeat(reps, _GUESS_STRIDE)[:n]
-    image = _apply_each(ops_t, guess, hkl)
+    image = _apply_blocks(ops_t, reps, hkl, _GUESS_STRIDE)
     miss = np.flatnonzero(~np.asarray(asu(image[0], image[1], image[2])))
     if miss.size:
         second = reps[np.minimum(miss // _GUESS_STRIDE + 1, reps.size - 1)]
@@ -128,40 +145,28 @@ def _guided_search(hkl: np.ndarray, ops_t: np.ndarray, asu: MillerExpression):
         miss = miss[~hit]
     if miss.size:
         image[:, miss], guess[miss] = _full_search(np.ascontiguousarray(hkl[:, miss]), ops_t, asu)
-    _lowest_with_image(ops_t, hkl, image, guess)
+    _lowest_with_image(ops_t, hkl, image, guess, asu)
     return image, guess
 
 
-@numba.njit(nogil=True, cache=True)
-def _apply_each(ops_t, which, v):
-    """Row j's image under its own operator ``ops_t[which[j]]``."""
-    out = np.empty_like(v)
-    for j in range(v.shape[1]):
-        m = ops_t[which[j]]
-        a, b, c = v[0, j], v[1, j], v[2, j]
-        for i in range(3):
-            out[i, j] = m[i, 0] * a + m[i, 1] * b + m[i, 2] * c
-    return out
+def _lowest_with_image(ops_t, v, image, which, asu: MillerExpression) -> None:
+    """Lower ``which[j]`` to the lowest operator that maps row j onto the same image.
 
-
-@numba.njit(nogil=True, cache=True)
-def _lowest_with_image(ops_t, v, image, which):
-    """Lower ``which[j]`` to the lowest operator that maps row j onto the same image (special
-    positions, where several operators do). Most rows fail on the first component of each test."""
-    for j in range(v.shape[1]):
-        a = v[0, j]
-        b = v[1, j]
-        c = v[2, j]
-        x = image[0, j]
-        for i in range(which[j]):
-            if ops_t[i, 0, 0] * a + ops_t[i, 0, 1] * b + ops_t[i, 0, 2] * c != x:
-                continue
-            if (
-                ops_t[i, 1, 0] * a + ops_t[i, 1, 1] * b + ops_t[i, 1, 2] * c == image[1, j]
-                and ops_t[i, 2, 0] * a + ops_t[i, 2, 1] * b + ops_t[i, 2, 2] * c == image[2, j]
-            ):
-                which[j] = i
-                break
+    Several operators give the same image only at special positions, whose image is fixed by an
+    operator other than the identity. When the ASU is cut out by planes through the origin and holds
+    one member of each orbit, such an image lies on one of those planes (an image inside a region of
+    constant truth value would have distinct orbit members next to it in the ASU), so only rows whose
+    image is on a plane are tested. Otherwise every row is.
+    """
+    on_planes = asu.on_planes(image[0], image[1], image[2])
+    rows = np.flatnonzero(which > 0) if on_planes is None else np.flatnonzero(on_planes & (which > 0))
+    for i in range(ops_t.shape[0]):
+        rows = rows[which[rows] > i]
+        if rows.size == 0:
+            return
+        same = (_apply(ops_t[i], v[:, rows]) == image[:, rows]).all(axis=0)
+        which[rows[same]] = i
+        rows = rows[~same]
 
 
 @functools.lru_cache(maxsize=32)

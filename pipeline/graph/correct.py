@@ -5,7 +5,7 @@ is known before any work starts. Each task reads a range of rows (or one parquet
 with :func:`~pipeline.kernels.corrections.correct_rows` and writes it. Two executors:
 
 * in-process threads (dask's threaded scheduler; the default when no cluster is asked for): the
-  work is numba and numpy that release the GIL, so threads use every core without starting worker
+  work is numpy that releases the GIL, so threads use every core without starting worker
   processes; each task writes its rows straight into the preallocated NeXus table (h5py serialises
   the writes) and its own parquet part;
 * a dask cluster (``--cluster``, e.g. SLURM): workers write parts to a work directory and the
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.buffers import keep_large_buffers
 from pipeline.config import CorrectParams, get_default
 from pipeline.errors import InputError
 from pipeline.geometry.expressions import parse_miller_expression
@@ -100,6 +101,7 @@ def run_correct_task(
     parquet_dir: str | None,
 ) -> dict:  # fmt: skip
     """(Cluster executor) correct rows ``start:stop``; write ``part-<index>.npy`` (and a parquet part)."""
+    keep_large_buffers()
     out = _corrected(start, stop, source, model)
     table = np.empty(len(out["h"]), dtype=[(k, v) for k, v in CORRECTED_SCHEMA.items()])
     for name in CORRECTED_SCHEMA:
@@ -173,6 +175,7 @@ def _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outpu
     import dask
     import dask.threaded
 
+    keep_large_buffers()  # every task allocates tens of MB of columns: reuse them, don't map afresh
     writer = None
     if params.outfile:
         writer = outputs.enter_context(

@@ -7,49 +7,28 @@ bytes out, 2.8x faster than ISA-L and about 3x faster than zlib on mdx2's chunks
 released) and unshuffle with a small numba loop. Any other layout (other filters, a read that is not
 one whole chunk) goes through h5py unchanged, so results are identical either way.
 
-Every chunk decodes into fresh buffers of tens of MB. glibc serves allocations that large with
-``mmap`` and gives them back on ``free``, so each chunk would first fault in (and the kernel zero)
-every page again, serialising threads on the address-space lock; :func:`keep_large_buffers` makes
-glibc reuse them instead (2.6x faster reads of the medium preset on 2 threads).
+Every chunk decodes into fresh buffers of tens of MB, which :func:`~pipeline.buffers.keep_large_buffers`
+has glibc reuse instead of mapping afresh (2.6x faster reads of the medium preset on 2 threads).
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import itertools
 import os
-import sys
 import zlib
 
 import h5py
 import numba
 import numpy as np
 
+from pipeline.buffers import keep_large_buffers
+
 try:  # libdeflate; optional (falls back to zlib, same output)
     import deflate as _libdeflate
 except ImportError:  # pragma: no cover - deflate is a dependency, but keep working without it
     _libdeflate = None
 
-__all__ = ["ChunkReader", "inflate", "keep_large_buffers"]
-
-_LARGE_BUFFER = 32 * 2**20  # glibc's largest mmap threshold on 64-bit
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
-
-
-@functools.cache
-def keep_large_buffers() -> bool:
-    """Ask glibc (once per process) to serve buffers of up to 32 MB from its heap and keep up to
-    256 MB of freed memory for reuse, instead of mapping and unmapping every large buffer. A no-op,
-    returning False, where the C library is not glibc."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        kept = libc.mallopt(_M_MMAP_THRESHOLD, _LARGE_BUFFER)
-        return bool(kept and libc.mallopt(_M_TRIM_THRESHOLD, 256 * 2**20))
-    except (OSError, AttributeError):
-        return False
+__all__ = ["ChunkReader", "inflate"]
 
 
 def inflate(data: bytes, size: int) -> bytes:

@@ -196,13 +196,13 @@ class TableSource:
 
     def read(self, start: int, stop: int, columns=None) -> dict[str, np.ndarray]:
         """Rows ``start:stop`` of the chosen columns (all by default) as numpy arrays."""
-        import pyarrow.parquet as pq
-
         columns = list(columns or self.columns)
         if self.format == "nexus":
             with h5py.File(self.path, "r") as f:
                 g = f[TABLE_GROUP]
                 return {c: g[c][start:stop] for c in columns}
+        import pyarrow.parquet as pq
+
         out = {c: [] for c in columns}
         offset = 0
         for file, rows in self.parts:
@@ -220,13 +220,13 @@ class TableSource:
 
 def open_table(path: str | os.PathLike) -> TableSource:
     """Describe an hkl table (NeXus file with /entry/hkl_table, parquet file or directory of parts)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"table {str(path)!r} does not exist")
     if path.is_dir() or path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
         if not files:
             raise InputError(f"parquet directory {str(path)!r} holds no .parquet files")

@@ -12,7 +12,8 @@ Per row, with mdx2 1.0.5's formulas::
 
 Grids are interpolated linearly at fractional grid coordinates ``np.interp(x, axis, arange(n))``,
 as mdx2's ``interp2``/``interp3`` (``scipy.ndimage.map_coordinates(order=1)``, where a NaN corner
-makes the value NaN even at weight 0). :func:`correct_rows` does it all in one numba pass;
+makes the value NaN even at weight 0). :func:`correct_rows` does it in numpy, blocks of rows at a time
+on padded, flattened grids (no numba: a ``correct`` run pays neither numba's import nor its start-up);
 :func:`correct_rows_oracle` is the plain numpy/scipy transcription of mdx2 it is tested against.
 """
 
@@ -20,12 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from pipeline.geometry.expressions import MillerExpression
+from pipeline.geometry.interpolate import grid_fraction
 from pipeline.geometry.model import BackgroundGrid, CorrectionGrid
-from pipeline.geometry.symmetry import to_asu
+from pipeline.geometry.symmetry import LIMIT as ASU_LIMIT
+from pipeline.geometry.symmetry import asu_images
 
 __all__ = ["CorrectionModel", "correct_rows", "correct_rows_oracle"]
 
@@ -46,145 +48,123 @@ class CorrectionModel:
     polarization: bool = True
     lorentz: bool = False
 
-    def factor_stack(self) -> np.ndarray:
-        """Grids to interpolate, (solid_angle, *enabled factors, d3s), interleaved: shape (ny, nx, m) so
-        that one grid point's values share a cache line. mdx2 interpolates each and then multiplies,
-        which is not the same as interpolating the product."""
-        grid = self.corrections
-        names = ["solid_angle", *(name for name in _FACTORS if getattr(self, name)), "d3s"]
-        return np.ascontiguousarray(np.stack([grid[name] for name in names], axis=-1))
+
+def _cells(x: np.ndarray, axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Grid cell and weight of each ``x``, as mdx2: ``y = np.interp(x, axis, arange(n))`` (clamped to
+    the grid), then ``map_coordinates``' split of ``y`` into ``floor(y)`` and ``y - floor(y)``. A NaN
+    ``x`` gets a NaN weight (and a cell inside the grid)."""
+    cell, weight = grid_fraction(x, axis)
+    np.clip(cell, 0, axis.size - 1, out=cell)
+    return cell, weight
 
 
-def _axis(axis: np.ndarray) -> np.ndarray:
-    """An axis packed for :func:`_fraction`: row 0 the grid points, row 1 the inverse cell widths
-    (np.interp's slopes), and in row 1's last slot the cells per unit (for guessing the cell)."""
-    axis = np.asarray(axis, dtype=np.float64)
-    packed = np.zeros((2, axis.size))
-    packed[0] = axis
-    if axis.size > 1:
-        packed[1, :-1] = 1.0 / np.diff(axis)
-        packed[1, -1] = (axis.size - 1) / (axis[-1] - axis[0])
-    return packed
+def _padded(values: np.ndarray) -> np.ndarray:
+    """``values`` with one more plane of zeros after the end of every axis, flattened: the corner past
+    the last grid point reads 0, as ``map_coordinates(order=1, mode="constant")`` (it always has
+    weight 0 there, but a NaN beside it still makes the value NaN, as in mdx2)."""
+    out = np.zeros(tuple(n + 1 for n in values.shape))
+    out[tuple(slice(0, n) for n in values.shape)] = values
+    return out.ravel()
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
-def _fraction(x, packed):
-    """np.interp(x, axis, arange(n)) as (base, weight), clamped to the grid.
+@dataclass(frozen=True, eq=False)
+class _Grids:
+    """The model's grids, padded and flattened for :func:`_correct_block` (built once per model)."""
 
-    The cell is guessed from the mean spacing (mdx2's grids are evenly spaced) and corrected by
-    stepping, so uneven axes give the same cell as a binary search; the weight uses np.interp's
-    slope (x - axis[j]) * (1 / (axis[j + 1] - axis[j])).
-    """
-    axis = packed[0]
-    n = axis.size
-    if n == 1 or x <= axis[0]:
-        return 0, 0.0
-    if x >= axis[n - 1]:
-        return n - 1, 0.0
-    j = np.int64((x - axis[0]) * packed[1, n - 1])
-    j = min(max(j, 0), n - 2)
-    while j > 0 and axis[j] > x:
-        j -= 1
-    while j < n - 2 and axis[j + 1] <= x:
-        j += 1
-    return j, (x - axis[j]) * packed[1, j]
+    iy: np.ndarray
+    ix: np.ndarray
+    factors: list[np.ndarray]  # solid_angle, then each enabled factor
+    d3s: np.ndarray
+    bkg_axes: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # phi, iy, ix
+    bkg_rate: np.ndarray | None
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
-def _corner(values, i, j, k):
-    """values[i, j, k], or 0.0 outside the grid (map_coordinates' constant mode)."""
-    if i < values.shape[0] and j < values.shape[1] and k < values.shape[2]:
-        return values[i, j, k]
-    return 0.0
+def _grids(model: CorrectionModel) -> _Grids:
+    grid, bkg = model.corrections, model.background
+    names = ["solid_angle", *(name for name in _FACTORS if getattr(model, name))]
+    return _Grids(
+        iy=np.asarray(grid.iy, dtype=np.float64),
+        ix=np.asarray(grid.ix, dtype=np.float64),
+        factors=[_padded(np.asarray(grid[name], dtype=np.float64)) for name in names],
+        d3s=_padded(np.asarray(grid["d3s"], dtype=np.float64)),
+        bkg_axes=None if bkg is None else tuple(np.asarray(a, np.float64) for a in (bkg.phi, bkg.iy, bkg.ix)),
+        bkg_rate=None if bkg is None else _padded(np.asarray(bkg.rate, dtype=np.float64)),
+    )
 
 
-@numba.njit(nogil=True, cache=True)
-def _correct_kernel(
-    h,
-    k,
-    l,
-    phi,
-    iy,
-    ix,
-    counts,
-    seconds,
-    pixels,
-    ub,
-    det_ub,
-    c_iy,
-    c_ix,
-    factors,
-    has_bkg,
-    b_phi,
-    b_iy,
-    b_ix,
-    bkg,
-    lorentz,
-    s_out,
-    i_out,
-    e_out,
-    v_out,
-):
-    for r in range(h.size):
-        hr, kr, lr = np.float64(h[r]), np.float64(k[r]), np.float64(l[r])
-        sx = ub[0, 0] * hr + ub[0, 1] * kr + ub[0, 2] * lr
-        sy = ub[1, 0] * hr + ub[1, 1] * kr + ub[1, 2] * lr
-        sz = ub[2, 0] * hr + ub[2, 1] * kr + ub[2, 2] * lr
-        s_out[r] = np.sqrt(sx * sx + sy * sy + sz * sz)
-        # bilinear interpolation of each grid at (iy, ix); factor = product of all but the last (d3s)
-        y, fy = _fraction(np.float64(iy[r]), c_iy)
-        x, fx = _fraction(np.float64(ix[r]), c_ix)
-        factor = 1.0
-        d3s = 0.0
-        last = factors.shape[2] - 1
-        for c in range(last + 1):
-            v = (1 - fy) * (1 - fx) * _corner(factors, y, x, c) + (1 - fy) * fx * _corner(
-                factors, y, x + 1, c
-            )
-            v += fy * (1 - fx) * _corner(factors, y + 1, x, c) + fy * fx * _corner(factors, y + 1, x + 1, c)
-            if c == last:
-                d3s = v
-            elif c == 0:
-                factor = v
-            else:
-                factor *= v
-        t = np.float64(seconds[r])
-        rate = counts[r] / t
-        rate_error = np.sqrt(np.float64(counts[r])) / t
-        if has_bkg:
-            p, fp = _fraction(np.float64(phi[r]), b_phi)
-            y, fy = _fraction(np.float64(iy[r]), b_iy)
-            x, fx = _fraction(np.float64(ix[r]), b_ix)
-            b = 0.0
-            for dp in range(2):
-                wp = fp if dp else 1 - fp
-                for dy in range(2):
-                    wy = fy if dy else 1 - fy
-                    for dx in range(2):
-                        wx = fx if dx else 1 - fx
-                        b += wp * wy * wx * _corner(bkg, p + dp, y + dy, x + dx)
-            rate -= b
-        volume = pixels[r] * d3s / det_ub
-        intensity = rate / factor
-        error = rate_error / factor
-        if lorentz:
-            intensity *= volume
-            error *= volume
-        i_out[r] = intensity
-        e_out[r] = error
-        v_out[r] = volume
+def _bilinear(values: np.ndarray, corners: tuple[np.ndarray, ...], weights: tuple[np.ndarray, ...]):
+    total = weights[0] * values.take(corners[0])
+    for corner, weight in zip(corners[1:], weights[1:], strict=True):
+        total += weight * values.take(corner)
+    return total
+
+
+def _correct_block(rows, sl: slice, ub, det_ub, g: _Grids, lorentz: bool, out) -> None:
+    """Rows ``sl``: s, intensity, intensity_error and rs_volume into ``out`` (float64 throughout)."""
+    h, k, l = (rows[c][sl].astype(np.float64) for c in "hkl")
+    s2 = np.zeros_like(h)
+    for i in range(3):
+        si = ub[i, 0] * h + ub[i, 1] * k + ub[i, 2] * l
+        s2 += si * si
+    out["s"][sl] = np.sqrt(s2)
+    iy, ix = rows["iy"][sl], rows["ix"][sl]
+    y, fy = _cells(iy, g.iy)
+    x, fx = _cells(ix, g.ix)
+    stride = g.ix.size + 1
+    c00 = y * stride + x
+    c10 = c00 + stride
+    corners = (c00, c00 + 1, c10, c10 + 1)
+    w11 = fy * fx
+    w10, w01 = fy - w11, fx - w11
+    weights = (1 - fy - w01, w01, w10, w11)  # (1-fy)(1-fx), (1-fy)fx, fy(1-fx), fy fx
+    factor = _bilinear(g.factors[0], corners, weights)
+    for values in g.factors[1:]:
+        factor *= _bilinear(values, corners, weights)
+    counts = rows["counts"][sl].astype(np.float64)
+    seconds = rows["seconds"][sl].astype(np.float64)
+    rate = counts / seconds
+    rate_error = np.sqrt(counts) / seconds
+    if g.bkg_axes is not None:
+        a_phi, a_iy, a_ix = g.bkg_axes
+        p, fp = _cells(rows["phi"][sl], a_phi)
+        y, fy = _cells(iy, a_iy)
+        x, fx = _cells(ix, a_ix)
+        sy = a_ix.size + 1
+        sp = (a_iy.size + 1) * sy
+        base = p * sp + y * sy + x
+        for dp, wp in ((0, 1 - fp), (sp, fp)):
+            for dy, wy in ((0, 1 - fy), (sy, fy)):
+                corner = base + (dp + dy)
+                rate -= wp * wy * ((1 - fx) * g.bkg_rate.take(corner) + fx * g.bkg_rate.take(corner + 1))
+    volume = rows["pixels"][sl] * _bilinear(g.d3s, corners, weights) / det_ub
+    intensity = rate / factor
+    error = rate_error / factor
+    if lorentz:
+        intensity *= volume
+        error *= volume
+    out["intensity"][sl] = intensity
+    out["intensity_error"][sl] = error
+    out["rs_volume"][sl] = volume
 
 
 def _asu_columns(rows, ndiv, model: CorrectionModel) -> dict[str, np.ndarray]:
-    # mdx2 rounds (h * ndiv) in the table's float32 precision
-    H, K, L = (np.round(rows[c] * n).astype(np.int64) for c, n in zip("hkl", ndiv, strict=True))
-    H, K, L, op = to_asu(H, K, L, model.ops, model.asu)
-    return {
-        "h": (H / ndiv[0]).astype(np.float32),
-        "k": (K / ndiv[1]).astype(np.float32),
-        "l": (L / ndiv[2]).astype(np.float32),
-        "op": op.astype(np.int32),
-    }
+    size = len(rows["h"])
+    hkl = np.empty((3, size), dtype=np.int32)
+    for i, (c, n) in enumerate(zip("hkl", ndiv, strict=True)):
+        scaled = np.round(rows[c] * n)  # as mdx2: rounded in the table's float32 precision
+        if size and not np.abs(scaled).max() < ASU_LIMIT:  # (NaN fails too)
+            raise ValueError(
+                f"{c} x ndiv is {np.abs(scaled).max():g} in some rows: beyond 2**29 (or not finite), "
+                "which cannot be mapped to the asymmetric unit"
+            )
+        hkl[i] = scaled
+    image, op = asu_images(hkl, model.ops, model.asu)
+    out = {c: (image[i] / n).astype(np.float32) for i, (c, n) in enumerate(zip("hkl", ndiv, strict=True))}
+    out["op"] = op.astype(np.int32)
+    return out
+
+
+BLOCK_ROWS = 1 << 16  # rows per pass: the temporaries of a pass stay in the CPU's cache
 
 
 def correct_rows(rows: dict[str, np.ndarray], ndiv, model: CorrectionModel) -> dict[str, np.ndarray]:
@@ -193,29 +173,12 @@ def correct_rows(rows: dict[str, np.ndarray], ndiv, model: CorrectionModel) -> d
     out = {
         name: np.empty(size, dtype=np.float32) for name in ("s", "intensity", "intensity_error", "rs_volume")
     }
-    bkg = model.background
-    empty = np.zeros(1)
-    _correct_kernel(
-        *(
-            np.ascontiguousarray(rows[c])
-            for c in ("h", "k", "l", "phi", "iy", "ix", "counts", "seconds", "pixels")
-        ),
-        np.ascontiguousarray(model.ub_matrix, dtype=np.float64),
-        float(np.linalg.det(model.ub_matrix)),
-        _axis(model.corrections.iy),
-        _axis(model.corrections.ix),
-        model.factor_stack(),
-        bkg is not None,
-        _axis(bkg.phi if bkg is not None else empty),
-        _axis(bkg.iy if bkg is not None else empty),
-        _axis(bkg.ix if bkg is not None else empty),
-        np.ascontiguousarray(bkg.rate) if bkg is not None else np.zeros((1, 1, 1)),
-        model.lorentz,
-        out["s"],
-        out["intensity"],
-        out["intensity_error"],
-        out["rs_volume"],
-    )
+    grids = _grids(model)
+    ub = np.asarray(model.ub_matrix, dtype=np.float64)
+    det_ub = float(np.linalg.det(ub))
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 counts over 0 factor etc.: NaN, as mdx2
+        for start in range(0, size, BLOCK_ROWS):
+            _correct_block(rows, slice(start, start + BLOCK_ROWS), ub, det_ub, grids, model.lorentz, out)
     out.update(_asu_columns(rows, ndiv, model))
     out["ix"] = np.asarray(rows["ix"], dtype=np.float32)
     out["iy"] = np.asarray(rows["iy"], dtype=np.float32)

@@ -37,33 +37,6 @@ def _bin_and_reduce() -> None:
     kahan_reduceat(np.ones((4, 2)), np.array([0, 2]))
 
 
-def _correct() -> None:
-    from pipeline.geometry.expressions import parse_miller_expression
-    from pipeline.geometry.model import BackgroundGrid, CorrectionGrid
-    from pipeline.kernels.corrections import CorrectionModel, correct_rows
-
-    axes = (np.linspace(-0.5, 9.5, 3), np.linspace(-0.5, 9.5, 3))
-    factors = {
-        name: np.ones((3, 3))
-        for name in ("solid_angle", "efficiency", "attenuation", "polarization", "inverse_lorentz", "d3s")
-    }
-    ops = np.array([np.eye(3), -np.eye(3)])
-    n = 4
-    rows = {
-        **{c: np.arange(n, dtype=np.float32) for c in ("h", "k", "l", "phi", "iy", "ix")},
-        "seconds": np.ones(n, dtype=np.float32),
-        "counts": np.ones(n, dtype=np.int32),
-        "pixels": np.ones(n, dtype=np.int32),
-        "n": np.zeros(n),
-    }
-    background = BackgroundGrid(np.array([0.5, 1.5]), *axes, np.ones((2, 3, 3)))
-    for bkg in (None, background):
-        model = CorrectionModel(
-            np.eye(3), ops, parse_miller_expression("l >= 0"), CorrectionGrid(*axes, factors), bkg
-        )
-        correct_rows(rows, (1, 1, 1), model)
-
-
 def _io() -> None:
     from pipeline.io.chunks import _unshuffle
 
@@ -76,7 +49,6 @@ def warm_up() -> float:
     """Compile (or load from the cache) every kernel; returns the seconds it took."""
     t0 = time.perf_counter()
     _bin_and_reduce()
-    _correct()
     _io()
     return time.perf_counter() - t0
 

@@ -174,7 +174,8 @@ def test_job_slurm_can_never_start_is_an_error(workdir):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_client_cancels_its_jobs(signum, workdir):
     script = textwrap.dedent("""
-        import time
+        import faulthandler, signal, time
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test's post-mortem if this hangs
         from pipeline.cluster import connect
         with connect("slurm", workers=2) as client:
             print("ready", flush=True)
@@ -188,7 +189,13 @@ def test_interrupted_client_cancels_its_jobs(signum, workdir):
         assert len(squeue()) == 2
         start = time.monotonic()
         proc.send_signal(signum)
-        returncode = proc.wait(timeout=60)
+        try:
+            returncode = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # every thread's stack, to stderr
+            time.sleep(2)
+            proc.kill()
+            pytest.fail(f"no exit 60 s after {signum.name}; squeue {squeue()}; stderr:\n{proc.stderr.read()}")
     finally:
         proc.kill()
         proc.wait()

@@ -128,7 +128,7 @@ def _full_search(hkl: np.ndarray, ops_t: np.ndarray, asu: MillerExpression):
 
 
 def _guided_search(hkl: np.ndarray, ops_t: np.ndarray, asu: MillerExpression):
-    """See :func:`to_asu`: each row tries the operator of the first row of its block of
+    """See :func:`asu_images`: each row tries the operator of the first row of its block of
     ``_GUESS_STRIDE`` rows, then that of the next block (a region boundary usually lies between the
     two); rows that miss both are searched in full."""
     n = hkl.shape[1]

@@ -69,7 +69,7 @@ def _padded(values: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class _Grids:
-    """The model's grids, padded and flattened for :func:`_correct_block` (built once per model)."""
+    """The model's grids, padded and flattened for :func:`_correct_block` (small: built per call)."""
 
     iy: np.ndarray
     ix: np.ndarray

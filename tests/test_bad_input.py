@@ -245,6 +245,20 @@ def test_correct_refuses_mdx2_table_with_zero_seconds(scheduler_address, dataset
     assert_refused(result, before, [zero, out], "integrated_222.nxs", "'seconds' is 0", "--exposure-time")
 
 
+@pytest.mark.parametrize("executor", ["threads", "cluster"])
+def test_correct_refuses_table_with_non_finite_miller_index(executor, scheduler_address, cubic, out):
+    table = cubic / "mdx2/integrated_325.nxs"
+    with h5py.File(table, "r+") as f:
+        f["/entry/hkl_table/k"][3] = np.nan
+    before = snapshot(cubic, out)
+    if executor == "threads":
+        args = ["--outfile", out / "corrected.nxs", "--parquet", out / "corrected.parquet", "--quiet"]
+        result = run("correct", cubic / "geometry.nxs", table, *args)
+    else:
+        result = correct(scheduler_address, cubic, table, out)
+    assert_refused(result, before, [cubic, out], "integrated_325.nxs", "k x ndiv", "not finite")
+
+
 def test_api_raises_typed_errors(client, tmp_path):
     """The library raises the same errors (InputError/ConfigError, both ValueErrors) for callers."""
     cubic = Path(__file__).parent / "data/cubic"

@@ -88,7 +88,10 @@ def _corrected(start: int, stop: int, source: TableSource, model: CorrectionMode
             f"{source.path!r}: 'seconds' is {rows['seconds'][zero[0]]:g} in {zero.size} rows (first at row "
             f"{start + zero[0]}); count rates would be infinite. Integrate again with --exposure-time S."
         )
-    return correct_rows(rows, source.ndiv, model)
+    try:
+        return correct_rows(rows, source.ndiv, model)
+    except ValueError as exc:  # indices no ASU search can take, or symmetry mapping none into the ASU
+        raise InputError(f"{source.path!r}, rows {start}:{stop}: {exc}") from exc
 
 
 def _record(index: int, out: dict[str, np.ndarray]) -> dict:

@@ -71,6 +71,24 @@ PerformanceReportOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary; errors only.")]
 
+# options that integrate, correct and run share
+MaskOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--mask", help="Mask file(s), True = exclude; repeat to apply the union of several."),
+]
+SubdivideOpt = Annotated[
+    tuple[int, int, int], typer.Option(help="Voxels per Miller-index unit along h, k, l.")
+]
+MaxSpreadOpt = Annotated[
+    float, typer.Option("--max-spread", help="Degrees of rotation one observation of a voxel may span.")
+]
+ExposureTimeOpt = Annotated[
+    float | None,
+    typer.Option("--exposure-time", help="Exposure time per frame in seconds, for files that recorded 0."),
+]
+LorentzOpt = Annotated[bool, typer.Option("--lorentz", help="Multiply intensities by rs_volume (Lorentz).")]
+P1Opt = Annotated[bool, typer.Option("--p1", help="Map to the P1 asymmetric unit (Friedel pairs only).")]
+
 
 def user_errors(func):
     """Show a :class:`PipelineError` as one line on stderr, exit 1; other exceptions keep their traceback."""

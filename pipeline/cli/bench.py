@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import WorkersOpt, app, setup_logging, user_errors
+from pipeline.cli.app import MaskOpt, WorkersOpt, app, setup_logging, user_errors
 from pipeline.errors import ConfigError
 
 bench = typer.Typer(help="Benchmarks on your own data.", no_args_is_help=True)
@@ -36,7 +36,7 @@ def parse_subdivisions(text: str) -> list[tuple[int, int, int]]:
 def sweep(
     geometry: Annotated[Path, typer.Argument(help="geometry.nxs")],
     data: Annotated[Path, typer.Argument(help="data.nxs (or a zarr cache)")],
-    mask: Annotated[list[Path] | None, typer.Option("--mask", help="Mask file(s).")] = None,
+    mask: MaskOpt = None,
     subdivisions: Annotated[
         str, typer.Option("--subdivisions", help="Comma-separated, e.g. 1,2,4,6,8,10 or 3x2x5.")
     ] = "1,2,4",

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import ClusterOpt, OverwriteOpt, QuietOpt, WorkersOpt, app, setup_logging, user_errors
+from pipeline.cli.app import (
+    ClusterOpt,
+    OverwriteOpt,
+    QuietOpt,
+    SubdivideOpt,
+    WorkersOpt,
+    app,
+    setup_logging,
+    user_errors,
+)
 from pipeline.simulation.presets import PRESETS
 
 Preset = Enum("Preset", {name: name for name in PRESETS}, type=str)
@@ -69,9 +78,7 @@ def demo(
     ] = Path("demo-output"),
     preset: PresetOpt = Preset.demo,
     seed: SeedOpt = 0,
-    subdivide: Annotated[
-        tuple[int, int, int], typer.Option(help="Voxels per Miller-index unit along h, k, l.")
-    ] = (2, 2, 2),
+    subdivide: SubdivideOpt = (2, 2, 2),
     cluster: ClusterOpt = None,
     workers: WorkersOpt = None,
     overwrite: OverwriteOpt = False,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import app, setup_logging, user_errors
+from pipeline.cli.app import MaskOpt, MaxSpreadOpt, SubdivideOpt, app, setup_logging, user_errors
 
 
 def _size(n: float) -> str:
@@ -24,13 +24,9 @@ def _size(n: float) -> str:
 def estimate(
     geometry: Annotated[Path, typer.Argument(help="geometry.nxs (Miller-index grid).")],
     data: Annotated[Path, typer.Argument(help="data.nxs image stack (or a zarr cache).")],
-    mask: Annotated[list[Path] | None, typer.Option("--mask", help="Mask file(s), as for integrate.")] = None,
-    subdivide: Annotated[tuple[int, int, int], typer.Option(help="Voxels per Miller-index unit.")] = (
-        1,
-        1,
-        1,
-    ),
-    max_spread: Annotated[float, typer.Option("--max-spread", help="As for integrate (degrees).")] = 1.0,
+    mask: MaskOpt = None,
+    subdivide: SubdivideOpt = (1, 1, 1),
+    max_spread: MaxSpreadOpt = 1.0,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Worker processes planned.")] = None,
     memory_limit: Annotated[
         str | None,

@@ -10,11 +10,17 @@ import typer
 from pipeline.cli.app import (
     AccountOpt,
     ClusterOpt,
+    ExposureTimeOpt,
+    LorentzOpt,
+    MaskOpt,
+    MaxSpreadOpt,
     MemoryLimitOpt,
     OverwriteOpt,
+    P1Opt,
     PartitionOpt,
     PerformanceReportOpt,
     QuietOpt,
+    SubdivideOpt,
     WalltimeOpt,
     WorkersOpt,
     app,
@@ -40,22 +46,10 @@ def integrate(
     data: Annotated[
         Path, typer.Argument(help="data.nxs image stack (or a zarr cache from 'diffuse convert').")
     ],
-    mask: Annotated[
-        list[Path] | None,
-        typer.Option("--mask", help="Mask file(s), True = exclude; repeat to apply the union of several."),
-    ] = None,
-    subdivide: Annotated[
-        tuple[int, int, int], typer.Option(help="Voxels per Miller-index unit along h, k, l.")
-    ] = (1, 1, 1),
-    max_spread: Annotated[
-        float, typer.Option("--max-spread", help="Degrees of rotation one observation of a voxel may span.")
-    ] = 1.0,
-    exposure_time: Annotated[
-        float | None,
-        typer.Option(
-            "--exposure-time", help="Exposure time per frame in seconds, for files that recorded 0."
-        ),
-    ] = None,
+    mask: MaskOpt = None,
+    subdivide: SubdivideOpt = (1, 1, 1),
+    max_spread: MaxSpreadOpt = 1.0,
+    exposure_time: ExposureTimeOpt = None,
     outfile: Annotated[Path, typer.Option(help="NeXus output (mdx2's hkl_table layout).")] = Path(
         "integrated.nxs"
     ),
@@ -135,12 +129,8 @@ def correct(
     attenuation: Annotated[bool, typer.Option(help="Divide by the air-attenuation factor.")] = True,
     efficiency: Annotated[bool, typer.Option(help="Divide by the detector-efficiency factor.")] = True,
     polarization: Annotated[bool, typer.Option(help="Divide by the polarization factor.")] = True,
-    lorentz: Annotated[
-        bool, typer.Option("--lorentz", help="Multiply intensities by rs_volume (Lorentz).")
-    ] = False,
-    p1: Annotated[
-        bool, typer.Option("--p1", help="Map to the P1 asymmetric unit (Friedel pairs only).")
-    ] = False,
+    lorentz: LorentzOpt = False,
+    p1: P1Opt = False,
     outfile: Annotated[Path, typer.Option(help="NeXus output (mdx2's hkl_table layout).")] = Path(
         "corrected.nxs"
     ),

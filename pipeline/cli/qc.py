@@ -10,11 +10,17 @@ import typer
 from pipeline.cli.app import (
     AccountOpt,
     ClusterOpt,
+    ExposureTimeOpt,
+    LorentzOpt,
+    MaskOpt,
+    MaxSpreadOpt,
     MemoryLimitOpt,
     OverwriteOpt,
+    P1Opt,
     PartitionOpt,
     PerformanceReportOpt,
     QuietOpt,
+    SubdivideOpt,
     WalltimeOpt,
     WorkersOpt,
     app,
@@ -22,10 +28,6 @@ from pipeline.cli.app import (
     user_errors,
 )
 
-MaskOpt = Annotated[
-    list[Path] | None,
-    typer.Option("--mask", help="Mask file(s), True = exclude; repeat to apply the union of several."),
-]
 ScanImagesOpt = Annotated[
     bool | None,
     typer.Option(
@@ -196,18 +198,11 @@ def run(
     outdir: Annotated[Path, typer.Option(help="Directory for the tables, QC reports and run.log.")],
     mask: MaskOpt = None,
     background: Annotated[Path | None, typer.Option(help="Binned background count rate for correct.")] = None,
-    subdivide: Annotated[
-        tuple[int, int, int], typer.Option(help="Voxels per Miller-index unit along h, k, l.")
-    ] = (1, 1, 1),
-    max_spread: Annotated[
-        float, typer.Option("--max-spread", help="Degrees of rotation one observation of a voxel may span.")
-    ] = 1.0,
-    exposure_time: Annotated[
-        float | None,
-        typer.Option("--exposure-time", help="Exposure time per frame (s), for files that recorded 0."),
-    ] = None,
-    lorentz: Annotated[bool, typer.Option("--lorentz", help="Multiply intensities by rs_volume.")] = False,
-    p1: Annotated[bool, typer.Option("--p1", help="Map to the P1 asymmetric unit.")] = False,
+    subdivide: SubdivideOpt = (1, 1, 1),
+    max_spread: MaxSpreadOpt = 1.0,
+    exposure_time: ExposureTimeOpt = None,
+    lorentz: LorentzOpt = False,
+    p1: P1Opt = False,
     scan_images: ScanImagesOpt = None,
     performance_report: PerformanceReportOpt = None,
     cluster: ClusterOpt = None,

@@ -37,7 +37,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.bench import measure_command
+from pipeline.api.bench import measure_command
 from pipeline.io.images import open_image_stack, storage_chunk_slices
 
 DIFFUSE = str(Path(sys.executable).with_name("diffuse"))

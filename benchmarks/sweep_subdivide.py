@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.bench import plot_sweep, sweep_subdivide, write_csv
+from pipeline.api.bench import plot_sweep, sweep_subdivide, write_csv
 from pipeline.cli.bench import parse_subdivisions
 
 

@@ -29,10 +29,10 @@ import h5py
 import numpy as np
 
 from pipeline.cli.bench import parse_subdivisions
-from pipeline.geometry.interpolate import prepare_miller_block
 from pipeline.io.geometry import read_miller_grid
 from pipeline.io.images import open_image_stack, open_masks, reads_release_the_gil, storage_chunk_slices
 from pipeline.kernels.binning import bin_chunk, bin_chunk_oracle
+from pipeline.kernels.interpolate import prepare_miller_block
 
 
 def _chunks(stack, limit):

@@ -8,25 +8,28 @@ if __name__ == "__main__":  # worker processes are spawned: guard the script's o
     df = pipeline.read_table("corrected.nxs")  # pandas DataFrame, df.attrs["ndiv"]
 """
 
-__version__ = "0.1.0"
-
 # Register the package defaults with dask.config now, so that dask.config.set(...) calls made
 # before the first pipeline run override them rather than replace them.
 from pipeline import config as _config  # noqa: F401
+from pipeline._version import __version__
 
 __all__ = ["__version__", "correct", "integrate", "read_table", "simulate"]
 
 
+_WHERE = {
+    "integrate": "pipeline.api.integrate",
+    "correct": "pipeline.api.correct",
+    "read_table": "pipeline.io.tables",
+    # the package is pipeline.simulation: a submodule named "simulate" would, once imported,
+    # replace this function as the attribute pipeline.simulate
+    "simulate": "pipeline.simulation",
+}
+
+
 def __getattr__(name):
     # Imported on first use so that ``import pipeline`` (and ``diffuse --help``) stay fast.
-    if name in ("integrate", "correct", "read_table"):
-        from pipeline import api
+    if name in _WHERE:
+        import importlib
 
-        return getattr(api, name)
-    if name == "simulate":
-        # the package is pipeline.simulation: a submodule named "simulate" would, once imported,
-        # replace this function as the attribute pipeline.simulate
-        from pipeline.simulation import simulate
-
-        return simulate
+        return getattr(importlib.import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""``pipeline.background``: binning equals mdx2.bin_image_series' masked means, bit for bit."""
+"""``pipeline.api.bin_background``: binning equals mdx2.bin_image_series' masked means, bit for bit."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import pipeline
-from pipeline.background import bin_counts, bin_image_series, bin_series, section_slices
+from pipeline.api.bin_background import bin_counts, bin_image_series, bin_series, section_slices
 from pipeline.cli import app
 from pipeline.errors import ConfigError
 

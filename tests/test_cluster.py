@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.cluster import connect, default_workdir
-from pipeline.cluster_config import (
+from pipeline.cluster.config import (
     CONFIG_DIR,
     SHIPPED_CONFIGS,
     apply_cluster_config,
@@ -29,8 +29,8 @@ from pipeline.cluster_config import (
     resolve_slurm,
     walltime_seconds,
 )
+from pipeline.cluster.slurm import sbatch_error, terminate_gracefully
 from pipeline.errors import ConfigError
-from pipeline.slurm import sbatch_error, terminate_gracefully
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 import pipeline
 from pipeline.cli import app
-from pipeline.demo import DEMO_FILES, run_demo
 from pipeline.errors import InputError
+from pipeline.simulation.demo import DEMO_FILES, run_demo
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from pipeline.api.import_geometry import import_geometry
 from pipeline.cli import app
 from pipeline.errors import ConfigError, InputError
-from pipeline.geometry.expressions import parse_miller_expression
-from pipeline.geometry.importer import import_geometry
-from pipeline.geometry.model import CORRECTION_NAMES
 from pipeline.io.geometry import read_corrections, read_crystal, read_miller_grid, read_symmetry
+from pipeline.model import CORRECTION_NAMES
+from pipeline.symmetry.expressions import parse_miller_expression
 
 DATA = Path(__file__).parent / "data" / "geometry"
 CASES = sorted(json.loads((DATA / "cases.json").read_text()))

@@ -23,12 +23,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from pipeline.errors import InputError
-from pipeline.geometry.expressions import parse_miller_expression
-from pipeline.geometry.interpolate import miller_indices_dense, prepare_miller_block
-from pipeline.geometry.symmetry import to_asu, to_asu_oracle
+from pipeline.kernels.asu import to_asu, to_asu_oracle
 from pipeline.kernels.binning import PARTIAL_DTYPE, bin_chunk, bin_chunk_oracle
+from pipeline.kernels.interpolate import miller_indices_dense, prepare_miller_block
 from pipeline.kernels.keys import KEY_LIMIT, pack_keys, unpack_keys
 from pipeline.kernels.partials import finalize, kahan_reduceat, reduce_partials, reduce_partials_oracle
+from pipeline.symmetry.expressions import parse_miller_expression
 
 DATA = Path(__file__).parent / "data"
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -517,9 +517,9 @@ def _points(rng, axis, n):
     symmetry=st.sampled_from([None, *range(0, len(SYMMETRY["cases"]), 3)]),
 )
 def test_correct_rows_equals_oracle(seed, n, block, flags, background, symmetry):
-    from pipeline.geometry.model import BackgroundGrid, CorrectionGrid
     from pipeline.kernels import corrections
     from pipeline.kernels.corrections import CorrectionModel, correct_rows, correct_rows_oracle
+    from pipeline.model import BackgroundGrid, CorrectionGrid
 
     rng = np.random.default_rng(seed)
     iy, ix = _uneven_axis(rng, 7, -0.5, 100.0), _uneven_axis(rng, 9, -0.5, 120.0)

@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
+from pipeline.api.import_geometry import import_geometry
 from pipeline.geometry.dials import rotation_matrix
-from pipeline.geometry.importer import import_geometry
 from pipeline.geometry.parallax import (
     attenuation_length,
     millimeter_to_pixel,

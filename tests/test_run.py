@@ -1,4 +1,4 @@
-"""Run logs (pipeline.runlog), ``--log-file``/``--performance-report`` of integrate, and ``diffuse run``."""
+"""Run logs (pipeline.api.runlog), ``--log-file`` and ``--performance-report``, and ``diffuse run``."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from pipeline.api.run import run_pipeline
+from pipeline.api.runlog import RunLog, read_run_log, run_step
 from pipeline.cli import app
 from pipeline.errors import InputError
 from pipeline.io.tables import read_table
 from pipeline.qc.inputs import discover_inputs
-from pipeline.runlog import RunLog, read_run_log, run_step
-from pipeline.workflow import run_pipeline
 
 DATA = Path(__file__).parent / "data"
 CUBIC = DATA / "cubic"

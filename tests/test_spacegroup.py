@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.geometry import sgtables
-from pipeline.geometry.expressions import parse_miller_expression
-from pipeline.geometry.hall import parse_hall
-from pipeline.geometry.spacegroup import describe_space_group
-from pipeline.geometry.symops import (
+from pipeline.symmetry import sgtables
+from pipeline.symmetry.expressions import parse_miller_expression
+from pipeline.symmetry.hall import parse_hall
+from pipeline.symmetry.spacegroup import describe_space_group
+from pipeline.symmetry.symops import (
     ChangeOfBasis,
     cmp_i_vec,
     format_hkl,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from pipeline.errors import PipelineError
+from pipeline.simulation.presets import PRESETS
 
 __all__ = [
     "AccountOpt",
@@ -39,7 +41,7 @@ ClusterOpt = Annotated[
     typer.Option(
         "--cluster",
         help="Where to compute: local (default), slurm (worker processes in SLURM jobs), a cluster config "
-        ".yaml (see cluster_configs/), tcp://host:port of a running scheduler, or its scheduler file .json.",
+        ".yaml (see cluster/configs/), tcp://host:port of a running scheduler, or its scheduler file .json.",
     ),
 ]
 WorkersOpt = Annotated[
@@ -90,6 +92,36 @@ LorentzOpt = Annotated[bool, typer.Option("--lorentz", help="Multiply intensitie
 P1Opt = Annotated[bool, typer.Option("--p1", help="Map to the P1 asymmetric unit (Friedel pairs only).")]
 
 
+Preset = Enum("Preset", {name: name for name in PRESETS}, type=str)
+
+PresetOpt = Annotated[
+    Preset, typer.Option("--preset", help="Size of the dataset (see pipeline.simulation.presets).")
+]
+
+SeedOpt = Annotated[
+    int, typer.Option("--seed", min=0, help="Random seed: the same seed gives the same counts.")
+]
+
+ExistingFile = Annotated[Path, typer.Argument(show_default=False)]
+
+LogFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--log-file",
+        help="Run log: parameters that differ from defaults, versions, timings, peak memory "
+        "(default: OUTFILE.log next to the output).",
+    ),
+]
+
+ScanImagesOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--scan-images/--no-scan-images",
+        help="Scan the images for hot and masked pixels (default: when the stack has <= 1e8 pixels).",
+    ),
+]
+
+
 def user_errors(func):
     """Show a :class:`PipelineError` as one line on stderr, exit 1; other exceptions keep their traceback."""
 
@@ -119,5 +151,9 @@ def setup_logging(quiet: bool = False) -> None:
 
 
 def main() -> None:
-    """Entry point of the ``diffuse`` console script."""
+    """Entry point of the ``diffuse`` console script: this process may run a local run's threads, so it
+    gets the allocator tuning that worker processes get from their environment."""
+    from pipeline.cluster.buffers import keep_large_buffers
+
+    keep_large_buffers()
     app()

@@ -51,7 +51,7 @@ def sweep(
 ) -> None:
     """Integrate at each subdivision in its own process; write wall time, peak memory of the whole
     process tree, rows and output size to OUTDIR/sweep.csv and a plot to OUTDIR/sweep.png."""
-    from pipeline.bench import plot_sweep, sweep_subdivide, write_csv
+    from pipeline.api.bench import plot_sweep, sweep_subdivide, write_csv
 
     setup_logging(False)
     subs = parse_subdivisions(subdivisions)

@@ -3,13 +3,19 @@ orders the commands and groups them into the panels of ``diffuse --help``."""
 
 from pipeline.cli import (
     bench,  # noqa: F401
-    cluster,  # noqa: F401
+    bin_background,  # noqa: F401
+    cluster_config,  # noqa: F401
     convert,  # noqa: F401
+    correct,  # noqa: F401
     demo,  # noqa: F401
     estimate,  # noqa: F401
-    geometry,  # noqa: F401
+    find_hot_pixels,  # noqa: F401
+    import_geometry,  # noqa: F401
     integrate,  # noqa: F401
     qc,  # noqa: F401
+    run,  # noqa: F401
+    simulate,  # noqa: F401
+    submit,  # noqa: F401
 )
 from pipeline.cli.app import app
 

@@ -24,15 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.buffers import keep_large_buffers
 from pipeline.config import CorrectParams, get_default
 from pipeline.errors import InputError
-from pipeline.geometry.expressions import parse_miller_expression
+from pipeline.graph.workdir import WorkDir, fingerprint_files, save_npy_atomic
 from pipeline.io.geometry import read_background, read_corrections, read_crystal, read_symmetry
 from pipeline.io.nexus import atomic_path, check_output_path
 from pipeline.io.tables import CORRECTED_SCHEMA, NexusTableWriter, TableSource, open_table, write_parquet_part
 from pipeline.kernels.corrections import CorrectionModel, correct_rows
-from pipeline.workdir import WorkDir, fingerprint_files, save_npy_atomic
+from pipeline.symmetry.expressions import parse_miller_expression
 
 __all__ = ["CorrectResult", "build_model", "run_correction"]
 
@@ -104,7 +103,6 @@ def run_correct_task(
     parquet_dir: str | None,
 ) -> dict:  # fmt: skip
     """(Cluster executor) correct rows ``start:stop``; write ``part-<index>.npy`` (and a parquet part)."""
-    keep_large_buffers()
     out = _corrected(start, stop, source, model)
     table = np.empty(len(out["h"]), dtype=[(k, v) for k, v in CORRECTED_SCHEMA.items()])
     for name in CORRECTED_SCHEMA:
@@ -178,7 +176,6 @@ def _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outpu
     import dask
     import dask.threaded
 
-    keep_large_buffers()  # every task allocates tens of MB of columns: reuse them, don't map afresh
     writer = None
     if params.outfile:
         writer = outputs.enter_context(

@@ -25,9 +25,9 @@ from pipeline.config import IntegrateParams, get_default
 from pipeline.errors import PipelineError
 from pipeline.graph.plan import IntegrationPlan, plan_integration
 from pipeline.graph.tasks import MapContext, ReduceContext, run_map_task, run_reduce_task
+from pipeline.graph.workdir import WorkDir, fingerprint_files
 from pipeline.io.nexus import atomic_path, check_output_path
 from pipeline.io.tables import INTEGRATED_SCHEMA, NexusTableWriter
-from pipeline.workdir import WorkDir, fingerprint_files
 
 __all__ = ["IntegrateResult", "choose_partitions", "run_integration"]
 
@@ -107,6 +107,7 @@ def _fingerprint(plan: IntegrationPlan) -> dict:
     files = [p.geometry, p.data, *p.mask, *plan.stack.sources]
     return {
         "inputs": fingerprint_files(files),
+        "geometry_digest": plan.geometry.digest,
         "subdivide": list(p.subdivide),
         "exposure_time": p.exposure_time,
         "tasks": [[t.index, len(t.chunks), t.chunks[0][0].start, t.chunks[-1][0].stop] for t in plan.tasks],

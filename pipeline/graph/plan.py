@@ -7,6 +7,7 @@ pieces; the kernel still bins each storage chunk on its own.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pipeline.errors import InputError
 from pipeline.io.geometry import read_miller_grid
 from pipeline.io.images import ImageStack, MaskStack, open_image_stack, open_masks, storage_chunk_slices
 from pipeline.kernels.keys import KEY_LIMIT
+from pipeline.model import MillerGrid
 
 __all__ = ["IntegrationPlan", "MapTask", "plan_integration", "split_into_tasks"]
 
@@ -38,6 +40,29 @@ class MapTask:
         return sum(math.prod(s.stop - s.start for s in c) for c in self.chunks)
 
 
+@dataclass(frozen=True)
+class GeometryRef:
+    """A geometry file and a digest of the Miller grid read from it when the run was planned.
+
+    Workers cache the grid under this key, never under the path alone: a long-lived worker (the
+    in-process threads of a local run, a shared ``tcp://`` cluster) would otherwise reuse a grid read
+    for an earlier run after the file was replaced.
+    """
+
+    path: str
+    digest: str
+
+
+def miller_grid_digest(grid: MillerGrid) -> str:
+    """SHA-256 of the grid's axes and index arrays (their bytes, shapes and dtypes)."""
+    sha = hashlib.sha256()
+    for a in (grid.phi, grid.iy, grid.ix, grid.h, grid.k, grid.l):
+        a = np.ascontiguousarray(a)
+        sha.update(f"{a.dtype.str}{a.shape}".encode())
+        sha.update(a.tobytes())
+    return sha.hexdigest()
+
+
 @dataclass(frozen=True, eq=False)
 class IntegrationPlan:
     """Everything the graph needs: inputs described, parameters, and the map tasks."""
@@ -45,7 +70,7 @@ class IntegrationPlan:
     params: IntegrateParams
     stack: ImageStack
     masks: MaskStack | None
-    geometry: str
+    geometry: GeometryRef
     h_range: tuple[int, int]  # smallest and largest H any pixel can have (from the Miller grid)
     tasks: tuple[MapTask, ...]
 
@@ -143,4 +168,5 @@ def plan_integration(params: IntegrateParams, n_workers: int = 1) -> Integration
         stack.storage_chunks,
         len(tasks),
     )
-    return IntegrationPlan(params, stack, masks, str(params.geometry), h_range, tasks)
+    geometry = GeometryRef(str(params.geometry), miller_grid_digest(grid))
+    return IntegrationPlan(params, stack, masks, geometry, h_range, tasks)

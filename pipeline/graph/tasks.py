@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.geometry.interpolate import prepare_miller_block
+from pipeline.graph.plan import GeometryRef, miller_grid_digest
+from pipeline.graph.workdir import save_npy_atomic, write_json_atomic
 from pipeline.io.geometry import read_miller_grid
 from pipeline.io.images import ImageStack, MaskStack
 from pipeline.kernels.binning import PARTIAL_DTYPE, bin_chunk
+from pipeline.kernels.interpolate import prepare_miller_block
 from pipeline.kernels.keys import KEY_BITS, KEY_OFFSET
 from pipeline.kernels.partials import finalize, reduce_partials
-from pipeline.workdir import save_npy_atomic, write_json_atomic
 
 __all__ = ["MapContext", "ReduceContext", "run_map_task", "run_reduce_task"]
 
@@ -31,7 +32,7 @@ __all__ = ["MapContext", "ReduceContext", "run_map_task", "run_reduce_task"]
 class MapContext:
     stack: ImageStack
     masks: MaskStack | None
-    geometry: str
+    geometry: GeometryRef
     ndiv: tuple[int, int, int]
     h_range: tuple[int, int]
     map_dir: str
@@ -47,8 +48,14 @@ class ReduceContext:
 
 
 @functools.lru_cache(maxsize=4)
-def _miller_grid(path: str):
-    grid = read_miller_grid(path)
+def _miller_grid(ref: GeometryRef):
+    """The Miller grid of ``ref``, read once per worker and run (keyed by path and content digest)."""
+    grid = read_miller_grid(ref.path)
+    if miller_grid_digest(grid) != ref.digest:
+        raise InputError(
+            f"{ref.path!r}: the Miller grid changed after the run was planned (the file was replaced "
+            "during the run); run again"
+        )
     return (grid.phi, grid.iy, grid.ix), grid.hkl
 
 

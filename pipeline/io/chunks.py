@@ -7,8 +7,9 @@ bytes out, 2.8x faster than ISA-L and about 3x faster than zlib on mdx2's chunks
 released) and unshuffle with a small numba loop. Any other layout (other filters, a read that is not
 one whole chunk) goes through h5py unchanged, so results are identical either way.
 
-Every chunk decodes into fresh buffers of tens of MB, which :func:`~pipeline.buffers.keep_large_buffers`
-has glibc reuse instead of mapping afresh (2.6x faster reads of the medium preset on 2 threads).
+Every chunk decodes into fresh buffers of tens of MB: processes that run many reads should have glibc
+reuse them instead of mapping afresh (2.6x faster reads of the medium preset on 2 threads); see
+:mod:`pipeline.cluster.buffers`, which the command line and the shipped cluster configs apply.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import zlib
 import h5py
 import numba
 import numpy as np
-
-from pipeline.buffers import keep_large_buffers
 
 try:  # libdeflate; optional (falls back to zlib, same output)
     import deflate as _libdeflate
@@ -98,8 +97,6 @@ class ChunkReader:
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
         self._cache_limit = cache_bytes // max(self.chunk_bytes, 1)
         self._index: dict[tuple[int, ...], tuple[int, int, int]] | None = None
-        if self.fast:
-            keep_large_buffers()
 
     def _list_chunks(self) -> dict[tuple[int, ...], tuple[int, int, int]]:
         """File address, size and filter mask of every written chunk, by origin; empty where they

@@ -12,7 +12,8 @@ import h5py
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.geometry.model import (
+from pipeline.io.nexus import decode_str, open_nexus, read_array, require
+from pipeline.model import (
     CORRECTION_NAMES,
     BackgroundGrid,
     CorrectionGrid,
@@ -20,7 +21,6 @@ from pipeline.geometry.model import (
     MillerGrid,
     Symmetry,
 )
-from pipeline.io.nexus import decode_str, open_nexus, read_array, require
 
 __all__ = ["read_background", "read_corrections", "read_crystal", "read_miller_grid", "read_symmetry"]
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.geometry.model import CORRECTION_NAMES
 from pipeline.io.nexus import atomic_path, write_mdx2_root_attrs
+from pipeline.model import CORRECTION_NAMES
 
 __all__ = ["write_geometry"]
 
@@ -66,7 +66,7 @@ def write_geometry(
     """Write all four objects to ``path`` atomically (temporary name, then rename).
 
     ``crystal`` holds ub_matrix, unit_cell, orientation_matrix and space_group; ``symmetry`` is a
-    :class:`pipeline.geometry.spacegroup.SymmetryInfo`; ``miller_index`` is (3, nphi, ny, nx).
+    :class:`pipeline.symmetry.spacegroup.SymmetryInfo`; ``miller_index`` is (3, nphi, ny, nx).
     """
     path = Path(path)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:

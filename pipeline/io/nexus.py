@@ -87,7 +87,7 @@ def decode_str(value) -> str:
 
 def write_mdx2_root_attrs(f: h5py.File) -> h5py.Group:
     """Give a new file mdx2's root layout; returns the ``/entry`` group."""
-    from pipeline import __version__
+    from pipeline._version import __version__
 
     f.attrs["mdx2_version"] = MDX2_FORMAT_VERSION
     f.attrs["creator"] = "diffuse-pipeline"

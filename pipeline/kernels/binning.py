@@ -19,7 +19,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from pipeline.geometry.interpolate import MillerBlock, miller_indices_dense
+from pipeline.kernels.interpolate import MillerBlock, miller_indices_dense
 from pipeline.kernels.keys import KEY_BITS, KEY_LIMIT, KEY_OFFSET, pack_keys
 
 __all__ = ["PARTIAL_DTYPE", "bin_chunk", "bin_chunk_oracle"]
@@ -318,7 +318,7 @@ def bin_chunk(data, mask, block: MillerBlock, phi, iy, ix, seconds, ndiv, size_h
     """Partial sums per voxel of one storage chunk (rows in no particular order); see module docstring.
 
     ``data`` int (nphi, ny, nx) counts with -1 for excluded pixels; ``mask`` bool, True = exclude, or
-    None; ``block`` from :func:`~pipeline.geometry.interpolate.prepare_miller_block` for this chunk.
+    None; ``block`` from :func:`~pipeline.kernels.interpolate.prepare_miller_block` for this chunk.
     """
     _check_inputs(data, mask, block, phi, iy, ix, seconds)
     data = np.ascontiguousarray(data)

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.geometry.expressions import MillerExpression
-from pipeline.geometry.interpolate import grid_fraction
-from pipeline.geometry.model import BackgroundGrid, CorrectionGrid
-from pipeline.geometry.symmetry import LIMIT as ASU_LIMIT
-from pipeline.geometry.symmetry import asu_images
+from pipeline.kernels.asu import LIMIT as ASU_LIMIT
+from pipeline.kernels.asu import asu_images
+from pipeline.kernels.interpolate import grid_fraction
+from pipeline.model import BackgroundGrid, CorrectionGrid
+from pipeline.symmetry.expressions import MillerExpression
 
 __all__ = ["CorrectionModel", "correct_rows", "correct_rows_oracle"]
 
@@ -189,7 +189,7 @@ def correct_rows(rows: dict[str, np.ndarray], ndiv, model: CorrectionModel) -> d
 
 def correct_rows_oracle(rows: dict[str, np.ndarray], ndiv, model: CorrectionModel) -> dict[str, np.ndarray]:
     """The same, transcribed from mdx2.correct with numpy and scipy (the reference for tests)."""
-    from pipeline.geometry.interpolate import interp_points_2d, interp_points_3d
+    from pipeline.kernels.interpolate import interp_points_2d, interp_points_3d
 
     h, k, l = rows["h"], rows["k"], rows["l"]
     ub = model.ub_matrix

@@ -17,8 +17,8 @@ __all__ = ["warm_up"]
 
 
 def _bin_and_reduce() -> None:
-    from pipeline.geometry.interpolate import prepare_miller_block
     from pipeline.kernels.binning import bin_chunk
+    from pipeline.kernels.interpolate import prepare_miller_block
     from pipeline.kernels.partials import finalize, kahan_reduceat, reduce_partials
 
     grid_axes = (np.linspace(0, 2, 3), np.linspace(-0.5, 9.5, 3), np.linspace(-0.5, 19.5, 3))

@@ -250,7 +250,7 @@ def _candidate_rows(stats: TableStats, scan: HotPixelScan | None) -> list[dict]:
 
 
 def _summary(stats: TableStats, params: QCParams, found, checks, scan) -> dict:
-    from pipeline import __version__
+    from pipeline._version import __version__
 
     red = np.asarray(stats.redundancy, dtype=np.int64)
     voxels = int(red[1:].sum()) if red.size > 1 else 0

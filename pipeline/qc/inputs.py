@@ -1,7 +1,7 @@
 """Find what a table was made from: image data, masks, background, pixel counts.
 
 In order: what the user passed (``--data``, ``--mask``, ``--background``); our run logs in the
-table's directory (:mod:`pipeline.runlog`, which name the absolute input paths and the pixels
+table's directory (:mod:`pipeline.api.runlog`, which name the absolute input paths and the pixels
 integration read and used); mdx2's own logs there (``mdx2.integrate.log`` / ``mdx2.correct.log``,
 whose ``Parameters(...)`` line names the inputs relative to the directory mdx2 ran in). For a
 corrected table the integrated table it came from is followed to its integration's inputs.
@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.runlog import read_run_log
+from pipeline.api.runlog import read_run_log
 
 __all__ = ["TableInputs", "discover_inputs", "parse_mdx2_parameters"]
 

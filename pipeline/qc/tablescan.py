@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.geometry.interpolate import interp_points_3d
 from pipeline.io.tables import TableSource
+from pipeline.kernels.interpolate import interp_points_3d
 from pipeline.qc.stats import (
     DetectorCells,
     Histogram,
@@ -276,7 +276,7 @@ def scan_table(
 ) -> TableStats:
     """Run the three passes over ``source`` (see the module docstring); returns a :class:`TableStats`.
 
-    With ``background`` (a :class:`~pipeline.geometry.model.BackgroundGrid`), also count the rows at
+    With ``background`` (a :class:`~pipeline.model.BackgroundGrid`), also count the rows at
     which the interpolated background is NaN or inf (where correct gives NaN intensities).
     """
     params = params or QCParams()

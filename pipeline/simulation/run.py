@@ -135,7 +135,7 @@ def simulate(
     """Write a synthetic rotation dataset of ``preset`` to ``outdir``; same ``seed``, same counts.
 
     Files (mdx2 1.0.5 layouts): experiment.expt (DIALS JSON), geometry.nxs (by
-    :func:`pipeline.geometry.importer.import_geometry`, unless ``geometry`` is False), data.nxs +
+    :func:`pipeline.api.import_geometry.import_geometry`, unless ``geometry`` is False), data.nxs +
     datastore/ (virtual image stack), mask.nxs (Bragg peaks, True = exclude), bkg_data.nxs +
     bkg_data_binned.nxs (air-scatter images and their binned count rate, unless ``background`` is
     False) and dataset.json (what was simulated, including the unmasked hot pixels). ``frames``,
@@ -158,7 +158,7 @@ def simulate(
         tmp.write_text(json.dumps(e.to_dials(), indent=1))
     if geometry:
         t = time.perf_counter()
-        from pipeline.geometry.importer import import_geometry
+        from pipeline.api.import_geometry import import_geometry
 
         files["geometry.nxs"] = outdir / "geometry.nxs"
         import_geometry(files["experiment.expt"], outfile=files["geometry.nxs"], sample_spacing=(1, 10, 10))
@@ -224,7 +224,7 @@ def _write_crystal_images(outdir: Path, scene: _Scene, p: Preset, m: CountModel,
 
 def _write_background(outdir: Path, scene: _Scene, p: Preset, m: CountModel, rng) -> dict[str, Path]:
     """bkg_data.nxs + datastore/bkg_data_<i>.nxs (air scatter, 1 s every 1 degree) and its binned rate."""
-    from pipeline.background import bin_series, write_binned
+    from pipeline.api.bin_background import bin_series, write_binned
 
     e = scene.experiment
     n = max(1, int(np.ceil(round(p.frames * p.dphi / p.background_dphi, 9))))
@@ -249,7 +249,7 @@ def _write_background(outdir: Path, scene: _Scene, p: Preset, m: CountModel, rng
 
 def _describe(p: Preset, preset, seed, scene: _Scene, shape, m: CountModel) -> dict:
     """dataset.json: enough to know what the files hold without opening them."""
-    from pipeline import __version__
+    from pipeline._version import __version__
 
     return {
         "generator": f"diffuse-pipeline {__version__} (pipeline.simulate)",

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from distributed import Client
 
-from pipeline.cluster_config import SlurmSettings, describe_job, describe_slurm, import_jobqueue
+from pipeline.cluster.buffers import malloc_exports
+from pipeline.cluster.config import SlurmSettings, describe_job, describe_slurm, import_jobqueue
 from pipeline.errors import ConfigError, PipelineError
 
 __all__ = ["queued_jobs", "sbatch_error", "sbatch_message", "slurm_client", "terminate_gracefully"]
@@ -214,7 +215,7 @@ def _make_cluster(settings: SlurmSettings, job_name: str):
         log_directory=settings.log_directory,
         death_timeout=settings.death_timeout,
         worker_extra_args=list(settings.worker_extra_args),
-        job_script_prologue=list(settings.job_script_prologue),
+        job_script_prologue=[*malloc_exports(), *settings.job_script_prologue],
         job_extra_directives=list(settings.job_extra_directives),
         python=settings.python,
         job_name=job_name,

@@ -11,7 +11,7 @@ import functools
 
 import numpy as np
 
-from pipeline.geometry.expressions import MillerExpression
+from pipeline.symmetry.expressions import MillerExpression
 
 __all__ = ["LIMIT", "asu_images", "selects_one_per_orbit", "to_asu", "to_asu_oracle"]
 
@@ -171,7 +171,7 @@ def _lowest_with_image(ops_t, v, image, which, asu: MillerExpression) -> None:
 
 @functools.lru_cache(maxsize=32)
 def _selects_one_per_orbit(ops_bytes: bytes, n_ops: int, text: str, radius: int) -> bool:
-    from pipeline.geometry.expressions import parse_miller_expression
+    from pipeline.symmetry.expressions import parse_miller_expression
 
     ops = np.frombuffer(ops_bytes, dtype=np.int64).reshape(n_ops, 3, 3)
     asu = parse_miller_expression(text)

@@ -19,8 +19,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipeline.geometry.hall import SpaceGroup
-from pipeline.geometry.symops import ChangeOfBasis, as_int_rot, rot_det, rot_inv, rot_mul
+from pipeline.symmetry.hall import SpaceGroup
+from pipeline.symmetry.symops import ChangeOfBasis, as_int_rot, rot_det, rot_inv, rot_mul
 
 __all__ = ["find_change_of_basis", "lattice_basis", "origin_shift"]
 

@@ -1,6 +1,6 @@
 """Cluster configuration: which file a ``--cluster`` value names, and the settings it resolves to.
 
-A cluster config (``cluster_configs/*.yaml``) is a plain dask config file: ``jobqueue.slurm.*`` for
+A cluster config (``cluster/configs/*.yaml``) is a plain dask config file: ``jobqueue.slurm.*`` for
 dask-jobqueue, ``temporary-directory`` and ``distributed.*`` for dask, ``diffuse.cluster.*`` for us.
 Precedence, lowest first:
 
@@ -13,8 +13,8 @@ Precedence, lowest first:
 :func:`resolve_local` or :func:`resolve_slurm` adds 4 and validates everything once, into a frozen
 :class:`LocalSettings` or :class:`SlurmSettings`, the only thing the cluster code reads.
 
-The shipped files live in ``pipeline/cluster_configs/`` (package data, so an installed package has
-them too); ``cluster_configs/`` at the top of the source tree is a symbolic link to that directory.
+The shipped files live in ``pipeline/cluster/configs/`` (package data, so an installed package has
+them too); ``cluster/configs/`` at the top of the source tree is a symbolic link to that directory.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).with_name("cluster_configs")
+CONFIG_DIR = Path(__file__).with_name("configs")
 SHIPPED_CONFIGS = ("local", "slurm", "slurm-shared-scratch")
 NAMED_SPECS = ("local", "slurm")  # what --cluster accepts by name; the other shipped files are examples
 CLUSTER_TYPES = ("local", "slurm")

@@ -3,14 +3,14 @@
 mdx2 takes these from cctbx (``mdx2/dxtbx_machinery.py``); we reproduce cctbx's results:
 
 * operators: ``space_group.all_ops()`` and ``build_derived_laue_group().all_ops()`` in cctbx's order
-  (see :mod:`pipeline.geometry.hall`); mdx2's ``correct`` records the index of the first Laue
+  (see :mod:`pipeline.symmetry.hall`); mdx2's ``correct`` records the index of the first Laue
   operator that maps a voxel into the asymmetric unit, so the order matters;
 * type number and symbol (cctbx ``space_group_type``): via the "reference Hall symbol (change of
   basis)" form that DIALS writes, else gemmi's table of settings, else a search
-  (:mod:`pipeline.geometry.sgsearch`);
+  (:mod:`pipeline.symmetry.sgsearch`);
 * the reciprocal-space asymmetric unit: cctbx transforms one of 10 tabulated units by a canonical
   change of basis from the given setting to the reference setting of the type
-  (:mod:`pipeline.geometry.cbop`). mdx2 cannot handle settings whose change of basis needs an origin
+  (:mod:`pipeline.symmetry.cbop`). mdx2 cannot handle settings whose change of basis needs an origin
   shift (cctbx's ``as_hkl`` refuses it); for those we still write a valid asymmetric unit and flag
   when cctbx's choice could differ (``SymmetryInfo.exact``).
 """
@@ -25,11 +25,11 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.geometry import sgtables
-from pipeline.geometry.cbop import best_change_of_basis
-from pipeline.geometry.hall import SpaceGroup, parse_change_of_basis, parse_hall, parse_hall_cached
-from pipeline.geometry.sgsearch import find_change_of_basis, origin_shift
-from pipeline.geometry.symops import (
+from pipeline.symmetry import sgtables
+from pipeline.symmetry.cbop import best_change_of_basis
+from pipeline.symmetry.hall import SpaceGroup, parse_change_of_basis, parse_hall, parse_hall_cached
+from pipeline.symmetry.sgsearch import find_change_of_basis, origin_shift
+from pipeline.symmetry.symops import (
     IDENTITY,
     ChangeOfBasis,
     as_int_rot,

@@ -23,8 +23,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipeline.geometry.hall import SpaceGroup, parse_hall, parse_hall_cached
-from pipeline.geometry.symops import IDENTITY, ChangeOfBasis, cmp_i_vec, rot_det, rot_mul
+from pipeline.symmetry.hall import SpaceGroup, parse_hall, parse_hall_cached
+from pipeline.symmetry.symops import IDENTITY, ChangeOfBasis, cmp_i_vec, rot_det, rot_mul
 
 __all__ = ["best_change_of_basis"]
 

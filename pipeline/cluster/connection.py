@@ -7,10 +7,10 @@
 
 ``spec`` is one of
 
-- ``local`` (the default): worker processes on this machine (``cluster_configs/local.yaml``);
-- ``slurm``: dask workers in SLURM jobs, this process runs the scheduler (``cluster_configs/slurm.yaml``);
-- a path to a cluster config ``.yaml`` of either type (see ``cluster_configs/`` and
-  :mod:`pipeline.cluster_config` for what overrides what);
+- ``local`` (the default): worker processes on this machine (``cluster/configs/local.yaml``);
+- ``slurm``: dask workers in SLURM jobs, this process runs the scheduler (``cluster/configs/slurm.yaml``);
+- a path to a cluster config ``.yaml`` of either type (see ``cluster/configs/`` and
+  :mod:`pipeline.cluster.config` for what overrides what);
 - ``tcp://host:port`` of a running scheduler, or a scheduler file ``.json`` (``dask scheduler
   --scheduler-file``, as ``diffuse submit`` batch jobs use); with ``workers`` the client waits until
   that many workers have connected.
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from distributed import Client, LocalCluster
 
-from pipeline.cluster_config import (
+from pipeline.cluster.config import (
     apply_cluster_config,
     default_workers,
     read_cluster_config,
@@ -91,7 +91,7 @@ def connect(
             with _local_client(settings, local_directory) as c:
                 yield c
         else:
-            from pipeline.slurm import slurm_client
+            from pipeline.cluster.slurm import slurm_client
 
             settings = resolve_slurm(file.path, workers=workers, memory_limit=memory_limit, **slurm_options)
             with slurm_client(settings) as c:

@@ -7,7 +7,7 @@
     srun dask worker --scheduler-file S &    # `processes` worker processes on every node
     python -m pipeline integrate ... --cluster S --workers N [--resume after a requeue]
 
-The resources come from the same cluster config as interactive runs (``cluster_configs/slurm.yaml``),
+The resources come from the same cluster config as interactive runs (``cluster/configs/slurm.yaml``),
 read per node: ``cores`` CPUs, ``memory`` and ``processes`` worker processes. The scheduler and the
 client run in the batch step on the first node and take no task slot. (``dask_jobqueue.SLURMRunner``
 gives each of them a task of its own: two more slots, so on a node with as many CPUs as workers the
@@ -31,9 +31,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.cluster_config import SlurmSettings, describe_job
+from pipeline.cluster.buffers import malloc_exports
+from pipeline.cluster.config import SlurmSettings, describe_job
+from pipeline.cluster.slurm import sbatch_message
 from pipeline.errors import ConfigError
-from pipeline.slurm import sbatch_message
 
 __all__ = ["BatchJob", "batch_job", "submit_batch_job"]
 
@@ -145,7 +146,7 @@ def batch_job(
         nodes=nodes,
         processes=settings.processes,
         directives="\n".join(f"#SBATCH {d}" for d in _directives(job, settings)),
-        prologue="\n".join(settings.job_script_prologue),
+        prologue="\n".join([*malloc_exports(), *settings.job_script_prologue]),
         python=_dq(settings.python),
         logs=shlex.quote(str(logs)),
         listen=listen,

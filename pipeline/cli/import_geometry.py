@@ -25,7 +25,7 @@ def import_geometry(
     quiet: QuietOpt = False,
 ) -> None:
     """Compute the Miller-index grid, correction factors and symmetry (as mdx2.import_geometry)."""
-    from pipeline.geometry.importer import import_geometry as run
+    from pipeline.api.import_geometry import import_geometry as run
 
     setup_logging(quiet)
     written = run(expt, outfile=outfile, sample_spacing=sample_spacing, overwrite=overwrite)

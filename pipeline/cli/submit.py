@@ -1,9 +1,8 @@
-"""``diffuse submit`` (a whole run as one SLURM batch job) and ``diffuse cluster-config``."""
+"""``diffuse submit``: run a command as a SLURM batch job."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -83,8 +82,8 @@ def submit(
 ) -> None:
     """Run a diffuse command as one SLURM batch job: scheduler, workers and the command in one allocation."""
     from pipeline.cluster import default_workdir
-    from pipeline.cluster_config import apply_cluster_config, read_cluster_config, resolve_slurm
-    from pipeline.submit import batch_job, submit_batch_job
+    from pipeline.cluster.batch import batch_job, submit_batch_job
+    from pipeline.cluster.config import apply_cluster_config, read_cluster_config, resolve_slurm
 
     setup_logging(quiet)
     name, params = _parse_command(command)
@@ -124,23 +123,3 @@ def submit(
     typer.echo(
         f"follow it with: squeue -j {job_id}; tail -f {job.log_path(job_id)}    stop it: scancel {job_id}"
     )
-
-
-@app.command("cluster-config")
-@user_errors
-def cluster_config(
-    name: Annotated[
-        str | None, typer.Argument(help="local, slurm or slurm-shared-scratch (none: list them).")
-    ] = None,
-) -> None:
-    """Print a shipped cluster config, to copy and edit: diffuse cluster-config slurm > my-slurm.yaml"""
-    from pipeline.cluster_config import CONFIG_DIR, SHIPPED_CONFIGS
-
-    if name is None:
-        for shipped in SHIPPED_CONFIGS:
-            first = (CONFIG_DIR / f"{shipped}.yaml").read_text().splitlines()[0].lstrip("# ")
-            typer.echo(f"{shipped:22s}{first}")
-        return
-    if name not in SHIPPED_CONFIGS:
-        raise ConfigError(f"no shipped cluster config {name!r}; expected one of {', '.join(SHIPPED_CONFIGS)}")
-    typer.echo(Path(CONFIG_DIR / f"{name}.yaml").read_text(), nl=False)

@@ -14,7 +14,7 @@ This module implements that algorithm in exact rational arithmetic (``fractions.
 * Hall symbols are parsed by the rules of S. R. Hall, Acta Cryst. A37 (1981) 517-525 (default
   axes of the second and third matrix symbols, screw and translation letters, change of basis).
 
-Rotation arithmetic, changes of basis and the xyz notation live in :mod:`pipeline.geometry.symops`.
+Rotation arithmetic, changes of basis and the xyz notation live in :mod:`pipeline.symmetry.symops`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from fractions import Fraction
 from functools import lru_cache
 
 from pipeline.errors import InputError
-from pipeline.geometry.symops import (
+from pipeline.symmetry.symops import (
     IDENTITY,
     ZERO,
     ChangeOfBasis,

@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.api.runlog import RunLog, performance_report
 from pipeline.cluster import connect
 from pipeline.errors import PipelineError
 from pipeline.io.images import reads_release_the_gil
-from pipeline.runlog import RunLog, performance_report
 
 __all__ = ["RunResult", "run_pipeline"]
 
@@ -104,7 +104,8 @@ def run_pipeline(
     :func:`pipeline.cluster.connect`. A failing correct (e.g. seconds == 0) is re-raised after the
     integrated table's QC report has been written.
     """
-    from pipeline.api import correct, integrate
+    from pipeline.api.correct import correct
+    from pipeline.api.integrate import integrate
 
     t0 = time.perf_counter()
     out = Path(outdir)

@@ -1,4 +1,4 @@
-"""The Python API: ``integrate``, ``correct`` and ``read_table``, with the same parameters as the CLI."""
+"""``integrate``: mdx2.integrate on the cluster (the library half of ``diffuse integrate``)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import logging
 import os
 from collections.abc import Sequence
 
-from pipeline.config import CorrectParams, IntegrateParams
-from pipeline.io.tables import read_table
+from pipeline.api.runlog import run_step
+from pipeline.config import IntegrateParams
 from pipeline.progress import progress_bar
-from pipeline.runlog import run_step
 
-__all__ = ["correct", "integrate", "read_table"]
+__all__ = ["integrate"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ def integrate(
     exposure time of every frame. Runs on ``client``, else on the cluster ``cluster`` (default: a
     local cluster of ``workers`` processes; :func:`pipeline.cluster.connect` explains the others and
     ``partition``, ``account``, ``walltime``). ``log_file``: write a run log there (parameters,
-    versions, timings, peak memory; :mod:`pipeline.runlog`); ``performance_report``: dask's HTML
+    versions, timings, peak memory; :mod:`pipeline.api.runlog`); ``performance_report``: dask's HTML
     performance report.
     """
     from pipeline.cluster import connect, default_workdir
@@ -86,69 +85,4 @@ def integrate(
         if params.workdir is None and (shared := default_workdir(params.outfile or params.parquet)):
             params = dataclasses.replace(params, workdir=shared)  # the cluster config's workdir-root
         step.result = run_integration(params, c, progress=bar)
-        return step.result
-
-
-def correct(
-    geometry: PathLike,
-    integrated: PathLike,
-    background: PathLike | None = None,
-    *,
-    attenuation: bool = True,
-    efficiency: bool = True,
-    polarization: bool = True,
-    lorentz: bool = False,
-    p1: bool = False,
-    outfile: PathLike | None = "corrected.nxs",
-    parquet: PathLike | None = None,
-    overwrite: bool = False,
-    cluster: str | None = None,
-    workers: int | None = None,
-    memory_limit: str | int | None = None,
-    partition: str | None = None,
-    account: str | None = None,
-    walltime: str | None = None,
-    log_file: PathLike | None = None,
-    performance_report: PathLike | None = None,
-    client=None,
-    quiet: bool = True,
-):
-    """Apply mdx2's corrections to an integrated table (NeXus or parquet), as ``mdx2.correct``.
-
-    Maps Miller indices to the asymmetric unit (or to P1 with ``p1``), subtracts the background
-    count rate if given, divides by solid angle x attenuation x efficiency x polarization (each
-    unless disabled), optionally multiplies by the Lorentz factor, and writes ``outfile`` and/or
-    ``parquet`` with mdx2's corrected columns. Returns a :class:`~pipeline.graph.correct.CorrectResult`.
-    ``log_file`` and ``performance_report`` as for :func:`integrate`.
-    """
-    from pipeline.graph.correct import run_correction
-
-    params = CorrectParams(
-        geometry=geometry,
-        integrated=integrated,
-        background=None if background is None else os.fspath(background),
-        attenuation=attenuation,
-        efficiency=efficiency,
-        polarization=polarization,
-        lorentz=lorentz,
-        p1=p1,
-        outfile=None if outfile is None else os.fspath(outfile),
-        parquet=None if parquet is None else os.fspath(parquet),
-        overwrite=overwrite,
-    )
-    slurm = {"partition": partition, "account": account, "walltime": walltime}
-    if cluster is None and client is None and performance_report is None:
-        # Row-wise numpy work that releases the GIL: threads in this process use every core
-        # without starting worker processes (see pipeline.graph.correct).
-        with progress_bar(quiet) as bar, run_step("correct", params, None, log_file, None) as step:
-            step.result = run_correction(params, None, progress=bar, threads=workers)
-            return step.result
-    from pipeline.cluster import connect  # imports distributed: only when a cluster is used
-
-    with (
-        connect(cluster, workers=workers, memory_limit=memory_limit, client=client, **slurm) as c,
-        progress_bar(quiet) as bar,
-        run_step("correct", params, c, log_file, performance_report) as step,
-    ):
-        step.result = run_correction(params, c, progress=bar)
         return step.result

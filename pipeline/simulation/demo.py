@@ -78,7 +78,8 @@ def run_demo(
 
     ``cluster``/``workers``/``client`` as for :func:`pipeline.integrate` (default: a local cluster).
     """
-    from pipeline.api import correct, integrate
+    from pipeline.api.correct import correct
+    from pipeline.api.integrate import integrate
     from pipeline.cluster import connect
     from pipeline.simulation import simulate
 

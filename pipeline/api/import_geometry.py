@@ -2,7 +2,7 @@
 
 Stages:
   1. validate parameters and the output path; read the experiment (:mod:`pipeline.io.expt`);
-  2. symmetry from the crystal's Hall symbol (:mod:`pipeline.geometry.spacegroup`);
+  2. symmetry from the crystal's Hall symbol (:mod:`pipeline.symmetry.spacegroup`);
   3. Miller indices on a grid spanning the scan and detector edges (:func:`dials.hkl_on_grid`);
   4. the six correction factors on the detector part of that grid (:mod:`pipeline.geometry.factors`);
   5. write everything atomically (:mod:`pipeline.io.geometry_writer`).
@@ -19,10 +19,10 @@ from pathlib import Path
 from pipeline.errors import ConfigError, InputError
 from pipeline.geometry import dials
 from pipeline.geometry.factors import correction_factors
-from pipeline.geometry.spacegroup import describe_space_group
 from pipeline.io.expt import read_expt
 from pipeline.io.geometry_writer import write_geometry
 from pipeline.io.nexus import check_output_path
+from pipeline.symmetry.spacegroup import describe_space_group
 
 __all__ = ["ImportGeometryParams", "import_geometry"]
 

@@ -1,0 +1,95 @@
+"""``diffuse run``: integrate, correct, export and QC in one command on one cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.app import (
+    AccountOpt,
+    ClusterOpt,
+    ExposureTimeOpt,
+    LorentzOpt,
+    MaskOpt,
+    MaxSpreadOpt,
+    MemoryLimitOpt,
+    OverwriteOpt,
+    P1Opt,
+    PartitionOpt,
+    PerformanceReportOpt,
+    QuietOpt,
+    ScanImagesOpt,
+    SubdivideOpt,
+    WalltimeOpt,
+    WorkersOpt,
+    app,
+    setup_logging,
+    user_errors,
+)
+from pipeline.cli.qc import print_checks
+
+
+@app.command()
+@user_errors
+def run(
+    geometry: Annotated[Path, typer.Argument(help="geometry.nxs from import_geometry.")],
+    data: Annotated[Path, typer.Argument(help="data.nxs image stack.")],
+    outdir: Annotated[Path, typer.Option(help="Directory for the tables, QC reports and run.log.")],
+    mask: MaskOpt = None,
+    background: Annotated[Path | None, typer.Option(help="Binned background count rate for correct.")] = None,
+    subdivide: SubdivideOpt = (1, 1, 1),
+    max_spread: MaxSpreadOpt = 1.0,
+    exposure_time: ExposureTimeOpt = None,
+    lorentz: LorentzOpt = False,
+    p1: P1Opt = False,
+    scan_images: ScanImagesOpt = None,
+    performance_report: PerformanceReportOpt = None,
+    cluster: ClusterOpt = None,
+    workers: WorkersOpt = None,
+    memory_limit: MemoryLimitOpt = None,
+    partition: PartitionOpt = None,
+    account: AccountOpt = None,
+    walltime: WalltimeOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Integrate, correct, export (NeXus + parquet) and QC in one command on one cluster (for batch jobs)."""
+    from pipeline.api.run import run_pipeline
+
+    setup_logging(quiet)
+    result = run_pipeline(
+        geometry,
+        data,
+        outdir,
+        mask=mask or None,
+        background=background,
+        subdivide=subdivide,
+        max_spread=max_spread,
+        exposure_time=exposure_time,
+        lorentz=lorentz,
+        p1=p1,
+        overwrite=overwrite,
+        scan_images=scan_images,
+        performance_report_file=performance_report,
+        cluster=cluster,
+        quiet=quiet,
+        workers=workers,
+        memory_limit=memory_limit,
+        partition=partition,
+        account=account,
+        walltime=walltime,
+    )
+    if not quiet:
+        i, c = result.integrate, result.correct
+        typer.echo(
+            f"integrated {i.pixels_used:,} of {i.pixels_read:,} pixels into {i.rows:,} rows; corrected "
+            f"{c.rows:,} rows in {result.seconds['total']:.1f} s -> {outdir}"
+        )
+        for kind, summary in result.qc.items():
+            print_checks(summary, f"({kind}) ")
+        typer.echo(
+            f"reports: {outdir / 'qc' / 'integrated' / 'qc.html'}, {outdir / 'qc' / 'corrected' / 'qc.html'}"
+        )
+        typer.echo(f"run log: {outdir / 'run.log'}")

@@ -7,7 +7,7 @@ command-line flags and keyword arguments override them.
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import dask.config
@@ -15,7 +15,7 @@ import yaml
 
 from pipeline.errors import ConfigError
 
-__all__ = ["CorrectParams", "IntegrateParams", "get_default", "non_default_items"]
+__all__ = ["ClusterSpec", "CorrectParams", "IntegrateParams", "Tuning", "get_default", "non_default_items"]
 
 _DEFAULTS_FILE = Path(__file__).with_name("pipeline.yaml")
 with open(_DEFAULTS_FILE) as _f:
@@ -58,6 +58,52 @@ def _subdivide(value) -> tuple[int, int, int]:
     return tuple(out)
 
 
+def _positive(key: str, kind=float):
+    value = get_default(key)
+    try:
+        number = kind(float(value))
+    except (TypeError, ValueError):
+        raise ConfigError(f"diffuse.{key} must be a number, got {value!r}") from None
+    if not number > 0:
+        raise ConfigError(f"diffuse.{key} must be > 0, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How the work is cut up (not what is computed): ``pipeline.yaml``'s ``integrate``, ``reduce`` and
+    ``correct`` sizes, read once when a step's parameters are made and passed to its tasks.
+
+    Graph code reads these fields, never the global dask config, so a run's tasks all see the values
+    the run started with, wherever they execute.
+    """
+
+    target_task_pixels: float = 150e6
+    min_tasks_per_worker: int = 3
+    max_run_rows: int = 2_000_000
+    partition_memory_fraction: float = 0.25
+    bytes_per_partial_row: float = 200
+    max_partition_rows: int = 4_000_000
+    correct_rows_per_task: int = 524288
+
+    @classmethod
+    def from_config(cls) -> Tuning:
+        return cls(
+            target_task_pixels=_positive("integrate.target-task-pixels"),
+            min_tasks_per_worker=_positive("integrate.min-tasks-per-worker", int),
+            max_run_rows=_positive("integrate.max-run-rows", int),
+            partition_memory_fraction=_positive("reduce.partition-memory-fraction"),
+            bytes_per_partial_row=_positive("reduce.bytes-per-partial-row"),
+            max_partition_rows=_positive("reduce.max-partition-rows", int),
+            correct_rows_per_task=_positive("correct.rows-per-task", int),
+        )
+
+    def rows_in(self, worker_memory: int, cap: int) -> int:
+        """Partial rows that fit a worker's share of memory for one partition, at most ``cap``."""
+        by_memory = int(worker_memory * self.partition_memory_fraction // self.bytes_per_partial_row)
+        return max(1, min(by_memory, cap))
+
+
 @dataclass(frozen=True)
 class IntegrateParams:
     """What ``integrate`` needs, as mdx2.integrate's options plus where and how to write."""
@@ -65,8 +111,8 @@ class IntegrateParams:
     geometry: str
     data: str
     mask: tuple[str, ...] = ()
-    subdivide: tuple[int, int, int] = (1, 1, 1)
-    max_spread: float = 1.0
+    subdivide: tuple[int, int, int] | None = None  # None: diffuse.integrate.subdivide
+    max_spread: float | None = None  # None: diffuse.integrate.max-spread
     exposure_time: float | None = None
     outfile: str | None = "integrated.nxs"
     parquet: str | None = None
@@ -74,6 +120,7 @@ class IntegrateParams:
     workdir: str | None = None
     resume: bool = False
     keep_workdir: bool = False
+    tuning: Tuning = field(default_factory=Tuning.from_config, compare=False)
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -85,7 +132,11 @@ class IntegrateParams:
         elif isinstance(masks, str | os.PathLike):
             masks = (masks,)
         set_(self, "mask", tuple(_as_path(m, "mask") for m in masks))
+        if self.subdivide is None:
+            set_(self, "subdivide", get_default("integrate.subdivide"))
         set_(self, "subdivide", _subdivide(self.subdivide))
+        if self.max_spread is None:
+            set_(self, "max_spread", get_default("integrate.max-spread"))
         try:
             spread = float(self.max_spread)
         except (TypeError, ValueError):
@@ -119,6 +170,7 @@ class CorrectParams:
     outfile: str | None = "corrected.nxs"
     parquet: str | None = None
     overwrite: bool = False
+    tuning: Tuning = field(default_factory=Tuning.from_config, compare=False)
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -137,8 +189,47 @@ def non_default_items(params) -> dict:
     """The parameters that differ from their defaults (what a log should show, as DIALS' diff_phil)."""
     out = {}
     for f in fields(params):
+        if f.name == "tuning":  # recorded whole when it differs from the package defaults
+            if getattr(params, f.name) != Tuning():
+                out[f.name] = getattr(params, f.name)
+            continue
         value = getattr(params, f.name)
         default = f.default_factory() if f.default_factory is not MISSING else f.default
         if default is MISSING or value != default:
             out[f.name] = value
     return out
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Where a step computes, as the command line says it: ``--cluster`` and the options that size it.
+
+    ``cluster``: ``local`` | ``slurm`` | a cluster config ``.yaml`` | ``tcp://host:port`` | a scheduler
+    file ``.json`` (None: ``diffuse.cluster.default``). ``workers``: local worker processes, SLURM
+    jobs, or workers to wait for; ``memory_limit`` per worker process; ``partition``, ``account``,
+    ``walltime`` override a SLURM config. :func:`pipeline.cluster.connect` checks which apply.
+    """
+
+    cluster: str | None = None
+    workers: int | None = None
+    memory_limit: str | int | None = None
+    partition: str | None = None
+    account: str | None = None
+    walltime: str | None = None
+
+    def __post_init__(self):
+        if self.cluster is not None:
+            object.__setattr__(self, "cluster", os.fspath(self.cluster))
+        w = self.workers
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise ConfigError(f"workers must be a whole number >= 1, got {w!r}")
+
+    @classmethod
+    def of(cls, value: ClusterSpec | str | os.PathLike | None) -> ClusterSpec:
+        """A spec from what a caller passed as ``cluster=``: a ClusterSpec, a cluster name/path, or None."""
+        return value if isinstance(value, ClusterSpec) else cls(cluster=value)
+
+    @property
+    def name(self) -> str:
+        """The cluster spec string, the configured default when none was given."""
+        return str(self.cluster or get_default("cluster.default"))

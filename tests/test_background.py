@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import h5py
 import numpy as np
 import pytest
@@ -90,14 +88,9 @@ def test_bin_image_series_reads_the_file_as_simulate_binned_it(tmp_path):
 
 
 def test_cli_bin_background(tmp_path):
-    logger = logging.getLogger("pipeline")
-    state = logger.handlers[:], logger.level, logger.propagate
-    try:
-        sim = pipeline.simulate(tmp_path / "ds", preset="tiny", seed=5, geometry=False)
-        out = tmp_path / "b.nxs"
-        args = ["bin-background", str(sim.files["bkg_data.nxs"]), "1", "10", "10", "--outfile", str(out)]
-        result = CliRunner().invoke(app, [*args, "--valid-range", "0", "200"])
-        assert result.exit_code == 0, result.output
-        assert out.exists() and "20 x 49 bins" in result.output
-    finally:
-        logger.handlers[:], logger.level, logger.propagate = state
+    sim = pipeline.simulate(tmp_path / "ds", preset="tiny", seed=5, geometry=False)
+    out = tmp_path / "b.nxs"
+    args = ["bin-background", str(sim.files["bkg_data.nxs"]), "1", "10", "10", "--outfile", str(out)]
+    result = CliRunner().invoke(app, [*args, "--valid-range", "0", "200"])
+    assert result.exit_code == 0, result.output
+    assert out.exists() and "20 x 49 bins" in result.output

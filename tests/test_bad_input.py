@@ -3,7 +3,6 @@ status 1, and nothing left behind (no outfile, no parquet directory, no temporar
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -15,14 +14,6 @@ from typer.testing import CliRunner
 import pipeline
 from pipeline.cli import app
 from pipeline.errors import ConfigError, InputError
-
-
-@pytest.fixture(autouse=True)
-def _restore_pipeline_logger():
-    logger = logging.getLogger("pipeline")
-    state = logger.handlers[:], logger.level, logger.propagate
-    yield
-    logger.handlers[:], logger.level, logger.propagate = state
 
 
 @pytest.fixture

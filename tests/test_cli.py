@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +13,6 @@ from pipeline.cli import app
 
 DATA = Path(__file__).parent / "data"
 CUBIC = DATA / "cubic"
-
-
-@pytest.fixture(autouse=True)
-def _restore_pipeline_logger():
-    """The CLI points the ``pipeline`` logger at the runner's (then closed) stderr; undo that after."""
-    logger = logging.getLogger("pipeline")
-    state = logger.handlers[:], logger.level, logger.propagate
-    yield
-    logger.handlers[:], logger.level, logger.propagate = state
 
 
 def run(*args: str | Path):

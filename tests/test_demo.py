@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 from typer.testing import CliRunner
@@ -39,13 +38,8 @@ def test_demo_runs_end_to_end(client, tmp_path):
 
 
 def test_cli_demo_prints_a_summary(scheduler_address, tmp_path):
-    logger = logging.getLogger("pipeline")
-    state = logger.handlers[:], logger.level, logger.propagate
-    try:
-        args = ["demo", "--outdir", str(tmp_path / "cli"), "--preset", "tiny", "--cluster", scheduler_address]
-        result = CliRunner().invoke(app, [*args, "--overwrite"])
-    finally:
-        logger.handlers[:], logger.level, logger.propagate = state
+    args = ["demo", "--outdir", str(tmp_path / "cli"), "--preset", "tiny", "--cluster", scheduler_address]
+    result = CliRunner().invoke(app, [*args, "--overwrite"])
     assert result.exit_code == 0, result.output
     for word in ("simulate", "integrate", "correct", "plots", "pipeline", "phi_histogram.png", "rows"):
         assert word in result.output, word

@@ -4,7 +4,6 @@ chunkings, the mask file's layout, and that integrating with hot.nxs + mask.nxs 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import h5py
@@ -24,14 +23,6 @@ from pipeline.qc.tablescan import scan_table
 DATA = Path(__file__).parent / "data"
 CUBIC = DATA / "cubic"
 needs_goldens = pytest.mark.skipif(not (CUBIC / "data.nxs").exists(), reason="golden fixtures missing")
-
-
-@pytest.fixture(autouse=True)
-def _restore_pipeline_logger():
-    logger = logging.getLogger("pipeline")
-    state = logger.handlers[:], logger.level, logger.propagate
-    yield
-    logger.handlers[:], logger.level, logger.propagate = state
 
 
 @pytest.mark.parametrize("q", [0.25, 0.5, 0.9])

@@ -4,7 +4,6 @@ known hot rows / zero seconds / NaN, the report files, input discovery and the C
 from __future__ import annotations
 
 import json
-import logging
 import re
 from pathlib import Path
 
@@ -36,15 +35,6 @@ from pipeline.qc.stats import (
 from pipeline.qc.tablescan import QCParams, scan_table, table_kind
 
 DATA = Path(__file__).parent / "data"
-
-
-@pytest.fixture(autouse=True)
-def _restore_pipeline_logger():
-    """The CLI points the ``pipeline`` logger at the runner's (then closed) stderr; undo that after."""
-    logger = logging.getLogger("pipeline")
-    state = logger.handlers[:], logger.level, logger.propagate
-    yield
-    logger.handlers[:], logger.level, logger.propagate = state
 
 
 # --- kernels vs oracles, across chunkings ----------------------------------------------------------

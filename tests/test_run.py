@@ -22,14 +22,6 @@ CUBIC = DATA / "cubic"
 needs_goldens = pytest.mark.skipif(not (CUBIC / "data.nxs").exists(), reason="golden fixtures missing")
 
 
-@pytest.fixture(autouse=True)
-def _restore_pipeline_logger():
-    logger = logging.getLogger("pipeline")
-    state = logger.handlers[:], logger.level, logger.propagate
-    yield
-    logger.handlers[:], logger.level, logger.propagate = state
-
-
 @dataclass(frozen=True)
 class Params:
     data: str

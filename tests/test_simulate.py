@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -158,15 +157,6 @@ def test_never_imports_mdx2_or_dxtbx(tiny):
     assert not [m for m in sys.modules if m.split(".")[0] in ("mdx2", "dxtbx", "cctbx", "scitbx")]
 
 
-@pytest.fixture
-def _restore_pipeline_logger():
-    logger = logging.getLogger("pipeline")
-    state = logger.handlers[:], logger.level, logger.propagate
-    yield
-    logger.handlers[:], logger.level, logger.propagate = state
-
-
-@pytest.mark.usefixtures("_restore_pipeline_logger")
 def test_cli_simulate(tmp_path):
     out = tmp_path / "cli"
     result = CliRunner().invoke(

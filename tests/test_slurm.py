@@ -24,6 +24,7 @@ import yaml
 
 import pipeline
 from pipeline.cluster import connect
+from pipeline.config import ClusterSpec
 from pipeline.errors import ConfigError
 
 pytestmark = pytest.mark.slurm
@@ -118,7 +119,11 @@ def test_integrate_and_correct_on_slurm_equal_local_and_mdx2(client, workdir):
     options = {"mask": CUBIC / "mask.nxs", "subdivide": (3, 2, 5)}
     pipeline.integrate(CUBIC / "geometry.nxs", CUBIC / "data.nxs", outfile=local, client=client, **options)
     pipeline.integrate(
-        CUBIC / "geometry.nxs", CUBIC / "data.nxs", outfile=slurm, cluster="slurm", workers=2, **options
+        CUBIC / "geometry.nxs",
+        CUBIC / "data.nxs",
+        outfile=slurm,
+        cluster=ClusterSpec("slurm", workers=2),
+        **options,
     )
     same_table(slurm, local)
     assert_equals_mdx2(slurm, CUBIC / "mdx2" / "integrated_325.nxs")

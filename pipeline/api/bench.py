@@ -72,8 +72,10 @@ def measure_command(argv: list[str], interval: float = 0.1, **popen) -> tuple[fl
 _ONE_RUN = """
 import json, sys, pipeline
 if __name__ == "__main__":
+    from pipeline.config import ClusterSpec
     kw = json.loads(sys.argv[1])
-    r = pipeline.integrate(**kw)
+    cluster = ClusterSpec(**kw.pop("cluster"))
+    r = pipeline.integrate(**kw, cluster=cluster)
     print(json.dumps({"rows": r.rows, "partial_rows": r.partial_rows, "seconds": r.seconds}))
 """
 
@@ -109,8 +111,7 @@ def sweep_subdivide(
             "subdivide": list(sub),
             "outfile": str(out),
             "overwrite": True,
-            "workers": workers,
-            "memory_limit": memory_limit,
+            "cluster": {"workers": workers, "memory_limit": memory_limit},
         }
         wall, peak, rc, stdout = measure_command([sys.executable, "-c", _ONE_RUN, json.dumps(kwargs)])
         result = json.loads(stdout.strip().splitlines()[-1]) if rc == 0 and stdout.strip() else {}

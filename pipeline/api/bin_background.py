@@ -26,7 +26,8 @@ import h5py
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.io.nexus import atomic_path, check_output_path, write_mdx2_root_attrs
+from pipeline.io.atomic import atomic_path, check_output_path
+from pipeline.io.nexus import write_mdx2_root_attrs
 
 __all__ = ["BinnedSeries", "bin_counts", "bin_image_series", "bin_series", "section_slices", "write_binned"]
 

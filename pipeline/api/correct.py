@@ -6,7 +6,7 @@ import logging
 import os
 
 from pipeline.api.runlog import run_step
-from pipeline.config import CorrectParams
+from pipeline.config import ClusterSpec, CorrectParams
 from pipeline.progress import progress_bar
 
 __all__ = ["correct"]
@@ -29,12 +29,7 @@ def correct(
     outfile: PathLike | None = "corrected.nxs",
     parquet: PathLike | None = None,
     overwrite: bool = False,
-    cluster: str | None = None,
-    workers: int | None = None,
-    memory_limit: str | int | None = None,
-    partition: str | None = None,
-    account: str | None = None,
-    walltime: str | None = None,
+    cluster: ClusterSpec | str | None = None,
     log_file: PathLike | None = None,
     performance_report: PathLike | None = None,
     client=None,
@@ -63,17 +58,17 @@ def correct(
         parquet=None if parquet is None else os.fspath(parquet),
         overwrite=overwrite,
     )
-    slurm = {"partition": partition, "account": account, "walltime": walltime}
-    if cluster is None and client is None and performance_report is None:
+    spec = ClusterSpec.of(cluster)
+    if client is None and performance_report is None and spec.name == "local":
         # Row-wise numpy work that releases the GIL: threads in this process use every core
         # without starting worker processes (see pipeline.graph.correct).
         with progress_bar(quiet) as bar, run_step("correct", params, None, log_file, None) as step:
-            step.result = run_correction(params, None, progress=bar, threads=workers)
+            step.result = run_correction(params, None, progress=bar, threads=spec.workers)
             return step.result
     from pipeline.cluster import connect  # imports distributed: only when a cluster is used
 
     with (
-        connect(cluster, workers=workers, memory_limit=memory_limit, client=client, **slurm) as c,
+        connect(spec, client=client) as c,
         progress_bar(quiet) as bar,
         run_step("correct", params, c, log_file, performance_report) as step,
     ):

@@ -19,9 +19,9 @@ from pathlib import Path
 from pipeline.errors import ConfigError, InputError
 from pipeline.geometry import dials
 from pipeline.geometry.factors import correction_factors
+from pipeline.io.atomic import check_output_path
 from pipeline.io.expt import read_expt
 from pipeline.io.geometry_writer import write_geometry
-from pipeline.io.nexus import check_output_path
 from pipeline.symmetry.spacegroup import describe_space_group
 
 __all__ = ["ImportGeometryParams", "import_geometry"]

@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 
 from pipeline.api.runlog import run_step
-from pipeline.config import IntegrateParams
+from pipeline.config import ClusterSpec, IntegrateParams
 from pipeline.progress import progress_bar
 
 __all__ = ["integrate"]
@@ -22,8 +22,8 @@ def integrate(
     geometry: PathLike,
     data: PathLike,
     mask: PathLike | Sequence[PathLike] | None = None,
-    subdivide: Sequence[int] | int = (1, 1, 1),
-    max_spread: float = 1.0,
+    subdivide: Sequence[int] | int | None = None,
+    max_spread: float | None = None,
     *,
     exposure_time: float | None = None,
     outfile: PathLike | None = "integrated.nxs",
@@ -32,12 +32,7 @@ def integrate(
     workdir: PathLike | None = None,
     resume: bool = False,
     keep_workdir: bool = False,
-    cluster: str | None = None,
-    workers: int | None = None,
-    memory_limit: str | int | None = None,
-    partition: str | None = None,
-    account: str | None = None,
-    walltime: str | None = None,
+    cluster: ClusterSpec | str | None = None,
     log_file: PathLike | None = None,
     performance_report: PathLike | None = None,
     client=None,
@@ -49,8 +44,8 @@ def integrate(
     dataset ``parquet``; returns an :class:`~pipeline.graph.integrate.IntegrateResult`. ``mask`` may
     be one mask file or several (their union is excluded). ``exposure_time`` (seconds) replaces the
     exposure time of every frame. Runs on ``client``, else on the cluster ``cluster`` (default: a
-    local cluster of ``workers`` processes; :func:`pipeline.cluster.connect` explains the others and
-    ``partition``, ``account``, ``walltime``). ``log_file``: write a run log there (parameters,
+    local cluster; a :class:`~pipeline.config.ClusterSpec` or its name: :func:`pipeline.cluster.connect`
+    explains them). ``log_file``: write a run log there (parameters,
     versions, timings, peak memory; :mod:`pipeline.api.runlog`); ``performance_report``: dask's HTML
     performance report.
     """
@@ -73,12 +68,9 @@ def integrate(
     )
     from pipeline.io.images import reads_release_the_gil  # here: correct need not import numba
 
-    slurm = {"partition": partition, "account": account, "walltime": walltime}
     threads_ok = client is None and reads_release_the_gil(params.data, params.mask)
     with (
-        connect(
-            cluster, workers=workers, memory_limit=memory_limit, client=client, threads_ok=threads_ok, **slurm
-        ) as c,
+        connect(cluster, client=client, threads_ok=threads_ok) as c,
         progress_bar(quiet) as bar,
         run_step("integrate", params, c, log_file, performance_report) as step,
     ):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pipeline.api.runlog import RunLog, performance_report
 from pipeline.cluster import connect
+from pipeline.config import ClusterSpec
 from pipeline.errors import PipelineError
 from pipeline.io.images import reads_release_the_gil
 
@@ -85,22 +86,21 @@ def run_pipeline(
     *,
     mask: PathLike | Sequence[PathLike] | None = None,
     background: PathLike | None = None,
-    subdivide: Sequence[int] | int = (1, 1, 1),
-    max_spread: float = 1.0,
+    subdivide: Sequence[int] | int | None = None,
+    max_spread: float | None = None,
     exposure_time: float | None = None,
     p1: bool = False,
     lorentz: bool = False,
     overwrite: bool = False,
     scan_images: bool | None = None,
     performance_report_file: PathLike | None = None,
-    cluster: str | None = None,
+    cluster: ClusterSpec | str | None = None,
     client=None,
     quiet: bool = True,
-    **cluster_options,
 ) -> RunResult:
     """Run integrate -> qc -> correct -> qc into ``outdir`` on one cluster (see the module docstring).
 
-    ``cluster_options`` (workers, memory_limit, partition, account, walltime) go to
+    ``cluster`` (a :class:`~pipeline.config.ClusterSpec` or its name) goes to
     :func:`pipeline.cluster.connect`. A failing correct (e.g. seconds == 0) is re-raised after the
     integrated table's QC report has been written.
     """
@@ -120,7 +120,7 @@ def run_pipeline(
         runlog = stack.enter_context(RunLog(out / "run.log"))
         masks = [mask] if isinstance(mask, str | os.PathLike) else list(mask or [])
         threads_ok = client is None and reads_release_the_gil(data, masks)
-        c = stack.enter_context(connect(cluster, client=client, threads_ok=threads_ok, **cluster_options))
+        c = stack.enter_context(connect(cluster, client=client, threads_ok=threads_ok))
         stack.enter_context(performance_report(performance_report_file))
         result.integrate = integrate(
             geometry,

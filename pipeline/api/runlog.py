@@ -37,6 +37,7 @@ from pathlib import Path
 
 from pipeline.config import non_default_items
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.io.atomic import discard, publish, temp_sibling
 
 __all__ = ["RunLog", "peak_memory", "performance_report", "read_run_log", "run_step", "versions"]
 
@@ -149,7 +150,7 @@ class RunLog:
     def __init__(self, path: str | os.PathLike, command: str | None = None, atomic: bool = False):
         self.path = Path(path)
         # atomic: write under a temporary name, renamed to ``path`` by close() (discard() drops it)
-        self._written = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}") if atomic else self.path
+        self._written = temp_sibling(self.path) if atomic else self.path
         self._file = open(self._written, "w", encoding="utf-8")
         self._handler = logging.StreamHandler(self._file)
         self._handler.setFormatter(
@@ -218,9 +219,9 @@ class RunLog:
             h.setLevel(level)
         self._file.close()
         if not keep:
-            self._written.unlink(missing_ok=True)
+            discard(self._written)
         elif self._written != self.path:
-            os.replace(self._written, self.path)
+            publish(self._written, self.path)
 
     def __enter__(self):
         return self

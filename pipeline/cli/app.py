@@ -79,10 +79,20 @@ MaskOpt = Annotated[
     typer.Option("--mask", help="Mask file(s), True = exclude; repeat to apply the union of several."),
 ]
 SubdivideOpt = Annotated[
-    tuple[int, int, int], typer.Option(help="Voxels per Miller-index unit along h, k, l.")
+    tuple[int, int, int] | None,
+    typer.Option(
+        help="Voxels per Miller-index unit along h, k, l (default 1 1 1, or diffuse.integrate.subdivide).",
+        show_default=False,
+    ),
 ]
 MaxSpreadOpt = Annotated[
-    float, typer.Option("--max-spread", help="Degrees of rotation one observation of a voxel may span.")
+    float | None,
+    typer.Option(
+        "--max-spread",
+        help="Degrees of rotation one observation of a voxel may span "
+        "(default 1, or diffuse.integrate.max-spread).",
+        show_default=False,
+    ),
 ]
 ExposureTimeOpt = Annotated[
     float | None,
@@ -127,6 +137,8 @@ def user_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        logger = logging.getLogger("pipeline")
+        saved = logger.handlers[:], logger.level, logger.propagate
         try:
             return func(*args, **kwargs)
         except PipelineError as exc:
@@ -135,6 +147,8 @@ def user_errors(func):
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        finally:  # setup_logging's handler lives as long as the command (commands also run in-process)
+            logger.handlers[:], logger.level, logger.propagate = saved
 
     return wrapper
 

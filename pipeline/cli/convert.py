@@ -46,8 +46,8 @@ def convert(
     with the same masks.
     """
     from pipeline.cluster import connect
+    from pipeline.graph.convert import convert_to_zarr
     from pipeline.io.images import open_image_stack, open_masks, reads_release_the_gil
-    from pipeline.io.zarr_cache import convert_to_zarr
     from pipeline.progress import progress_bar
 
     setup_logging(quiet)

@@ -24,6 +24,7 @@ from pipeline.cli.app import (
     setup_logging,
     user_errors,
 )
+from pipeline.config import ClusterSpec
 
 
 @app.command()
@@ -72,12 +73,7 @@ def correct(
         outfile=outfile,
         parquet=parquet,
         overwrite=overwrite,
-        cluster=cluster,
-        workers=workers,
-        memory_limit=memory_limit,
-        partition=partition,
-        account=account,
-        walltime=walltime,
+        cluster=ClusterSpec(cluster, workers, memory_limit, partition, account, walltime),
         log_file=log_file or Path(f"{outfile}.log"),
         performance_report=performance_report,
         quiet=quiet,

@@ -20,6 +20,7 @@ from pipeline.cli.app import (
     setup_logging,
     user_errors,
 )
+from pipeline.config import ClusterSpec
 
 
 @app.command()
@@ -46,8 +47,7 @@ def demo(
         seed=seed,
         subdivide=subdivide,
         overwrite=overwrite,
-        cluster=cluster,
-        workers=workers,
+        cluster=ClusterSpec(cluster, workers),
     )
     if quiet:
         return

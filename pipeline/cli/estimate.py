@@ -25,8 +25,8 @@ def estimate(
     geometry: Annotated[Path, typer.Argument(help="geometry.nxs (Miller-index grid).")],
     data: Annotated[Path, typer.Argument(help="data.nxs image stack (or a zarr cache).")],
     mask: MaskOpt = None,
-    subdivide: SubdivideOpt = (1, 1, 1),
-    max_spread: MaxSpreadOpt = 1.0,
+    subdivide: SubdivideOpt = None,
+    max_spread: MaxSpreadOpt = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Worker processes planned.")] = None,
     memory_limit: Annotated[
         str | None,
@@ -61,7 +61,7 @@ def estimate(
         return
     kind = "threads in one process" if threads else "worker processes"
     typer.echo(
-        f"subdivide {' '.join(map(str, subdivide))}, {n} {kind} with {_size(memory)} each "
+        f"subdivide {' '.join(map(str, params.subdivide))}, {n} {kind} with {_size(memory)} each "
         f"(sampled {e.sampled_chunks} chunks in {e.seconds:.1f} s):\n"
         f"  partial rows        {e.partial_rows:>14,}\n"
         f"  output rows         {e.output_rows:>14,}\n"

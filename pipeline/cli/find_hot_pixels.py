@@ -17,6 +17,7 @@ from pipeline.cli.app import (
     setup_logging,
     user_errors,
 )
+from pipeline.config import ClusterSpec
 
 
 @app.command("find-hot-pixels")
@@ -75,9 +76,7 @@ def find_hot_pixels(
         overwrite=overwrite,
         include_mask=include_mask,
         params=params,
-        cluster=cluster,
-        workers=workers,
-        memory_limit=memory_limit,
+        cluster=ClusterSpec(cluster, workers, memory_limit),
         quiet=quiet,
     )
     if not quiet:

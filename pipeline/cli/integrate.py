@@ -26,6 +26,7 @@ from pipeline.cli.app import (
     setup_logging,
     user_errors,
 )
+from pipeline.config import ClusterSpec
 
 
 @app.command()
@@ -36,8 +37,8 @@ def integrate(
         Path, typer.Argument(help="data.nxs image stack (or a zarr cache from 'diffuse convert').")
     ],
     mask: MaskOpt = None,
-    subdivide: SubdivideOpt = (1, 1, 1),
-    max_spread: MaxSpreadOpt = 1.0,
+    subdivide: SubdivideOpt = None,
+    max_spread: MaxSpreadOpt = None,
     exposure_time: ExposureTimeOpt = None,
     outfile: Annotated[Path, typer.Option(help="NeXus output (mdx2's hkl_table layout).")] = Path(
         "integrated.nxs"
@@ -82,12 +83,7 @@ def integrate(
         workdir=workdir,
         resume=resume,
         keep_workdir=keep_workdir,
-        cluster=cluster,
-        workers=workers,
-        memory_limit=memory_limit,
-        partition=partition,
-        account=account,
-        walltime=walltime,
+        cluster=ClusterSpec(cluster, workers, memory_limit, partition, account, walltime),
         log_file=log_file or Path(f"{outfile}.log"),
         performance_report=performance_report,
         quiet=quiet,

@@ -17,6 +17,7 @@ from pipeline.cli.app import (
     setup_logging,
     user_errors,
 )
+from pipeline.config import ClusterSpec
 
 _COLOURS = {"PASS": "green", "WARN": "yellow", "FAIL": "red", "SKIP": "bright_black"}
 
@@ -74,8 +75,7 @@ def qc(
         background=background,
         scan_images_mode=scan_images,
         params=QCParams(hot_score=hot_score),
-        cluster=cluster,
-        workers=workers,
+        cluster=ClusterSpec(cluster, workers),
         quiet=quiet,
     )
     if not quiet:

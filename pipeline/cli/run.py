@@ -29,6 +29,7 @@ from pipeline.cli.app import (
     user_errors,
 )
 from pipeline.cli.qc import print_checks
+from pipeline.config import ClusterSpec
 
 
 @app.command()
@@ -39,8 +40,8 @@ def run(
     outdir: Annotated[Path, typer.Option(help="Directory for the tables, QC reports and run.log.")],
     mask: MaskOpt = None,
     background: Annotated[Path | None, typer.Option(help="Binned background count rate for correct.")] = None,
-    subdivide: SubdivideOpt = (1, 1, 1),
-    max_spread: MaxSpreadOpt = 1.0,
+    subdivide: SubdivideOpt = None,
+    max_spread: MaxSpreadOpt = None,
     exposure_time: ExposureTimeOpt = None,
     lorentz: LorentzOpt = False,
     p1: P1Opt = False,
@@ -73,13 +74,8 @@ def run(
         overwrite=overwrite,
         scan_images=scan_images,
         performance_report_file=performance_report,
-        cluster=cluster,
+        cluster=ClusterSpec(cluster, workers, memory_limit, partition, account, walltime),
         quiet=quiet,
-        workers=workers,
-        memory_limit=memory_limit,
-        partition=partition,
-        account=account,
-        walltime=walltime,
     )
     if not quiet:
         i, c = result.integrate, result.correct

@@ -22,6 +22,7 @@ started here is stopped on exit, also on errors, Ctrl-C and SIGTERM (SLURM jobs 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -38,7 +39,7 @@ from pipeline.cluster.config import (
     resolve_local,
     resolve_slurm,
 )
-from pipeline.config import get_default
+from pipeline.config import ClusterSpec, get_default
 from pipeline.errors import ConfigError, PipelineError
 
 __all__ = ["connect", "default_workdir", "default_workers", "local_dashboard_link", "wait_for_workers"]
@@ -50,32 +51,29 @@ SCHEDULER_PROTOCOLS = ("tcp://", "tls://", "ucx://", "inproc://")
 
 @contextlib.contextmanager
 def connect(
-    spec: str | None = None,
+    cluster: ClusterSpec | str | os.PathLike | None = None,
     *,
-    workers: int | None = None,
-    memory_limit: str | int | None = None,
-    local_directory: str | None = None,
     client: Client | None = None,
-    partition: str | None = None,
-    account: str | None = None,
-    walltime: str | None = None,
     threads_ok: bool = False,
+    local_directory: str | None = None,
+    **options,
 ) -> Iterator[Client]:
-    """Yield a :class:`distributed.Client` for ``spec``; close what was started here on exit.
+    """Yield a :class:`distributed.Client` for ``cluster``; close what was started here on exit.
 
-    ``workers`` counts worker processes (local), worker jobs (SLURM) or workers to wait for (a
-    running scheduler). ``memory_limit`` is per worker process. ``partition``, ``account`` and
-    ``walltime`` override the SLURM config. An existing ``client`` is used as it is (and left
-    open), for library callers and tests. ``threads_ok``: the work releases the GIL, so a local
-    cluster with ``processes: auto`` runs as threads in this process (no worker start-up).
+    ``cluster`` is a :class:`~pipeline.config.ClusterSpec` or just its ``cluster`` string; keyword
+    ``options`` (``workers``, ``memory_limit``, ``partition``, ``account``, ``walltime``) fill in or
+    replace its fields. ``workers`` counts worker processes (local), worker jobs (SLURM) or workers
+    to wait for (a running scheduler); ``memory_limit`` is per worker process; the SLURM options
+    override the SLURM config. An existing ``client`` is used as it is (and left open), for library
+    callers and tests. ``threads_ok``: the work releases the GIL, so a local cluster with
+    ``processes: auto`` runs as threads in this process (no worker start-up).
     """
+    spec_ = dataclasses.replace(ClusterSpec.of(cluster), **options)
     if client is not None:
         yield client
         return
-    spec = str(spec or get_default("cluster.default"))
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
-    slurm_options = {"partition": partition, "account": account, "walltime": walltime}
+    spec, workers, memory_limit = spec_.name, spec_.workers, spec_.memory_limit
+    slurm_options = {"partition": spec_.partition, "account": spec_.account, "walltime": spec_.walltime}
     if spec.startswith(SCHEDULER_PROTOCOLS) or spec.endswith(".json"):
         _refuse(spec, "that scheduler runs with its own workers", memory_limit=memory_limit, **slurm_options)
         with _scheduler_client(spec, workers) as c:
@@ -161,21 +159,17 @@ def _wait_for_file(path: Path, timeout: float) -> None:
 
 def wait_for_workers(client: Client, n: int, timeout: float) -> int:
     """Wait until ``n`` workers have connected; after ``timeout`` s go on with fewer (a warning) or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        connected = len(client.scheduler_info(n_workers=-1)["workers"])
-        if connected >= n:
-            return connected
-        if time.monotonic() > deadline:
-            if connected:
-                log.warning(
-                    "only %d of %d workers connected within %g s; going on with them", connected, n, timeout
-                )
-                return connected
+    try:
+        client.wait_for_workers(n, timeout=timeout)
+    except TimeoutError:
+        connected = len(client.nthreads())
+        if not connected:
             raise PipelineError(
                 f"no dask worker connected to {client.scheduler.address} within {timeout:g} s"
-            )
-        time.sleep(0.5)
+            ) from None
+        log.warning("only %d of %d workers connected within %g s; going on with them", connected, n, timeout)
+        return connected
+    return len(client.nthreads())
 
 
 def default_workdir(output: str | os.PathLike) -> str | None:

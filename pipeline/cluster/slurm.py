@@ -251,7 +251,7 @@ def _wait_for_workers(client: Client, cluster, settings: SlurmSettings, job_name
     expected = settings.workers
     deadline = time.monotonic() + settings.wait_timeout
     while True:
-        connected = len(client.scheduler_info(n_workers=-1)["workers"])
+        connected = len(client.nthreads())
         if connected >= expected:
             log.info("SLURM: %d workers connected", connected)
             return

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import CorrectParams, get_default
+from pipeline.config import CorrectParams
 from pipeline.errors import InputError
-from pipeline.graph.workdir import WorkDir, fingerprint_files, save_npy_atomic
+from pipeline.graph.run_tasks import run_tasks
+from pipeline.graph.workdir import WorkDir, fingerprint_files
+from pipeline.io.atomic import atomic_path, check_output_path, save_npy_atomic
 from pipeline.io.geometry import read_background, read_corrections, read_crystal, read_symmetry
-from pipeline.io.nexus import atomic_path, check_output_path
 from pipeline.io.tables import CORRECTED_SCHEMA, NexusTableWriter, TableSource, open_table, write_parquet_part
 from pipeline.kernels.corrections import CorrectionModel, correct_rows
 from pipeline.symmetry.expressions import parse_miller_expression
@@ -141,7 +142,7 @@ def run_correction(
             f"{params.integrated!r} lacks the integrated columns {missing}; is it an integrated table?"
         )
     model = build_model(params)
-    ranges = _row_ranges(source, int(float(get_default("correct.rows-per-task"))))
+    ranges = _row_ranges(source, params.tuning.correct_rows_per_task)
     seconds = {"plan": time.perf_counter() - t0}
     bar = progress("correct", len(ranges)) if progress else None
     with contextlib.ExitStack() as outputs:
@@ -194,7 +195,6 @@ def _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outpu
 
 
 def _run_cluster(params, source, model, ranges, parquet_dir, bar, client, seconds) -> list[dict]:
-    from distributed import as_completed
 
     anchor = Path(params.outfile or params.parquet)
     fingerprint = {"inputs": fingerprint_files([params.geometry, params.integrated]), "run": uuid.uuid4().hex}
@@ -202,24 +202,14 @@ def _run_cluster(params, source, model, ranges, parquet_dir, bar, client, second
     try:
         t = time.perf_counter()
         model_future = client.scatter(model, broadcast=True)
-        futures = client.map(
-            run_correct_task,
-            range(len(ranges)),
-            [a for a, _ in ranges],
-            [b for _, b in ranges],
-            source=source,
-            model=model_future,
-            part_dir=str(work.reduce_dir),
-            parquet_dir=parquet_dir,
-            pure=False,
-            key=[f"correct-{uuid.uuid4().hex[:12]}-{i}" for i in range(len(ranges))],
-        )
         records = {}
-        for future in as_completed(futures):
-            r = future.result()
-            records[r["index"]] = r
-            if bar:
-                bar.advance()
+        with run_tasks(
+            client, run_correct_task, range(len(ranges)), [a for a, _ in ranges], [b for _, b in ranges],
+            source=source, model=model_future, part_dir=str(work.reduce_dir), parquet_dir=parquet_dir,
+            name="correct", bar=bar,
+        ) as results:  # fmt: skip
+            for r in results:
+                records[r["index"]] = r
         seconds["correct"] = time.perf_counter() - t
         t = time.perf_counter()
         sizes = [records[i]["rows"] for i in range(len(ranges))]

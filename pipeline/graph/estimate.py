@@ -139,8 +139,8 @@ def estimate_integration(
             merged += float(np.mean(per_face)) * faces
     output = max(partial - merged, 0.0)
     # 3. memory, disk
-    run_rows = map_run_rows(worker_memory)
-    part_rows = partition_rows(worker_memory)
+    run_rows = map_run_rows(worker_memory, plan.params.tuning)
+    part_rows = partition_rows(worker_memory, plan.params.tuning)
     partitions = max(2 * n_workers, math.ceil(partial / part_rows))
     rows_per_partition = partial / partitions
     chunk_px = math.prod(plan.stack.storage_chunks)

@@ -14,19 +14,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from distributed import Client, as_completed
+from distributed import Client
 
-from pipeline.config import IntegrateParams, get_default
+from pipeline.config import IntegrateParams, Tuning
 from pipeline.errors import PipelineError
 from pipeline.graph.plan import IntegrationPlan, plan_integration
+from pipeline.graph.run_tasks import run_tasks
 from pipeline.graph.tasks import MapContext, ReduceContext, run_map_task, run_reduce_task
 from pipeline.graph.workdir import WorkDir, fingerprint_files
-from pipeline.io.nexus import atomic_path, check_output_path
+from pipeline.io.atomic import atomic_path, check_output_path
 from pipeline.io.tables import INTEGRATED_SCHEMA, NexusTableWriter
 
 __all__ = ["IntegrateResult", "choose_partitions", "run_integration"]
@@ -70,25 +70,20 @@ def choose_partitions(h_counts: np.ndarray, max_rows: int, min_partitions: int =
     return ranges
 
 
-def partition_rows(worker_memory: int) -> int:
+def partition_rows(worker_memory: int, tuning: Tuning) -> int:
     """Partial rows one reduce task may take: a share of the worker's memory, and never more than
     ``reduce.max-partition-rows`` (bigger partitions are not faster; they only raise the peak)."""
-    budget = worker_memory * float(get_default("reduce.partition-memory-fraction"))
-    by_memory = int(budget // float(get_default("reduce.bytes-per-partial-row")))
-    return max(1, min(by_memory, int(float(get_default("reduce.max-partition-rows")))))
+    return tuning.rows_in(worker_memory, tuning.max_partition_rows)
 
 
-def map_run_rows(worker_memory: int) -> int:
+def map_run_rows(worker_memory: int, tuning: Tuning) -> int:
     """Partial rows a map task holds before it spills a sorted run (same reasoning as above)."""
-    budget = worker_memory * float(get_default("reduce.partition-memory-fraction"))
-    by_memory = int(budget // float(get_default("reduce.bytes-per-partial-row")))
-    return max(1, min(by_memory, int(float(get_default("integrate.max-run-rows")))))
+    return tuning.rows_in(worker_memory, tuning.max_run_rows)
 
 
 def _task_slots(client: Client) -> int:
     """Tasks the cluster runs at once: the threads of all its workers."""
-    workers = client.scheduler_info(n_workers=-1)["workers"].values()
-    return max(1, sum(int(w.get("nthreads", 1)) for w in workers))
+    return max(1, sum(client.nthreads().values()))
 
 
 def _worker_memory(client: Client) -> int:
@@ -158,35 +153,28 @@ def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds
         log.info("resuming: %d of %d map tasks already done, %d to run", skipped, len(plan.tasks), len(todo))
     ctx = MapContext(
         plan.stack, plan.masks, plan.geometry, plan.ndiv, plan.h_range, str(work.map_dir),
-        max_run_rows=map_run_rows(_worker_memory(client)),
+        max_run_rows=map_run_rows(_worker_memory(client), params.tuning),
     )  # fmt: skip
     bar = progress("integrate", len(plan.tasks)) if progress else None
     if bar and skipped:
         bar.advance(skipped, detail=f"{skipped} done before")
-    futures = client.map(
-        run_map_task,
-        todo,
-        ctx=ctx,
-        pure=False,
-        key=[f"map-{work.digest}-{t.index}-{uuid.uuid4().hex[:8]}" for t in todo],
-    )
-    try:
-        for future in as_completed(futures):
-            record = future.result()
+
+    def rate(record):
+        return f"{record['pixels_read'] / max(record['seconds_total'], 1e-9) / 1e6:.0f} Mpx/s/task"
+
+    with run_tasks(
+        client, run_map_task, todo, ctx=ctx, name=f"map-{work.digest}", ids=[t.index for t in todo],
+        bar=bar, detail=rate,
+    ) as results:  # fmt: skip
+        for record in results:
             records[record["index"]] = record
-            if bar:
-                rate = record["pixels_read"] / max(record["seconds_total"], 1e-9) / 1e6
-                bar.advance(detail=f"{rate:.0f} Mpx/s/task")
-    except BaseException:
-        client.cancel(futures)  # a task failed: start no more (the caller may remove the work directory)
-        raise
     seconds["map"] = time.perf_counter() - t
     # 2. partitions
     ordered = [records[task.index] for task in plan.tasks]
     runs = [(work.map_dir / run["file"], run["h_counts"]) for record in ordered for run in record["runs"]]
     counts = np.array([c for _, c in runs], dtype=np.int64)  # rows per H value of each spilled run
     h_counts = counts.sum(axis=0)
-    max_rows = partition_rows(_worker_memory(client))
+    max_rows = partition_rows(_worker_memory(client), params.tuning)
     ranges = choose_partitions(h_counts, max_rows, min_partitions=2 * _task_slots(client))
     offsets = np.concatenate([np.zeros((len(runs), 1), np.int64), np.cumsum(counts, axis=1)], axis=1)
     log.info("%d partial rows -> %d partitions of <= %d rows", int(h_counts.sum()), len(ranges), max_rows)
@@ -207,14 +195,6 @@ def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds
             ]
             jobs.append((i, sources))
         bar = progress("reduce", len(jobs)) if progress else None
-        futures = client.map(
-            run_reduce_task,
-            [j[0] for j in jobs],
-            [j[1] for j in jobs],
-            ctx=rctx,
-            pure=False,
-            key=[f"reduce-{work.digest}-{j[0]}-{uuid.uuid4().hex[:8]}" for j in jobs],
-        )
         # 4. export: each part goes into the NeXus file as soon as every part before it is done, while
         # the workers reduce the rest (the parquet directory is renamed into place when this block ends)
         writer = None
@@ -224,15 +204,16 @@ def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds
             )
         part_rows: dict[int, int] = {}
         exported = 0
-        for future in as_completed(futures):
-            r = future.result()
-            part_rows[r["index"]] = r["rows"]
-            while exported in part_rows:
-                if writer is not None:
-                    _append_part(writer, work.reduce_file(exported))
-                exported += 1
-            if bar:
-                bar.advance()
+        with run_tasks(
+            client, run_reduce_task, [j[0] for j in jobs], [j[1] for j in jobs], ctx=rctx,
+            name=f"reduce-{work.digest}", bar=bar,
+        ) as results:  # fmt: skip
+            for r in results:
+                part_rows[r["index"]] = r["rows"]
+                while exported in part_rows:
+                    if writer is not None:
+                        _append_part(writer, work.reduce_file(exported))
+                    exported += 1
         seconds["reduce"] = time.perf_counter() - t
         t = time.perf_counter()
         total = sum(part_rows.values())

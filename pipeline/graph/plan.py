@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.config import IntegrateParams, get_default
+from pipeline.config import IntegrateParams
 from pipeline.errors import InputError
 from pipeline.io.geometry import read_miller_grid
 from pipeline.io.images import ImageStack, MaskStack, open_image_stack, open_masks, storage_chunk_slices
@@ -159,8 +159,8 @@ def plan_integration(params: IntegrateParams, n_workers: int = 1) -> Integration
     tasks = split_into_tasks(
         stack.shape,
         stack.storage_chunks,
-        float(get_default("integrate.target-task-pixels")),
-        min_tasks=int(get_default("integrate.min-tasks-per-worker")) * n_workers,
+        params.tuning.target_task_pixels,
+        min_tasks=params.tuning.min_tasks_per_worker * n_workers,
     )
     log.info(
         "%d frames x %d x %d pixels in storage chunks %s -> %d map tasks",

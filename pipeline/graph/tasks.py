@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.errors import InputError
 from pipeline.graph.plan import GeometryRef, miller_grid_digest
-from pipeline.graph.workdir import save_npy_atomic, write_json_atomic
+from pipeline.io.atomic import save_npy_atomic, write_json_atomic
 from pipeline.io.geometry import read_miller_grid
 from pipeline.io.images import ImageStack, MaskStack
 from pipeline.kernels.binning import PARTIAL_DTYPE, bin_chunk

@@ -22,11 +22,10 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.errors import InputError
+from pipeline.io.atomic import write_json_atomic
 
-__all__ = ["WorkDir", "fingerprint_files", "save_npy_atomic", "write_json_atomic"]
+__all__ = ["WorkDir", "fingerprint_files"]
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -39,18 +38,6 @@ def fingerprint_files(paths) -> list[list]:
         st = os.stat(p)
         out.append([str(p), st.st_size, int(st.st_mtime_ns)])
     return out
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
-    np.save(tmp, array, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 class WorkDir:

@@ -20,7 +20,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.io.nexus import atomic_path, write_mdx2_root_attrs
+from pipeline.io.atomic import atomic_path
+from pipeline.io.nexus import write_mdx2_root_attrs
 from pipeline.model import CORRECTION_NAMES
 
 __all__ = ["write_geometry"]

@@ -1,4 +1,4 @@
-"""Low-level access to mdx2's NeXus files with h5py: opening with clear errors, and atomic writes.
+"""Low-level access to mdx2's NeXus files with h5py: opening with clear errors, mdx2's groups.
 
 mdx2 writes HDF5 files through nexusformat: a root group with attribute ``mdx2_version``, one
 ``/entry`` (NXentry), and below it one group per mdx2 object carrying the attributes ``mdx2_module``
@@ -7,10 +7,7 @@ and ``mdx2_class``. We read and write that layout directly with h5py.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -21,8 +18,7 @@ from pipeline.errors import InputError
 
 __all__ = [
     "MDX2_FORMAT_VERSION",
-    "atomic_path",
-    "check_output_path",
+    "create_nxdata",
     "decode_str",
     "open_nexus",
     "read_array",
@@ -98,44 +94,22 @@ def write_mdx2_root_attrs(f: h5py.File) -> h5py.Group:
     return entry
 
 
-def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse to replace an existing output unless ``overwrite``; the parent directory must exist."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"output {str(path)!r} already exists; pass --overwrite to replace it")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"output directory {str(parent)!r} of {str(path)!r} does not exist")
-    return path
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; rename it to ``path`` only if the block succeeds.
-
-    A crash or an error leaves no file under the final name that could be mistaken for a complete
-    output (the temporary is removed on error; a killed process leaves only a ``.tmp-`` name).
-    """
-    import shutil
-
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=parent)
-        os.close(fd)
-        tmp = Path(name)
-    try:
-        yield tmp
-    except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
-        raise
-    if is_dir and path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-    if not is_dir:
-        os.chmod(path, 0o644)
+def create_nxdata(
+    parent: h5py.Group,
+    name: str,
+    *,
+    axes: list[str] | tuple[str, ...],
+    signal: str = "signal",
+    mdx2_module: str | None = "mdx2.geometry",
+    mdx2_class: str | None = "GridData",
+) -> h5py.Group:
+    """Create an NXdata group in mdx2's layout (attributes only; the caller writes the datasets)."""
+    group = parent.create_group(name)
+    group.attrs["NX_class"] = "NXdata"
+    group.attrs["signal"] = signal
+    group.attrs["axes"] = np.array(list(axes), dtype=h5py.string_dtype())
+    if mdx2_module is not None:
+        group.attrs["mdx2_module"] = mdx2_module
+    if mdx2_class is not None:
+        group.attrs["mdx2_class"] = mdx2_class
+    return group

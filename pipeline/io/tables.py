@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.io.atomic import atomic_path, publish, temp_sibling
 from pipeline.io.nexus import open_nexus, read_array, require, write_mdx2_root_attrs
 
 if TYPE_CHECKING:
@@ -85,8 +86,7 @@ class NexusTableWriter:
         self.schema = schema
         self.appending = n_rows is None
         self.n_rows = 0 if n_rows is None else int(n_rows)
-        parent = self.path.parent if str(self.path.parent) else Path(".")
-        self._tmp = parent / f".{self.path.name}.tmp-{os.getpid()}"
+        self._tmp = temp_sibling(self.path)
         self._file = h5py.File(self._tmp, "w")
         entry = write_mdx2_root_attrs(self._file)
         group = entry.create_group("hkl_table")
@@ -142,9 +142,7 @@ class NexusTableWriter:
         if self._written != self.n_rows:
             raise RuntimeError(f"wrote {self._written} of {self.n_rows} rows to {self.path}")
         self._file.close()
-        os.replace(self._tmp, self.path)
-        os.chmod(self.path, 0o644)
-        return self.path
+        return publish(self._tmp, self.path)
 
     def close(self) -> None:
         if self._file.id.valid:
@@ -173,9 +171,8 @@ def write_parquet_part(
     }
     table = table.replace_schema_metadata(meta)
     path = Path(directory) / f"part-{index:05d}.parquet"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20)
     return path
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.cluster import connect
+from pipeline.config import ClusterSpec
 from pipeline.errors import InputError, PipelineError
+from pipeline.io.atomic import check_output_path
 from pipeline.io.images import open_image_stack, open_masks
-from pipeline.io.nexus import check_output_path
 from pipeline.io.tables import open_table
 from pipeline.progress import progress_bar
 from pipeline.qc import checks as qc_checks
@@ -43,12 +44,13 @@ def mask_paths(mask) -> list[str]:
 
 
 @contextlib.contextmanager
-def _maybe_cluster(n_pixels: int, force: bool, client, cluster, **options):
+def _maybe_cluster(n_pixels: int, force: bool, client, cluster: ClusterSpec | str | None):
     """A client when one is given, a cluster is named or the stack is large; else None (in-process)."""
-    if client is None and cluster is None and not force and n_pixels <= LOCAL_MAX_PIXELS:
+    spec = ClusterSpec.of(cluster)
+    if client is None and spec.cluster is None and not force and n_pixels <= LOCAL_MAX_PIXELS:
         yield None
         return
-    with connect(cluster, client=client, **options) as c:
+    with connect(spec, client=client) as c:
         yield c
 
 
@@ -60,9 +62,7 @@ def find_hot_pixels(
     overwrite: bool = False,
     include_mask: bool = False,
     params: HotPixelParams | None = None,
-    cluster: str | None = None,
-    workers: int | None = None,
-    memory_limit: str | int | None = None,
+    cluster: ClusterSpec | str | None = None,
     client=None,
     quiet: bool = True,
 ) -> HotPixelScan:
@@ -79,9 +79,8 @@ def find_hot_pixels(
     masks = open_masks(mask_paths(mask), stack.shape)
     if outfile is not None:
         check_output_path(outfile, overwrite)
-    options = {"workers": workers, "memory_limit": memory_limit}
     with (
-        _maybe_cluster(stack.n_pixels, False, client, cluster, **options) as c,
+        _maybe_cluster(stack.n_pixels, False, client, cluster) as c,
         progress_bar(quiet) as bar,
     ):
         scan = scan_images(stack, masks, params, client=c, progress=bar)
@@ -121,8 +120,7 @@ def qc_table(
     image_scan: HotPixelScan | None = None,
     params: QCParams | None = None,
     hot_params: HotPixelParams | None = None,
-    cluster: str | None = None,
-    workers: int | None = None,
+    cluster: ClusterSpec | str | None = None,
     client=None,
     quiet: bool = True,
 ) -> dict:
@@ -152,7 +150,7 @@ def qc_table(
             wanted = scan_images_mode if scan_images_mode is not None else stack.n_pixels <= LOCAL_MAX_PIXELS
             if wanted:
                 masks = open_masks(found.masks, stack.shape)
-                with _maybe_cluster(stack.n_pixels, False, client, cluster, workers=workers) as c:
+                with _maybe_cluster(stack.n_pixels, False, client, cluster) as c:
                     scan = scan_images(stack, masks, hot_params, client=c, progress=bar)
             else:
                 why = (

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.graph.run_tasks import run_tasks
 from pipeline.io.images import MASKED_VALUE, ImageStack, MaskStack, storage_chunk_slices
 from pipeline.qc.hotpixels import HotPixelParams, flag_hot, frame_quantile
 
@@ -187,17 +188,12 @@ def scan_images(
     tasks, n_windows = plan_scan(stack, params)
     combiner = _Combiner(stack.shape[1], stack.shape[2])
     bar = progress("hot pixels", len(tasks)) if progress else None
-    if client is None:
-        records = (run_scan_task(t, stack, masks, params) for t in tasks)
-    else:
-        from distributed import as_completed
-
-        futures = client.map(run_scan_task, tasks, stack=stack, masks=masks, params=params, pure=False)
-        records = (f.result() for f in as_completed(futures))
-    for r in records:
-        combiner.add(r)
-        if bar:
-            bar.advance(detail=f"{r['pixels'] / max(r['seconds'], 1e-9) / 1e6:.0f} Mpx/s/task")
+    with run_tasks(
+        client, run_scan_task, tasks, stack=stack, masks=masks, params=params, name="hot-pixels", bar=bar,
+        detail=lambda r: f"{r['pixels'] / max(r['seconds'], 1e-9) / 1e6:.0f} Mpx/s/task",
+    ) as records:  # fmt: skip
+        for r in records:
+            combiner.add(r)
     hot, pixels = combiner.result(params.fraction)
     log.info("%d hot pixels in %d windows of %d frames", len(pixels), n_windows, stack.shape[0])
     return HotPixelScan(

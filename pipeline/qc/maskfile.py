@@ -27,8 +27,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from pipeline.io.atomic import atomic_path, check_output_path
 from pipeline.io.images import ImageStack, MaskStack, storage_chunk_slices
-from pipeline.io.nexus import atomic_path, check_output_path, write_mdx2_root_attrs
+from pipeline.io.nexus import write_mdx2_root_attrs
 
 __all__ = ["write_mask_file"]
 

@@ -6,21 +6,15 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.io.atomic import write_json_atomic, write_text_atomic
+
 __all__ = ["write_html", "write_json"]
 
 _COLOURS = {"PASS": "#2ca02c", "WARN": "#e6a100", "FAIL": "#d62728", "SKIP": "#7f7f7f"}
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _plain(obj):
@@ -34,7 +28,7 @@ def _plain(obj):
 
 
 def write_json(path: Path, summary: dict) -> Path:
-    _atomic_write(path, json.dumps(summary, indent=1, default=_plain, allow_nan=False))
+    write_json_atomic(path, summary, indent=1, default=_plain, allow_nan=False)
     return path
 
 
@@ -153,5 +147,5 @@ def write_html(path: Path, summary: dict, figures: list[tuple[str, Path]]) -> Pa
         f"{summary['seconds']['total']:.1f} s. Machine-readable: qc.json.</p>"
         "</body></html>"
     )
-    _atomic_write(path, page)
+    write_text_atomic(path, page)
     return path

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import ClusterSpec
 from pipeline.errors import InputError
 
 __all__ = ["DEMO_FILES", "DemoResult", "plot_intensity_histogram", "plot_phi_histogram", "run_demo"]
@@ -70,13 +71,12 @@ def run_demo(
     seed: int = 0,
     subdivide: Sequence[int] = (2, 2, 2),
     overwrite: bool = False,
-    cluster: str | None = None,
-    workers: int | None = None,
+    cluster: ClusterSpec | str | None = None,
     client=None,
 ) -> DemoResult:
     """Simulate, integrate, correct, export and plot (see the module docstring); returns a summary.
 
-    ``cluster``/``workers``/``client`` as for :func:`pipeline.integrate` (default: a local cluster).
+    ``cluster`` and ``client`` as for :func:`pipeline.integrate` (default: a local cluster).
     """
     from pipeline.api.correct import correct
     from pipeline.api.integrate import integrate
@@ -99,8 +99,8 @@ def run_demo(
     from pipeline.io.images import reads_release_the_gil
 
     threads_ok = client is None and reads_release_the_gil(ds["data.nxs"], [ds["mask.nxs"]])
-    with connect(cluster, workers=workers, client=client, threads_ok=threads_ok) as c:
-        n_workers = sum(int(w.get("nthreads", 1)) for w in c.scheduler_info().get("workers", {}).values())
+    with connect(cluster, client=client, threads_ok=threads_ok) as c:
+        n_workers = sum(c.nthreads().values())
         seconds["cluster"] = time.perf_counter() - t
 
         # 3. integrate, 4. correct (each writes NeXus and parquet)

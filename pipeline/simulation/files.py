@@ -18,7 +18,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.io.nexus import atomic_path, write_mdx2_root_attrs
+from pipeline.io.atomic import atomic_path
+from pipeline.io.nexus import write_mdx2_root_attrs
 
 __all__ = ["ImageSeriesWriter", "mask_writer"]
 

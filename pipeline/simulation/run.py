@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ConfigError, InputError
-from pipeline.io.nexus import atomic_path
+from pipeline.io.atomic import atomic_path
 from pipeline.simulation.experiment import (
     GAP,
     MODULE,

@@ -1,0 +1,107 @@
+"""The one way outputs are written: under a temporary sibling name, renamed into place when complete.
+
+A crash, an error or a killed process never leaves a file under its final name that could be taken
+for a complete output: the temporary (``.NAME.tmp-PID-XXXX``) is removed on error, and a killed
+process leaves only such a hidden name. Every writer of the package (NeXus tables and grids, parquet
+parts and directories, run logs, reports, work-directory records) goes through this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import InputError
+
+__all__ = [
+    "atomic_path",
+    "check_output_path",
+    "discard",
+    "publish",
+    "save_npy_atomic",
+    "temp_sibling",
+    "write_json_atomic",
+    "write_text_atomic",
+]
+
+
+def _parent(path: Path) -> Path:
+    return path.parent if str(path.parent) else Path(".")
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse to replace an existing output unless ``overwrite``; the parent directory must exist."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"output {str(path)!r} already exists; pass --overwrite to replace it")
+    parent = _parent(path)
+    if not parent.is_dir():
+        raise InputError(f"output directory {str(parent)!r} of {str(path)!r} does not exist")
+    return path
+
+
+def temp_sibling(path: str | os.PathLike, *, is_dir: bool = False, suffix: str = "") -> Path:
+    """Create (empty) and return a new hidden temporary file or directory next to ``path``."""
+    path = Path(path)
+    prefix = f".{path.name}.tmp-{os.getpid()}-"
+    if is_dir:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=_parent(path)))
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=_parent(path))
+    os.close(fd)
+    return Path(name)
+
+
+def discard(tmp: Path) -> None:
+    """Remove a temporary made by :func:`temp_sibling` (file or directory); missing is fine."""
+    if tmp.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
+
+
+def publish(tmp: Path, path: str | os.PathLike) -> Path:
+    """Rename a finished temporary to its final name (replacing what was there); files get mode 644."""
+    path = Path(path)
+    if tmp.is_dir():
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    else:
+        os.replace(tmp, path)
+        os.chmod(path, 0o644)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, is_dir: bool = False, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; rename it to ``path`` only if the block succeeds."""
+    tmp = temp_sibling(path, is_dir=is_dir, suffix=suffix)
+    try:
+        yield tmp
+    except BaseException:
+        discard(tmp)
+        raise
+    publish(tmp, path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike, obj, **dump_options) -> Path:
+    return write_text_atomic(path, json.dumps(obj, **dump_options))
+
+
+def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, array, allow_pickle=False)
+    return Path(path)

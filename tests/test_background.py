@@ -8,9 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 import pipeline
-from pipeline.api.bin_background import bin_counts, bin_image_series, bin_series, section_slices
+from pipeline.api.bin_background import bin_image_series, bin_series
 from pipeline.cli import app
 from pipeline.errors import ConfigError
+from pipeline.kernels.background import bin_counts, section_slices
 
 
 def mdx2_style(data, exposure, bins, valid_range=None, mask=None):

@@ -27,9 +27,10 @@ import numpy as np
 
 from pipeline.errors import ConfigError
 from pipeline.io.atomic import atomic_path, check_output_path
-from pipeline.io.nexus import write_mdx2_root_attrs
+from pipeline.io.nexus import create_nxdata, write_mdx2_root_attrs
+from pipeline.kernels.background import bin_counts, section_slices
 
-__all__ = ["BinnedSeries", "bin_counts", "bin_image_series", "bin_series", "section_slices", "write_binned"]
+__all__ = ["BinnedSeries", "bin_image_series", "bin_series", "write_binned"]
 
 log = logging.getLogger(__name__)
 
@@ -45,30 +46,6 @@ class BinnedSeries:
     ix: np.ndarray
     rate: np.ndarray
     outfile: str | None = None
-
-
-def section_slices(n: int, sections: int) -> list[slice]:
-    """Split ``range(n)`` into ``sections`` contiguous slices, the first ``n % sections`` one longer."""
-    each, extra = divmod(n, sections)
-    sizes = [each + 1] * extra + [each] * (sections - extra)
-    stops = np.cumsum(sizes)
-    return [slice(int(stop - size), int(stop)) for size, stop in zip(sizes, stops, strict=True)]
-
-
-def bin_counts(block: np.ndarray, valid: np.ndarray, y_sections, x_sections) -> tuple[np.ndarray, np.ndarray]:
-    """Integer sums and numbers of the valid counts of ``block`` (frames, y, x) per (y, x) section.
-
-    Kernel: numpy in, numpy out. Returns two int64 arrays of shape (len(y_sections), len(x_sections)).
-    """
-    sums = np.where(valid, block, 0).sum(axis=0, dtype=np.int64)
-    numbers = valid.sum(axis=0, dtype=np.int64)
-    y_starts = [s.start for s in y_sections]
-    x_starts = [s.start for s in x_sections]
-    out = []
-    for a in (sums, numbers):
-        a = np.add.reduceat(a, y_starts, axis=0)
-        out.append(np.add.reduceat(a, x_starts, axis=1))
-    return out[0], out[1]
 
 
 def _check_bins(bins) -> tuple[int, int, int]:
@@ -157,12 +134,7 @@ def write_binned(path: str | os.PathLike, binned: BinnedSeries) -> Path:
     """Write ``/entry/binned_image_series`` in mdx2's GridData layout."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         entry = write_mdx2_root_attrs(f)
-        group = entry.create_group("binned_image_series")
-        group.attrs["NX_class"] = "NXdata"
-        group.attrs["signal"] = "signal"
-        group.attrs["axes"] = np.array(["phi", "iy", "ix"], dtype=h5py.string_dtype())
-        group.attrs["mdx2_module"] = "mdx2.geometry"
-        group.attrs["mdx2_class"] = "GridData"
+        group = create_nxdata(entry, "binned_image_series", axes=["phi", "iy", "ix"])
         group.create_dataset("signal", data=binned.rate)
         for name in ("phi", "iy", "ix"):
             group.create_dataset(name, data=getattr(binned, name))

@@ -112,8 +112,6 @@ SeedOpt = Annotated[
     int, typer.Option("--seed", min=0, help="Random seed: the same seed gives the same counts.")
 ]
 
-ExistingFile = Annotated[Path, typer.Argument(show_default=False)]
-
 LogFileOpt = Annotated[
     Path | None,
     typer.Option(

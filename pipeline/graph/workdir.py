@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 from pipeline.errors import InputError
@@ -76,9 +77,6 @@ class WorkDir:
     def reduce_dir(self) -> Path:
         return self.path / "reduce"
 
-    def map_record(self, index: int) -> Path:
-        return self.map_dir / f"task-{index:05d}.json"
-
     def reduce_file(self, index: int) -> Path:
         return self.reduce_dir / f"part-{index:05d}.npy"
 
@@ -98,8 +96,16 @@ class WorkDir:
         for f in self.reduce_dir.glob("*"):
             f.unlink()
 
-    def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+    def remove(self, attempts: int = 50) -> None:
+        """Delete the directory. A task cancelled after an error may still be finishing (dask cannot
+        stop a running task) and write a file while the tree is removed; once the directories are
+        gone it cannot, so retry until the tree is gone."""
+        for _ in range(attempts):
+            shutil.rmtree(self.path, ignore_errors=True)
+            if not self.path.exists():
+                return
+            time.sleep(0.1)
+        log.warning("could not remove the work directory %s", self.path)
 
     def disk_usage(self) -> int:
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())

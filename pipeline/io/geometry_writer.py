@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from pipeline.io.atomic import atomic_path
-from pipeline.io.nexus import write_mdx2_root_attrs
+from pipeline.io.nexus import create_nxdata, write_mdx2_root_attrs
 from pipeline.model import CORRECTION_NAMES
 
 __all__ = ["write_geometry"]
@@ -43,10 +43,7 @@ def _string(group: h5py.Group, name: str, value: str) -> None:
 
 
 def _nxdata(group: h5py.Group, name: str, signal: np.ndarray, axes: dict[str, np.ndarray]) -> None:
-    data = group.create_group(name)
-    data.attrs["NX_class"] = "NXdata"
-    data.attrs["signal"] = "signal"
-    data.attrs.create("axes", np.array(list(axes), dtype=object), dtype=_STR)
+    data = create_nxdata(group, name, axes=list(axes), mdx2_module=None, mdx2_class=None)
     data.create_dataset("signal", data=np.asarray(signal, dtype=np.float64))
     for axis, values in axes.items():
         ds = data.create_dataset(axis, data=np.asarray(values, dtype=np.float64))

@@ -26,17 +26,6 @@ _INTEGER_SUMS = ("pixels", "counts")  # exact in any order
 _FLOAT_SUMS = ("phi", "iy", "ix", "seconds")  # summed as pandas does (see kahan_reduceat)
 
 
-def _group_starts(*columns: np.ndarray) -> np.ndarray:
-    """Indices where any of the (already sorted) columns changes value, starting with 0."""
-    size = columns[0].size
-    change = np.zeros(size, dtype=bool)
-    if size:
-        change[0] = True
-    for c in columns:
-        change[1:] |= c[1:] != c[:-1]
-    return np.flatnonzero(change)
-
-
 def reduce_partials(rows: np.ndarray, max_spread: float) -> np.ndarray:
     """Sum partial rows into observations (voxel, n); see the module docstring. Sorted by (key, n).
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from pipeline.io.atomic import atomic_path, check_output_path
 from pipeline.io.images import ImageStack, MaskStack, storage_chunk_slices
-from pipeline.io.nexus import write_mdx2_root_attrs
+from pipeline.io.nexus import create_nxdata, write_mdx2_root_attrs
 
 __all__ = ["write_mask_file"]
 
@@ -65,12 +65,7 @@ def write_mask_file(
     chunks = _chunks(stack)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         entry = write_mdx2_root_attrs(f)
-        g = entry.create_group("mask")
-        g.attrs["NX_class"] = "NXdata"
-        g.attrs["signal"] = "signal"
-        g.attrs["axes"] = np.array(["axis0", "axis1", "axis2"], dtype=h5py.string_dtype())
-        g.attrs["mdx2_module"] = "mdx2.geometry"
-        g.attrs["mdx2_class"] = "GridData"
+        g = create_nxdata(entry, "mask", axes=["axis0", "axis1", "axis2"])
         for i, axis in enumerate((stack.phi, stack.iy, stack.ix)):
             g.create_dataset(f"axis{i}", data=np.asarray(axis, dtype=np.float64))
         ds = g.create_dataset(

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from pipeline.io.atomic import atomic_path
-from pipeline.io.nexus import write_mdx2_root_attrs
+from pipeline.io.nexus import create_nxdata, write_mdx2_root_attrs
 
 __all__ = ["ImageSeriesWriter", "mask_writer"]
 
@@ -28,13 +28,7 @@ MASKED_VALUE = -1
 
 
 def _nxdata(parent: h5py.Group, name: str, module: str, cls: str, signal: str, axes) -> h5py.Group:
-    group = parent.create_group(name)
-    group.attrs["NX_class"] = "NXdata"
-    group.attrs["signal"] = signal
-    group.attrs["axes"] = np.array(axes, dtype=h5py.string_dtype())
-    group.attrs["mdx2_module"] = module
-    group.attrs["mdx2_class"] = cls
-    return group
+    return create_nxdata(parent, name, axes=axes, signal=signal, mdx2_module=module, mdx2_class=cls)
 
 
 def _write_axes(group: h5py.Group, phi, iy, ix, exposure_times) -> None:

@@ -145,10 +145,6 @@ class SpaceGroup:
     def order_p(self) -> int:
         return len(self.smx) * (2 if self.centric else 1)
 
-    @property
-    def order_z(self) -> int:
-        return self.order_p * len(self.ltr)
-
     def all_ops(self) -> list[tuple[Rot, Vec]]:
         """Every operation, ``i_op = (i_ltr * f_inv + i_inv) * n_smx + i_smx``, translations not reduced."""
         ops = []
@@ -174,15 +170,6 @@ class SpaceGroup:
         """cctbx ``build_derived_group(discard_z=True, add_inv=True)``: rotations only, plus -1."""
         result = SpaceGroup()
         result.expand_inv(ZERO)
-        for r, _ in self.smx:
-            result.expand_smx((r, ZERO))
-        return result
-
-    def build_derived_point_group(self) -> SpaceGroup:
-        """cctbx ``build_derived_group(discard_z=True, add_inv=False)``."""
-        result = SpaceGroup()
-        if self.centric:
-            result.expand_inv(ZERO)
         for r, _ in self.smx:
             result.expand_smx((r, ZERO))
         return result

@@ -190,9 +190,8 @@ def reflection_conditions(group: SpaceGroup) -> str:
 @lru_cache(maxsize=1)
 def _settings() -> dict[int, list[tuple[str, str, bool]]]:
     table: dict[int, list[tuple[str, str, bool]]] = {}
-    for line in sgtables.SETTINGS_TEXT.strip().splitlines():
-        number, hall, symbol, ref = line.split("|")
-        table.setdefault(int(number), []).append((hall, symbol, ref == "R"))
+    for number, hall, symbol, ref in sgtables.settings():
+        table.setdefault(number, []).append((hall, symbol, ref))
     return table
 
 

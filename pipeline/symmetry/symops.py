@@ -140,12 +140,6 @@ class ChangeOfBasis:
     def inverse(self) -> ChangeOfBasis:
         return ChangeOfBasis(self.c_inv, self.c_inv_t, self.c, self.c_t)
 
-    def then(self, other: ChangeOfBasis) -> ChangeOfBasis:
-        """The operation ``other`` applied after ``self`` (cctbx: ``other * self``)."""
-        return ChangeOfBasis.from_matrix(
-            rot_mul(other.c, self.c), vec_add(rot_vec(other.c, self.c_t), other.c_t)
-        )
-
     def translation(self, t: Vec, sign: int) -> Vec:
         """c (sign*I | t) c_inv, translation part (cctbx ``cb_op(t, sign)``)."""
         tw = vec_add(t, self.c_inv_t) if sign >= 0 else vec_sub(t, self.c_inv_t)

@@ -1,21 +1,25 @@
-"""Regenerate the reference tables in pipeline/geometry/sgtables.py and pipeline/geometry/air_table.py.
+"""Dump what the package takes from cctbx: space-group settings and ASUs, and the air attenuation table.
 
 Development tool only: runs in the refkit environment (cctbx-base from PyPI), never at run time.
 
     source /work/shared/refkit/setup.sh
-    python tests/data/geometry/dump_cctbx_tables.py pipeline/geometry
+    python tests/data/geometry/dump_cctbx_tables.py pipeline/geometry   # fixture + air_table.py
+    python tests/data/geometry/dump_cctbx_tables.py --json              # for the live test
 
-Writes two Python data modules:
+Writes:
 
-* ``sgtables.py``: the 530 tabulated space-group settings of cctbx.sgtbx (Hall symbol, number,
-  extended Hermann-Mauguin symbol, in cctbx's table order; these are the settings of International
-  Tables Vol. A with Hall's (1981) symbols), the reference setting of each of the 230 types, and the
-  reciprocal-space asymmetric unit cctbx tabulates for each type (sgtbx/reciprocal_space_ref_asu).
+* ``cctbx_settings.txt`` (beside this script): the 530 tabulated space-group settings of
+  cctbx.sgtbx (Hall symbol, number, extended Hermann-Mauguin symbol, in cctbx's table order; these
+  are the settings of International
+  Tables Vol. A with Hall's (1981) symbols) and the reference setting of each of the 230 types;
+  the reciprocal-space asymmetric unit cctbx tabulates for each type (sgtbx/reciprocal_space_ref_asu)
+  is printed for pipeline/symmetry/sgtables.py.
 * ``air_table.py``: the X-ray mass attenuation coefficients of N, O and Ar and their densities as
   cctbx.eltbx.attenuation_coefficient stores them (NIST X-ray mass attenuation coefficients,
   J. H. Hubbell and S. M. Seltzer, NIST Standard Reference Database 126).
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -46,39 +50,22 @@ def asu_by_number():
     return texts, index
 
 
-def write_sgtables(path: Path) -> None:
-    rows = settings_rows()
-    texts, index = asu_by_number()
-    out = [
-        '"""Space-group reference tables, generated from cctbx.sgtbx',
-        "by tests/data/geometry/dump_cctbx_tables.py.",
-        "",
-        "SETTINGS_TEXT lists the 530 tabulated settings in cctbx's table order as",
-        "``number|Hall symbol|extended Hermann-Mauguin symbol|R`` (R marks the reference setting of the",
-        "type, the one cctbx's space_group_type uses). The settings are those of International Tables for",
-        "Crystallography Vol. A with the Hall symbols of S. R. Hall, Acta Cryst. A37 (1981) 517-525.",
-        "REFERENCE_ASU are the reciprocal-space asymmetric units of the reference settings",
-        "(cctbx sgtbx/reciprocal_space_ref_asu.cpp); ASU_OF_NUMBER[n - 1] indexes REFERENCE_ASU.",
-        '"""',
-        "",
-        "# fmt: off",
-        'SETTINGS_TEXT = """',
+def write_settings(path: Path) -> None:
+    """cctbx's 530 tabulated settings, the fixture the package's gemmi-derived table is tested against."""
+    lines = [
+        "# cctbx.sgtbx's 530 tabulated settings, in its table order: "
+        "number|Hall|extended H-M|R (reference setting)",
+        "# written by tests/data/geometry/dump_cctbx_tables.py (refkit venv); "
+        "the package derives this table from gemmi",
     ]
-    for number, hall, symbol, reference in rows:
-        out.append(f"{number}|{hall}|{symbol}|{'R' if reference else ''}")
-    out.append('"""')
-    out.append("")
-    out.append("REFERENCE_ASU = (")
-    for text in texts:
-        out.append(f"    {text!r},")
-    out.append(")")
-    out.append("")
-    out.append("ASU_OF_NUMBER = (")
-    for start in range(0, 230, 30):
-        out.append("    " + ", ".join(str(i) for i in index[start : start + 30]) + ",")
-    out.append(")")
-    out.append("# fmt: on")
-    path.write_text("\n".join(out) + "\n")
+    lines += [f"{n}|{hall}|{symbol}|{'R' if ref else ''}" for n, hall, symbol, ref in settings_rows()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def as_json() -> str:
+    """Everything the package takes from cctbx, for tests/test_spacegroup.py's live comparison."""
+    texts, index = asu_by_number()
+    return json.dumps({"settings": settings_rows(), "asu_texts": texts, "asu_index": index})
 
 
 def write_air_table(path: Path) -> None:
@@ -114,7 +101,11 @@ def write_air_table(path: Path) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--json"]:
+        print(as_json())
+        sys.exit(0)
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "pipeline/geometry")
-    write_sgtables(target / "sgtables.py")
+    write_settings(Path(__file__).with_name("cctbx_settings.txt"))
     write_air_table(target / "air_table.py")
-    print(f"wrote {target / 'sgtables.py'} and {target / 'air_table.py'}")
+    print(f"wrote cctbx_settings.txt and {target / 'air_table.py'}; the ASU tables of sgtables.py:")
+    print(json.dumps(asu_by_number()))

@@ -4,7 +4,7 @@ The CLI prints a :class:`PipelineError` as one line and exits with status 1; any
 bug and keeps its traceback.
 """
 
-__all__ = ["ConfigError", "InputError", "PipelineError"]
+__all__ = ["ConfigError", "InputError", "OutputInUseError", "PipelineError"]
 
 
 class PipelineError(Exception):
@@ -20,3 +20,8 @@ class InputError(PipelineError, ValueError):
 
 class ConfigError(PipelineError, ValueError):
     """An option or configuration value is invalid; the message gives the value and the valid range."""
+
+
+class OutputInUseError(PipelineError):
+    """Another live run holds the lock of this output (see :mod:`pipeline.io.lock`); the message names
+    that run (command, PID, host, start time)."""

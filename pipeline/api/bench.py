@@ -22,6 +22,8 @@ from pathlib import Path
 
 import psutil
 
+from pipeline.io.atomic import atomic_path, save_figure_atomic
+
 __all__ = ["SweepRow", "measure_command", "plot_sweep", "sweep_subdivide"]
 
 log = logging.getLogger(__name__)
@@ -163,7 +165,7 @@ def sweep_subdivide(
 
 def write_csv(rows: list[SweepRow], path: str | os.PathLike) -> Path:
     path = Path(path)
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
         writer.writeheader()
         for r in rows:
@@ -194,7 +196,7 @@ def plot_sweep(rows: list[SweepRow], path: str | os.PathLike, title: str = "") -
         ax.legend()
     fig.suptitle(title or "integrate: memory and time against subdivision")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
     return Path(path)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from pipeline.api.runlog import run_step
+from pipeline.api.runlog import check_outputs, run_step
 from pipeline.config import ClusterSpec, CorrectParams
 from pipeline.progress import progress_bar
 
@@ -58,6 +58,7 @@ def correct(
         parquet=None if parquet is None else os.fspath(parquet),
         overwrite=overwrite,
     )
+    check_outputs(params, log_file, performance_report)  # before the cluster starts or the log opens
     spec = ClusterSpec.of(cluster)
     if client is None and performance_report is None and spec.name == "local":
         # Row-wise numpy work that releases the GIL: threads in this process use every core

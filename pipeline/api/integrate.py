@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Sequence
 
-from pipeline.api.runlog import run_step
+from pipeline.api.runlog import check_outputs, run_step
 from pipeline.config import ClusterSpec, IntegrateParams
 from pipeline.progress import progress_bar
 
@@ -66,6 +66,7 @@ def integrate(
         resume=resume,
         keep_workdir=keep_workdir,
     )
+    check_outputs(params, log_file, performance_report)  # before the cluster starts or the log opens
     from pipeline.io.images import reads_release_the_gil  # here: correct need not import numba
 
     threads_ok = client is None and reads_release_the_gil(params.data, params.mask)

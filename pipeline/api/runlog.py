@@ -37,9 +37,17 @@ from pathlib import Path
 
 from pipeline.config import non_default_items
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.io.atomic import discard, publish, temp_sibling
+from pipeline.io.atomic import check_output_path, discard, publish, temp_sibling
 
-__all__ = ["RunLog", "peak_memory", "performance_report", "read_run_log", "run_step", "versions"]
+__all__ = [
+    "RunLog",
+    "check_outputs",
+    "peak_memory",
+    "performance_report",
+    "read_run_log",
+    "run_step",
+    "versions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +177,10 @@ class RunLog:
         self.record("command", command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
         self.record("started", datetime.datetime.now().isoformat(timespec="seconds"))
         self.record("versions", versions())
+        from pipeline.io.lock import take_notes
+
+        for note in take_notes():
+            self.record("note", note)
 
     def record(self, key: str, value) -> None:
         self._handler.acquire()
@@ -284,6 +296,20 @@ def run_step(
     finally:
         if own:
             runlog.close()
+
+
+def check_outputs(params, log_file=None, performance_report_file=None) -> None:
+    """The output rule (:func:`~pipeline.io.atomic.check_output_path`) for a step's outputs, before any
+    work: ``outfile`` and the ``parquet`` directory (refused if they exist without ``overwrite``), the
+    run log and the performance report (their directory must exist; they are replaced)."""
+    overwrite = getattr(params, "overwrite", False)
+    if getattr(params, "outfile", None):
+        check_output_path(params.outfile, overwrite)
+    if getattr(params, "parquet", None):
+        check_output_path(params.parquet, overwrite, is_dir=True)
+    for extra in (log_file, performance_report_file):
+        if extra is not None and not isinstance(extra, RunLog):
+            check_output_path(extra, True)
 
 
 def _refused(params) -> bool:

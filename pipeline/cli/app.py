@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import logging
+import os
 import sys
+import typing
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -24,7 +28,9 @@ __all__ = [
     "WalltimeOpt",
     "WorkersOpt",
     "app",
+    "checked_paths",
     "main",
+    "path_parameters",
     "user_errors",
 ]
 
@@ -131,14 +137,20 @@ ScanImagesOpt = Annotated[
 
 
 def user_errors(func):
-    """Show a :class:`PipelineError` as one line on stderr, exit 1; other exceptions keep their traceback."""
+    """Show a :class:`PipelineError` as one line on stderr, exit 1; other exceptions keep their traceback.
+
+    Before the command runs, every path argument is checked against its kind (:mod:`pipeline.cli.paths`,
+    :mod:`pipeline.io.inputs`): inputs exist and are the right kind of file, outputs follow the one
+    output rule, ``--outdir`` directories are created, and every output is locked for the run.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         logger = logging.getLogger("pipeline")
         saved = logger.handlers[:], logger.level, logger.propagate
         try:
-            return func(*args, **kwargs)
+            with checked_paths(func, kwargs):
+                return func(*args, **kwargs)
         except PipelineError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -149,6 +161,73 @@ def user_errors(func):
             logger.handlers[:], logger.level, logger.propagate = saved
 
     return wrapper
+
+
+def _mentions_path(hint) -> bool:
+    return hint is Path or any(_mentions_path(h) for h in typing.get_args(hint))
+
+
+@functools.cache
+def path_parameters(func) -> tuple[tuple[str, str], ...]:
+    """(parameter name, how the user spells it: ``--outfile`` or ``GEOMETRY``) of every path parameter."""
+    hints = typing.get_type_hints(func, include_extras=True)
+    out = []
+    for name in inspect.signature(func).parameters:
+        hint = hints.get(name)
+        if not _mentions_path(hint):
+            continue
+        meta = getattr(hint, "__metadata__", ())
+        info = next((m for m in meta if isinstance(m, typer.models.ParameterInfo)), None)
+        if isinstance(info, typer.models.ArgumentInfo):
+            label = name.upper()
+        else:
+            decls = [d for d in getattr(info, "param_decls", None) or () if d.startswith("--")]
+            label = decls[0].split("/")[0] if decls else "--" + name.replace("_", "-")
+        out.append((name, label))
+    return tuple(out)
+
+
+@contextlib.contextmanager
+def checked_paths(func, kwargs: dict):
+    """Check every path argument of ``func`` (called with ``kwargs``) before it runs: inputs first,
+    then outputs; create ``--outdir`` directories; lock every output until the block ends. A failure
+    removes the directories it created."""
+    from pipeline.cli.paths import kind_of
+    from pipeline.io.atomic import prepare_outdir
+    from pipeline.io.inputs import KINDS, check_path
+    from pipeline.io.lock import output_locks
+
+    command = func.__name__.replace("_", "-")
+    overwrite = bool(kwargs.get("overwrite", "overwrite" not in inspect.signature(func).parameters))
+    inputs, outputs = [], []
+    for name, label in path_parameters(func):
+        value = kwargs.get(name)
+        for path in value if isinstance(value, list | tuple) else [value]:
+            if path is None or not isinstance(path, str | os.PathLike):
+                continue
+            kind = KINDS[kind_of(command, name)]
+            (outputs if kind.is_output else inputs).append((Path(path), kind, label))
+    for path, kind, label in inputs + outputs:
+        check_path(path, kind, overwrite=overwrite, option=label)
+    seen = {os.path.abspath(p): label for p, _, label in inputs}
+    for path, _, label in outputs:
+        other = seen.setdefault(os.path.abspath(path), label)
+        if other != label:
+            raise PipelineError(f"{label} {str(path)!r} is also given as {other}; use another path")
+    created = []
+    try:
+        for path, kind, _ in outputs:
+            if kind.role == "outdir" and not path.exists():
+                missing = [p for p in (path, *path.parents) if not p.exists()]
+                prepare_outdir(path)
+                created += missing  # deepest first
+        with output_locks([p for p, _, _ in outputs], what=command):
+            yield
+    except BaseException:
+        for d in created:
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only if empty: what the command wrote stays
+        raise
 
 
 def setup_logging(quiet: bool = False) -> None:

@@ -50,7 +50,10 @@ def sweep(
     ] = None,
 ) -> None:
     """Integrate at each subdivision in its own process; write wall time, peak memory of the whole
-    process tree, rows and output size to OUTDIR/sweep.csv and a plot to OUTDIR/sweep.png."""
+    process tree, rows and output size to OUTDIR/sweep.csv and a plot to OUTDIR/sweep.png.
+
+    Example: diffuse bench sweep geometry.nxs data.nxs --subdivisions 1,2,4 --outdir sweep
+    """
     from pipeline.api.bench import plot_sweep, sweep_subdivide, write_csv
 
     setup_logging(False)

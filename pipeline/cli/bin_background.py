@@ -34,7 +34,10 @@ def bin_background(
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Bin background images into a count-rate grid for 'correct --background' (mdx2.bin_image_series)."""
+    """Bin background images into a count-rate grid for 'correct --background' (mdx2.bin_image_series).
+
+    Example: diffuse bin-background bkg_data.nxs 10 20 20 --outfile bkg_data_binned.nxs
+    """
     from pipeline.api.bin_background import bin_image_series
 
     setup_logging(quiet)

@@ -21,7 +21,10 @@ def cluster_config(
         str | None, typer.Argument(help="local, slurm or slurm-shared-scratch (none: list them).")
     ] = None,
 ) -> None:
-    """Print a shipped cluster config, to copy and edit: diffuse cluster-config slurm > my-slurm.yaml"""
+    """Print a shipped cluster config, to copy and edit.
+
+    Example: diffuse cluster-config slurm > my-slurm.yaml
+    """
     from pipeline.cluster.config import CONFIG_DIR, SHIPPED_CONFIGS
 
     if name is None:

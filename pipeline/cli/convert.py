@@ -44,6 +44,8 @@ def convert(
 
     'diffuse integrate GEOM OUT.zarr' reads the cache directly and gives the same table as data.nxs
     with the same masks.
+
+    Example: diffuse convert data.nxs data.zarr --mask mask.nxs
     """
     from pipeline.cluster import connect
     from pipeline.graph.convert import convert_to_zarr

@@ -57,7 +57,10 @@ def correct(
     performance_report: PerformanceReportOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Apply background, solid-angle, efficiency, attenuation and polarization corrections (mdx2.correct)."""
+    """Apply background, solid-angle, efficiency, attenuation and polarization corrections (mdx2.correct).
+
+    Example: diffuse correct geometry.nxs integrated.nxs --background bkg_binned.nxs --outfile corrected.nxs
+    """
     from pipeline.api.correct import correct as run
 
     setup_logging(quiet)

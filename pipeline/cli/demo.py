@@ -37,7 +37,10 @@ def demo(
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Simulate a small dataset, integrate, correct, export (NeXus + parquet) and plot it, in one go."""
+    """Simulate a small dataset, integrate, correct, export (NeXus + parquet) and plot it, in one go.
+
+    Example: diffuse demo --outdir demo-output --preset tiny
+    """
     from pipeline.simulation.demo import run_demo
 
     setup_logging(quiet)

@@ -38,6 +38,8 @@ def estimate(
     """Predict partial rows, output rows, peak memory, scratch disk and output size of an integration.
 
     Bins a sample of storage chunks with the real kernel (a few seconds) and extrapolates.
+
+    Example: diffuse estimate geometry.nxs data.nxs --mask mask.nxs --subdivide 4 4 4 --workers 8
     """
     import psutil
     from dask.utils import parse_bytes

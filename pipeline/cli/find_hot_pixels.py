@@ -60,7 +60,10 @@ def find_hot_pixels(
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Find pixels that are hot in most frames and write them as a mask (use with integrate --mask)."""
+    """Find pixels that are hot in most frames and write them as a mask (use with integrate --mask).
+
+    Example: diffuse find-hot-pixels data.nxs --mask mask.nxs --outfile hot.nxs
+    """
     from pipeline.qc import find_hot_pixels as run
     from pipeline.qc.hotpixels import HotPixelParams
 

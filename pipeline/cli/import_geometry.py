@@ -24,7 +24,10 @@ def import_geometry(
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Compute the Miller-index grid, correction factors and symmetry (as mdx2.import_geometry)."""
+    """Compute the Miller-index grid, correction factors and symmetry (as mdx2.import_geometry).
+
+    Example: diffuse import-geometry refined.expt --outfile geometry.nxs
+    """
     from pipeline.api.import_geometry import import_geometry as run
 
     setup_logging(quiet)

@@ -66,7 +66,10 @@ def integrate(
     performance_report: PerformanceReportOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Integrate counts on a fractional Miller-index grid (same table as mdx2.integrate)."""
+    """Integrate counts on a fractional Miller-index grid (same table as mdx2.integrate).
+
+    Example: diffuse integrate geometry.nxs data.nxs --mask mask.nxs --subdivide 2 2 2 --outfile out.nxs
+    """
     from pipeline.api.integrate import integrate as run
 
     setup_logging(quiet)

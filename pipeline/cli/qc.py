@@ -62,6 +62,8 @@ def qc(
 
     Writes a self-contained qc.html, qc.json and PNG figures. Data, masks and background are taken
     from the table's run log (or mdx2's log) when not given.
+
+    Example: diffuse qc corrected.nxs --outdir corrected_qc
     """
     from pipeline.qc import qc_table
     from pipeline.qc.tablescan import QCParams

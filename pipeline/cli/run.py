@@ -56,7 +56,10 @@ def run(
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Integrate, correct, export (NeXus + parquet) and QC in one command on one cluster (for batch jobs)."""
+    """Integrate, correct, export (NeXus + parquet) and QC in one command on one cluster (for batch jobs).
+
+    Example: diffuse run geometry.nxs data.nxs --mask mask.nxs --subdivide 2 2 2 --outdir results
+    """
     from pipeline.api.run import run_pipeline
 
     setup_logging(quiet)

@@ -38,7 +38,10 @@ def simulate(
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Write a synthetic rotation dataset in mdx2's formats (expt, geometry, data, mask, background)."""
+    """Write a synthetic rotation dataset in mdx2's formats (expt, geometry, data, mask, background).
+
+    Example: diffuse simulate sim --preset tiny
+    """
     from pipeline.simulation import simulate as run
 
     setup_logging(quiet)

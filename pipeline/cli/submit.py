@@ -80,7 +80,10 @@ def submit(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the job script; submit nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the job id.")] = False,
 ) -> None:
-    """Run a diffuse command as one SLURM batch job: scheduler, workers and the command in one allocation."""
+    """Run a diffuse command as one SLURM batch job: scheduler, workers and the command in one allocation.
+
+    Example: diffuse submit --cluster slurm --nodes 2 -- integrate geometry.nxs data.nxs --outfile x.nxs
+    """
     from pipeline.cluster import default_workdir
     from pipeline.cluster.batch import batch_job, submit_batch_job
     from pipeline.cluster.config import apply_cluster_config, read_cluster_config, resolve_slurm

@@ -68,7 +68,7 @@ def convert_to_zarr(
     import zarr
 
     t0 = time.perf_counter()
-    outfile = check_output_path(outfile, overwrite)
+    outfile = check_output_path(outfile, overwrite, is_dir=True)
     compressor = _codec(codec, level)
     along = [storage_chunk_slices(stack.shape, stack.storage_chunks, axis) for axis in range(3)]
     all_chunks = [(a, b, c) for a in along[0] for b in along[1] for c in along[2]]

@@ -134,7 +134,7 @@ def run_correction(
     if params.outfile:
         check_output_path(params.outfile, params.overwrite)
     if params.parquet:
-        check_output_path(params.parquet, params.overwrite)
+        check_output_path(params.parquet, params.overwrite, is_dir=True)
     source = open_table(params.integrated)
     missing = [c for c in INTEGRATED_COLUMNS if c not in source.columns]
     if missing:

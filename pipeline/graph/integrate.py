@@ -116,7 +116,7 @@ def run_integration(params: IntegrateParams, client: Client, progress=None) -> I
     if params.outfile:
         check_output_path(params.outfile, params.overwrite)
     if params.parquet:
-        check_output_path(params.parquet, params.overwrite)
+        check_output_path(params.parquet, params.overwrite, is_dir=True)
     n_slots = _task_slots(client)
     plan = plan_integration(params, n_slots)
     anchor = Path(params.outfile or params.parquet)

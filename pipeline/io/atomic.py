@@ -24,7 +24,9 @@ __all__ = [
     "atomic_path",
     "check_output_path",
     "discard",
+    "prepare_outdir",
     "publish",
+    "save_figure_atomic",
     "save_npy_atomic",
     "temp_sibling",
     "write_json_atomic",
@@ -36,14 +38,44 @@ def _parent(path: Path) -> Path:
     return path.parent if str(path.parent) else Path(".")
 
 
-def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse to replace an existing output unless ``overwrite``; the parent directory must exist."""
+def check_output_path(path: str | os.PathLike, overwrite: bool, *, is_dir: bool = False) -> Path:
+    """The rule for an output file (or, with ``is_dir``, an output directory written whole, such as a
+    parquet dataset or a zarr cache): its parent directory must exist (it is not created), and an
+    existing output is refused unless ``overwrite``; a directory where a file is expected (or the
+    reverse) is refused even with ``overwrite``. Call it before any work starts."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"output {str(path)!r} already exists; pass --overwrite to replace it")
     parent = _parent(path)
     if not parent.is_dir():
-        raise InputError(f"output directory {str(parent)!r} of {str(path)!r} does not exist")
+        if parent.exists():
+            raise InputError(f"output {str(path)!r}: {str(parent)!r} is not a directory")
+        raise InputError(
+            f"output directory {str(parent)!r} of {str(path)!r} does not exist (create it first; "
+            "only --outdir directories are created)"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"output directory {str(parent)!r} of {str(path)!r} is not writable")
+    if path.exists() or path.is_symlink():
+        if path.is_dir() and not is_dir:
+            raise InputError(f"output {str(path)!r} is a directory; expected a file name")
+        if is_dir and not path.is_dir():
+            raise InputError(f"output {str(path)!r} is a file; expected a directory (written whole)")
+        if not overwrite:
+            raise InputError(f"output {str(path)!r} already exists; pass --overwrite to replace it")
+    return path
+
+
+def prepare_outdir(path: str | os.PathLike) -> Path:
+    """The rule for ``--outdir``: created (with its parents) if missing; an existing file is refused.
+    Returns the directory; the files the command writes inside follow :func:`check_output_path`."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"output directory {str(path)!r} is a file; expected a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output directory {str(path)!r}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(f"output directory {str(path)!r} is not writable")
     return path
 
 
@@ -105,3 +137,12 @@ def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
     with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, array, allow_pickle=False)
     return Path(path)
+
+
+def save_figure_atomic(fig, path: str | os.PathLike, **savefig_options) -> Path:
+    """``fig.savefig`` through a temporary sibling (the format is taken from ``path``'s suffix)."""
+    path = Path(path)
+    options = {"format": path.suffix.lstrip(".") or "png", **savefig_options}
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        fig.savefig(tmp, **options)
+    return path

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.io.inputs import check_finite
 from pipeline.io.nexus import decode_str, open_nexus, read_array, require
 from pipeline.model import (
     CORRECTION_NAMES,
@@ -26,12 +27,16 @@ __all__ = ["read_background", "read_corrections", "read_crystal", "read_miller_g
 
 
 def _read_nxdata(
-    group: h5py.Group, axes: tuple[str, ...], min_points: int = 2
+    group: h5py.Group, axes: tuple[str, ...], min_points: int = 2, finite: bool = True
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Return the axis arrays and the signal of an NXdata group, checking their shapes agree."""
     signal_name = decode_str(group.attrs.get("signal", "signal"))
     signal = np.asarray(read_array(group, signal_name, "grid values"), dtype=np.float64)
     axis_values = [np.asarray(read_array(group, name, f"axis {name}"), dtype=np.float64) for name in axes]
+    for name, a in zip(axes, axis_values, strict=True):
+        check_finite(a, group.file.filename, f"{group.name}/{name}", what="axis values")
+    if finite:
+        check_finite(signal, group.file.filename, f"{group.name}/{signal_name}")
     expected = tuple(a.size for a in axis_values)
     if signal.shape != expected:
         raise InputError(
@@ -117,5 +122,6 @@ def read_background(path: str | os.PathLike) -> BackgroundGrid:
     """Read a binned background count rate ``/entry/binned_image_series`` (mdx2.bin_image_series output)."""
     with open_nexus(path, "background file") as f:
         group = require(f, "/entry/binned_image_series", "binned background written by mdx2.bin_image_series")
-        (phi, iy, ix), rate = _read_nxdata(group, ("phi", "iy", "ix"), min_points=1)
+        # NaN rate = an empty bin (mdx2's convention), so the signal may hold NaN
+        (phi, iy, ix), rate = _read_nxdata(group, ("phi", "iy", "ix"), min_points=1, finite=False)
     return BackgroundGrid(phi, iy, ix, rate)

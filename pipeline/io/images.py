@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.errors import InputError
 from pipeline.io.chunks import ChunkReader
+from pipeline.io.inputs import check_finite, check_mask_dtype
 from pipeline.io.nexus import decode_str, open_nexus, read_array, require
 
 __all__ = [
@@ -187,6 +188,7 @@ def open_image_stack(path: str | os.PathLike, exposure_time: float | None = None
         ix = np.asarray(read_array(group, "ix"), dtype=np.float64)
         exposure = np.asarray(read_array(group, "exposure_times"), dtype=np.float64).reshape(-1)
         for name, axis, n in (("phi", phi, shape[0]), ("iy", iy, shape[1]), ("ix", ix, shape[2])):
+            check_finite(axis, path, f"{IMAGE_GROUP}/{name}", what="frame angles" if name == "phi" else name)
             if axis.shape != (n,):
                 raise InputError(
                     f"{str(path)!r}: {IMAGE_GROUP}/{name} has shape {axis.shape}, "
@@ -298,7 +300,6 @@ def open_masks(paths: list[str | os.PathLike] | tuple, shape: tuple[int, int, in
                     f"mask file {str(p)!r}: {MASK_DATASET} has shape {tuple(ds.shape)}, "
                     f"but the data has shape {tuple(shape)}"
                 )
-            if ds.dtype.kind not in "bui":
-                raise InputError(f"mask file {str(p)!r}: {MASK_DATASET} has dtype {ds.dtype}, expected bool")
+            check_mask_dtype(ds.dtype, p, MASK_DATASET)
         checked.append(str(Path(p).resolve()))
     return MaskStack(tuple(checked), tuple(shape))

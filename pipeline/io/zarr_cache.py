@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.errors import InputError
 from pipeline.io.images import ImageStack
+from pipeline.io.inputs import check_finite
 
 __all__ = ["FORMAT", "open_zarr_stack", "read_zarr_chunk"]
 
@@ -41,6 +42,8 @@ def open_zarr_stack(path: str | os.PathLike, exposure_time: float | None = None)
     if meta.get("format") != FORMAT:
         raise InputError(f"{str(path)!r} is a zarr array but not an image cache made by 'diffuse convert'")
     exposure = np.asarray(meta["exposure_times"], dtype=np.float64)
+    for name in ("phi", "iy", "ix"):
+        check_finite(np.asarray(meta[name], dtype=np.float64), path, f".zattrs diffuse/{name}")
     if exposure_time is not None:
         exposure = np.full(arr.shape[0], float(exposure_time))
     return ImageStack(

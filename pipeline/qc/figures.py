@@ -14,6 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
+from pipeline.io.atomic import save_figure_atomic
 from pipeline.qc.tablescan import TableStats
 
 __all__ = [
@@ -37,7 +38,7 @@ def value_label(stats: TableStats) -> str:
 
 def _save(fig: Figure, path: Path) -> None:
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=100)
+    save_figure_atomic(fig, path, dpi=100)
 
 
 def _asinh_axis(ax, which: str, width: float, lo: float, hi: float) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from pipeline.config import ClusterSpec
 from pipeline.errors import InputError
+from pipeline.io.atomic import save_figure_atomic, write_text_atomic
 
 __all__ = ["DEMO_FILES", "DemoResult", "plot_intensity_histogram", "plot_phi_histogram", "run_demo"]
 
@@ -161,7 +162,7 @@ def _write_summary(result: DemoResult, stage_seconds: dict) -> None:
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
     summary["files"] = {k: str(v) for k, v in result.files.items()}
     summary["stage_seconds"] = stage_seconds  # integrate's and correct's own breakdown (map, reduce, export)
-    result.files["summary.json"].write_text(json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(result.files["summary.json"], json.dumps(summary, indent=1) + "\n")
 
 
 def _figure():
@@ -203,7 +204,7 @@ def plot_intensity_histogram(intensity: np.ndarray, path: str | os.PathLike, sub
     ax.set_xlabel("corrected intensity (background-subtracted count rate / corrections), log scale")
     ax.set_ylabel("number of table rows per bin (log scale)")
     ax.set_title(f"Corrected intensities of {intensity.size:,} observations\n{subtitle}")
-    fig.savefig(path, dpi=100)
+    save_figure_atomic(fig, path, dpi=100)
     return Path(path)
 
 
@@ -218,5 +219,5 @@ def plot_phi_histogram(
     ax.set_xlabel("rotation angle phi of the observation (degrees; one bin per frame)")
     ax.set_ylabel("number of table rows per bin")
     ax.set_title(f"Observations per rotation angle ({phi.size:,} rows)\n{subtitle}")
-    fig.savefig(path, dpi=100)
+    save_figure_atomic(fig, path, dpi=100)
     return Path(path)

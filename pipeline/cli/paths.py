@@ -1,0 +1,51 @@
+"""The registry of every command's path arguments: what kind of path each one is.
+
+:func:`pipeline.cli.app.user_errors` checks every path argument of a command against its kind
+(:data:`pipeline.io.inputs.KINDS`) before the command starts any work, creates ``--outdir``
+directories, and locks every output for the run (:mod:`pipeline.io.lock`); ``tests/test_cli_matrix.py``
+generates its cases from the same registry.
+
+A parameter named like an output (``outfile``, ``parquet``, ``outdir``, ``workdir``, ``log_file``,
+``performance_report``) needs no entry; input paths do. Adding a command = one line in :data:`PATHS`
+(``"merge": {"tables": "table"}``), see /work/coord/cli-registry.md.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BY_NAME", "PATHS", "kind_of"]
+
+# command (as in `diffuse --help`; sub-commands "group name") -> {parameter name: kind}
+PATHS: dict[str, dict[str, str]] = {
+    "run": {"geometry": "geometry-all", "data": "data", "mask": "mask", "background": "background"},
+    "integrate": {"geometry": "geometry", "data": "data", "mask": "mask"},
+    "correct": {"geometry": "geometry-corrections", "integrated": "table", "background": "background"},
+    "estimate": {"geometry": "geometry", "data": "data", "mask": "mask"},
+    "convert": {"data": "data-file", "mask": "mask", "outfile": "outdir-whole"},
+    "qc": {"table": "table", "data": "data", "mask": "mask", "background": "background"},
+    "find-hot-pixels": {"data": "data", "mask": "mask"},
+    "import-geometry": {"expt": "expt"},
+    "bin-background": {"data": "data-file", "mask": "mask"},
+    "simulate": {},
+    "demo": {},
+    "submit": {},
+    "cluster-config": {},
+    "bench sweep": {"geometry": "geometry", "data": "data", "mask": "mask"},
+}
+
+# kinds of parameters by name, when the command's entry does not say
+BY_NAME: dict[str, str] = {
+    "outfile": "outfile",
+    "log_file": "outfile",
+    "performance_report": "outfile",
+    "parquet": "outdir-whole",
+    "outdir": "outdir",
+    "workdir": "workdir",
+}
+
+
+def kind_of(command: str, parameter: str) -> str:
+    """The kind of path ``parameter`` of ``command`` is (an unknown input path: ``file``)."""
+    entry = PATHS.get(command)
+    if entry is None:  # a sub-command registered under its own name only
+        entry = next((v for k, v in PATHS.items() if k.split()[-1] == command), {})
+    return entry.get(parameter) or BY_NAME.get(parameter) or "file"

@@ -10,7 +10,10 @@ import typer
 from pipeline.cli.app import MaskOpt, WorkersOpt, app, setup_logging, user_errors
 from pipeline.errors import ConfigError
 
-bench = typer.Typer(help="Benchmarks on your own data.", no_args_is_help=True)
+bench = typer.Typer(
+    help="Benchmarks on your own data.\n\nExample: diffuse bench sweep geometry.nxs data.nxs --subdivisions 1,2,4",
+    no_args_is_help=True,
+)
 app.add_typer(bench, name="bench", rich_help_panel="Check")
 
 

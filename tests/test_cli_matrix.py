@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import typer
+from cli_registry import REQUIRED, VALID_INPUT, WRONG_KIND
 from typer.testing import CliRunner
 
-from cli_registry import REQUIRED, VALID_INPUT, WRONG_KIND
 from pipeline.cli import app
 from pipeline.cli.app import path_parameters
 from pipeline.cli.paths import PATHS, kind_of
@@ -33,9 +33,9 @@ def _commands() -> dict[str, object]:
     def walk(group, prefix):
         for name, cmd in group.commands.items():
             if hasattr(cmd, "commands"):
-                walk(cmd, prefix + [name])
+                walk(cmd, [*prefix, name])
             else:
-                out[" ".join(prefix + [name])] = cmd
+                out[" ".join([*prefix, name])] = cmd
 
     walk(root, [])
     return out
@@ -189,7 +189,7 @@ def test_registry_names_real_parameters():
         assert set(entry) <= names, f"{name}: {sorted(set(entry) - names)} are not path parameters"
 
 
-@pytest.mark.parametrize("name", sorted(COMMANDS) + ["bench"])
+@pytest.mark.parametrize("name", [*sorted(COMMANDS), "bench"])
 def test_help_shows_an_example(name):
     result = CliRunner().invoke(app, [*name.split(), "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0

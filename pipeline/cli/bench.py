@@ -11,7 +11,7 @@ from pipeline.cli.app import MaskOpt, WorkersOpt, app, setup_logging, user_error
 from pipeline.errors import ConfigError
 
 bench = typer.Typer(
-    help="Benchmarks on your own data.\n\nExample: diffuse bench sweep geometry.nxs data.nxs --subdivisions 1,2,4",
+    help="Benchmarks on your own data.\n\nExample: diffuse bench sweep geometry.nxs data.nxs",
     no_args_is_help=True,
 )
 app.add_typer(bench, name="bench", rich_help_panel="Check")

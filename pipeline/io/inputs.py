@@ -160,7 +160,10 @@ def _check_hdf5(path: Path, kind: PathKind, label: str, what: str) -> None:
     except OSError as exc:
         raise InputError(f"{label}{str(path)!r} cannot be read: {exc.strerror}") from None
     if head != HDF5_SIGNATURE and not h5py.is_hdf5(path):
-        raise InputError(f"{label}{str(path)!r} is not an HDF5/NeXus file; expected: {what} with {expected}")
+        raise InputError(
+            f"{label}{str(path)!r} is not a readable HDF5/NeXus file (another format?); "
+            f"expected: {what} with {expected}"
+        )
     try:
         with h5py.File(path, "r") as f:
             missing = [g for g in kind.groups if g not in f]

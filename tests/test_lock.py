@@ -122,3 +122,18 @@ def test_cli_second_run_on_the_same_output_refuses_at_once(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and f"PID {holder.pid}" in lines[0], lines
     assert not out.exists()
+
+
+def test_takeover_removes_the_dead_runs_temporaries(tmp_path):
+    out = tmp_path / "x.nxs"
+    holder = _hold(out)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    (tmp_path / f".x.nxs.log.tmp-{holder.pid}-abc").write_text("partial")
+    (tmp_path / f".x.nxs.tmp-{holder.pid}-def").mkdir()
+    (tmp_path / f".x.nxs.tmp-{os.getpid()}-ghi").write_text("not the dead run's")
+    take_notes()
+    with output_lock(out):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".x.nxs.tmp-{os.getpid()}-ghi"]
+    assert sum("temporary of the dead run" in n for n in take_notes()) == 2

@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import errno
 import fcntl
+import glob
 import json
 import logging
 import os
@@ -53,7 +54,7 @@ def _describe(info: dict | None) -> str:
     if not info:
         return "a run that has not written its details yet"
     return (
-        f"{info.get('command') or info.get('what') or 'a run'}, PID {info.get('pid')} on host "
+        f"{'diffuse ' + info['what'] if info.get('what') else 'a run'}, PID {info.get('pid')} on host "
         f"{info.get('host')}, started {info.get('started')}"
     )
 
@@ -83,6 +84,16 @@ def take_notes() -> list[str]:
     with _guard:
         notes, _notes[:] = _notes[:], []
     return notes
+
+
+def _remove_temporaries(path: Path, pid) -> None:
+    """Remove the temporaries (``.NAME*.tmp-PID-*``, :func:`pipeline.io.atomic.temp_sibling`) that the
+    dead run ``pid`` left beside its output ``path``."""
+    from pipeline.io.atomic import discard
+
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}*.tmp-{int(pid)}-*"):
+        _note(f"removing {tmp}, a temporary of the dead run (PID {pid})")
+        discard(tmp)
 
 
 class Lock:
@@ -139,6 +150,8 @@ def _acquire(path: Path, what: str) -> Lock:
                 stale = None
             who = _describe(stale if isinstance(stale, dict) else None)
             _note(f"taking over the stale lock {file} left by {who} (that run ended without releasing it)")
+            if isinstance(stale, dict) and _gone_here(stale):
+                _remove_temporaries(path, stale["pid"])
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),

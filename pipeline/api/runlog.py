@@ -37,7 +37,7 @@ from pathlib import Path
 
 from pipeline.config import non_default_items
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.io.atomic import check_output_path, discard, publish, temp_sibling
+from pipeline.io.atomic import atomic_path, check_output_path, discard, publish, temp_sibling
 
 __all__ = [
     "RunLog",
@@ -260,7 +260,7 @@ def performance_report(path: str | os.PathLike | None) -> Iterator[None]:
         raise ConfigError(
             f"--performance-report {os.fspath(path)!r} needs bokeh: pip install bokeh"
         ) from None
-    with report(filename=os.fspath(path)):
+    with atomic_path(path, suffix=".html") as tmp, report(filename=os.fspath(tmp)):
         yield
     log.info("performance report: %s", path)
 

@@ -35,6 +35,7 @@ from pipeline.cluster.buffers import malloc_exports
 from pipeline.cluster.config import SlurmSettings, describe_job
 from pipeline.cluster.slurm import sbatch_message
 from pipeline.errors import ConfigError
+from pipeline.io.atomic import write_text_atomic
 
 __all__ = ["BatchJob", "batch_job", "submit_batch_job"]
 
@@ -190,7 +191,7 @@ def _directives(job: BatchJob, settings: SlurmSettings) -> list[str]:
 def submit_batch_job(job: BatchJob) -> str:
     """Write the script next to the logs and submit it; return SLURM's job id."""
     job.script_path.parent.mkdir(parents=True, exist_ok=True)
-    job.script_path.write_text(job.script)
+    write_text_atomic(job.script_path, job.script)
     try:
         out = subprocess.run(
             ["sbatch", "--parsable", str(job.script_path)], capture_output=True, text=True, timeout=120

@@ -195,3 +195,32 @@ def test_help_shows_an_example(name):
     assert result.exit_code == 0
     examples = [line for line in result.output.splitlines() if "Example: diffuse " in line]
     assert examples, f"diffuse {name} --help has no 'Example: diffuse ...' line"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["integrate"],
+        ["integrate", "g.nxs", "d.nxs", "--subdivide", "1", "2"],
+        ["integrate", "g.nxs", "d.nxs", "--no-such-option"],
+        ["integrate", "g.nxs", "d.nxs", "--max-spread", "wide"],
+        ["frobnicate"],
+        ["bench", "sweep"],
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(argv):
+    result = CliRunner().invoke(app, argv, env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+
+
+def test_submit_checks_the_paths_of_its_command(tmp_path, monkeypatch):
+    """Before anything is queued (sbatch would not even be reached)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    argv = ["submit", "--", "integrate", "missing.nxs", str(VALID_INPUT["data"])]
+    result = CliRunner().invoke(app, argv, env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: GEOMETRY 'missing.nxs' does not exist"), lines

@@ -28,13 +28,45 @@ __all__ = [
     "WalltimeOpt",
     "WorkersOpt",
     "app",
+    "check_paths",
     "checked_paths",
     "main",
     "path_parameters",
     "user_errors",
 ]
 
+# click's exceptions as typer raises them (recent typer vendors click as typer._click)
+_click_exceptions = sys.modules[typer.BadParameter.__module__]
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """Usage errors (missing argument, bad option value, unknown command) as one ``error:`` line on
+    stderr with exit status 2, like the user errors of the commands (one line, exit status 1)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _click_exceptions.NoArgsIsHelpError as exc:  # typer has printed the help already
+            sys.exit(exc.exit_code)
+        except _click_exceptions.UsageError as exc:
+            ctx = exc.ctx
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"error: {message}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except _click_exceptions.ClickException as exc:
+            typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except _click_exceptions.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="diffuse",
     help="Integrate and correct diffuse X-ray scattering on a fractional Miller-index grid, on Dask.",
     no_args_is_help=True,
@@ -187,16 +219,13 @@ def path_parameters(func) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-@contextlib.contextmanager
-def checked_paths(func, kwargs: dict):
-    """Check every path argument of ``func`` (called with ``kwargs``) before it runs: inputs first,
-    then outputs; create ``--outdir`` directories; lock every output until the block ends. A failure
-    removes the directories it created."""
+def check_paths(func, kwargs: dict) -> list:
+    """Check every path argument of command ``func`` called with ``kwargs`` (inputs first, then
+    outputs; see :mod:`pipeline.cli.paths`); return the outputs as (path, kind, label)."""
     from pipeline.cli.paths import kind_of
-    from pipeline.io.atomic import prepare_outdir
     from pipeline.io.inputs import KINDS, check_path
-    from pipeline.io.lock import output_locks
 
+    func = getattr(func, "__wrapped__", func)
     command = func.__name__.replace("_", "-")
     overwrite = bool(kwargs.get("overwrite", "overwrite" not in inspect.signature(func).parameters))
     inputs, outputs = [], []
@@ -214,6 +243,19 @@ def checked_paths(func, kwargs: dict):
         other = seen.setdefault(os.path.abspath(path), label)
         if other != label:
             raise PipelineError(f"{label} {str(path)!r} is also given as {other}; use another path")
+    return outputs
+
+
+@contextlib.contextmanager
+def checked_paths(func, kwargs: dict):
+    """Check every path argument of ``func`` (called with ``kwargs``) before it runs (:func:`check_paths`);
+    create ``--outdir`` directories; lock every output until the block ends. A failure removes the
+    directories it created."""
+    from pipeline.io.atomic import prepare_outdir
+    from pipeline.io.lock import output_locks
+
+    outputs = check_paths(func, kwargs)
+    command = func.__name__.replace("_", "-")
     created = []
     try:
         for path, kind, _ in outputs:

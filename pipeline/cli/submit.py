@@ -13,6 +13,7 @@ from pipeline.cli.app import (
     PartitionOpt,
     WalltimeOpt,
     app,
+    check_paths,
     setup_logging,
     user_errors,
 )
@@ -90,6 +91,8 @@ def submit(
 
     setup_logging(quiet)
     name, params = _parse_command(command)
+    if not dry_run:  # the job would fail at once: say so now (paths as seen from here, the job's cwd)
+        check_paths(typer.main.get_command(app).get_command(None, name).callback, params)
     file = read_cluster_config(cluster)
     if file.type != "slurm":
         raise ConfigError(f"--cluster {cluster}: submit needs a SLURM cluster config, not a {file.type} one")

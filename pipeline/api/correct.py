@@ -7,6 +7,7 @@ import os
 
 from pipeline.api.runlog import check_outputs, run_step
 from pipeline.config import ClusterSpec, CorrectParams
+from pipeline.io.lock import output_locks
 from pipeline.progress import progress_bar
 
 __all__ = ["correct"]
@@ -63,12 +64,17 @@ def correct(
     if client is None and performance_report is None and spec.name == "local":
         # Row-wise numpy work that releases the GIL: threads in this process use every core
         # without starting worker processes (see pipeline.graph.correct).
-        with progress_bar(quiet) as bar, run_step("correct", params, None, log_file, None) as step:
+        with (
+            output_locks([params.outfile, params.parquet], what="correct"),
+            progress_bar(quiet) as bar,
+            run_step("correct", params, None, log_file, None) as step,
+        ):
             step.result = run_correction(params, None, progress=bar, threads=spec.workers)
             return step.result
     from pipeline.cluster import connect  # imports distributed: only when a cluster is used
 
     with (
+        output_locks([params.outfile, params.parquet], what="correct"),
         connect(spec, client=client) as c,
         progress_bar(quiet) as bar,
         run_step("correct", params, c, log_file, performance_report) as step,

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from pipeline.api.runlog import check_outputs, run_step
 from pipeline.config import ClusterSpec, IntegrateParams
+from pipeline.io.lock import output_locks
 from pipeline.progress import progress_bar
 
 __all__ = ["integrate"]
@@ -71,6 +72,7 @@ def integrate(
 
     threads_ok = client is None and reads_release_the_gil(params.data, params.mask)
     with (
+        output_locks([params.outfile, params.parquet, params.workdir], what="integrate"),
         connect(cluster, client=client, threads_ok=threads_ok) as c,
         progress_bar(quiet) as bar,
         run_step("integrate", params, c, log_file, performance_report) as step,

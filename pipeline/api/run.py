@@ -28,6 +28,7 @@ from pipeline.api.runlog import RunLog, performance_report
 from pipeline.cluster import connect
 from pipeline.config import ClusterSpec
 from pipeline.errors import PipelineError
+from pipeline.io.atomic import check_output_path
 from pipeline.io.images import reads_release_the_gil
 
 __all__ = ["RunResult", "run_pipeline"]
@@ -114,10 +115,12 @@ def run_pipeline(
         name: out / name
         for name in ("integrated.nxs", "integrated.parquet", "corrected.nxs", "corrected.parquet")
     }
+    for name, path in paths.items():  # before the cluster starts or run.log is opened
+        check_output_path(path, overwrite, is_dir=name.endswith(".parquet"))
     result = RunResult(str(out))
     common = {"overwrite": overwrite, "quiet": quiet}
     with contextlib.ExitStack() as stack:
-        runlog = stack.enter_context(RunLog(out / "run.log"))
+        runlog = stack.enter_context(RunLog(out / "run.log", atomic=True))
         masks = [mask] if isinstance(mask, str | os.PathLike) else list(mask or [])
         threads_ok = client is None and reads_release_the_gil(data, masks)
         c = stack.enter_context(connect(cluster, client=client, threads_ok=threads_ok))

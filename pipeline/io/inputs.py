@@ -204,10 +204,17 @@ def check_path(
             return check_output_path(path, overwrite, is_dir=kind.is_dir is True)
         except InputError as exc:
             raise InputError(f"{option} {exc}" if option else str(exc)) from None
+    label = f"{option} " if option else ""
     if path.exists() and not path.is_dir():
-        raise InputError(f"{option + ' ' if option else ''}{str(path)!r} is a file; expected a directory")
+        raise InputError(f"{label}{str(path)!r} is a file; expected a directory")
     if kind.role == "workdir" and not path.exists():
-        check_output_path(path, True, is_dir=True)  # its parent must exist
+        try:
+            check_output_path(path, True, is_dir=True)  # its parent must exist
+        except InputError as exc:
+            raise InputError(f"{label}{exc}") from None
+    ancestor = next((p for p in path.absolute().parents if p.exists()), None)
+    if ancestor is not None and not ancestor.is_dir():
+        raise InputError(f"{label}{str(path)!r} cannot be created: {str(ancestor)!r} is a file")
     return path
 
 

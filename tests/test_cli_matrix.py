@@ -51,10 +51,15 @@ def _paths(name: str) -> list[tuple[str, str, str]]:
     return [(p, label, kind_of(name, p)) for p, label in path_parameters(func)]
 
 
+def _checked_paths(name: str) -> list[tuple[str, str, str]]:
+    """Those of :func:`_paths` that have a kind (all of them, once the command is registered)."""
+    return [(p, label, kind) for p, label, kind in _paths(name) if kind is not None]
+
+
 def _valid_args(name: str, base: Path, skip: str | None = None) -> dict[str, list[str]]:
     """Parameter -> command-line values of a valid call (outputs under ``base/out``)."""
     args: dict[str, list[str]] = {}
-    for p, _, kind in _paths(name):
+    for p, _, kind in _checked_paths(name):
         if p == skip:
             continue
         k = KINDS[kind]
@@ -88,7 +93,7 @@ def _argv(name: str, args: dict[str, list[str]], extra=()) -> list[str]:
 
 def _cases():
     for name in sorted(COMMANDS):
-        for p, label, kind in _paths(name):
+        for p, label, kind in _checked_paths(name):
             k = KINDS[kind]
             if k.role == "input":
                 cases = ["missing", "unreadable", "wrong-kind", "truncated"]
@@ -177,7 +182,7 @@ def test_every_command_is_registered():
     assert not missing, f"add these commands to pipeline/cli/paths.py PATHS: {missing}"
     for name in COMMANDS:
         for p, label, kind in _paths(name):
-            assert kind != "file" or p in PATHS.get(name, {}), (
+            assert kind not in ("file", None) or p in PATHS.get(name, {}), (
                 f"{name} {label}: say what kind of input it is in pipeline/cli/paths.py PATHS"
             )
 

@@ -234,7 +234,10 @@ def check_paths(func, kwargs: dict) -> list:
         for path in value if isinstance(value, list | tuple) else [value]:
             if path is None or not isinstance(path, str | os.PathLike):
                 continue
-            kind = KINDS[kind_of(command, name)]
+            kind_name = kind_of(command, name)
+            if kind_name is None:
+                continue
+            kind = KINDS[kind_name]
             (outputs if kind.is_output else inputs).append((Path(path), kind, label))
     for path, kind, label in inputs + outputs:
         check_path(path, kind, overwrite=overwrite, option=label)

@@ -43,9 +43,16 @@ BY_NAME: dict[str, str] = {
 }
 
 
-def kind_of(command: str, parameter: str) -> str:
-    """The kind of path ``parameter`` of ``command`` is (an unknown input path: ``file``)."""
+def kind_of(command: str, parameter: str) -> str | None:
+    """The kind of path ``parameter`` of ``command`` is: as registered, else by its name, else
+    ``file`` (an input that must exist and be readable); ``None`` (not checked) for a parameter not
+    named like an output of a command not yet in :data:`PATHS`, so that an unregistered output is
+    never refused as a missing input (tests/test_cli_matrix.py asks for the registration)."""
     entry = PATHS.get(command)
     if entry is None:  # a sub-command registered under its own name only
-        entry = next((v for k, v in PATHS.items() if k.split()[-1] == command), {})
-    return entry.get(parameter) or BY_NAME.get(parameter) or "file"
+        entry = next((v for k, v in PATHS.items() if k.split()[-1] == command), None)
+    if entry is not None and parameter in entry:
+        return entry[parameter]
+    if parameter in BY_NAME:
+        return BY_NAME[parameter]
+    return "file" if entry is not None else None

@@ -2,7 +2,7 @@
 
 The kinds of the path arguments come from the package (:data:`pipeline.cli.paths.PATHS`); here go
 only the other REQUIRED arguments of a command, as command -> {parameter: [values]}. A command with
-no required non-path argument needs no line here. See /work/coord/cli-registry.md.
+no required non-path argument needs no line here. See ARCHITECTURE.md, "Adding a command".
 """
 
 from __future__ import annotations

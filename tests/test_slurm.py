@@ -239,10 +239,22 @@ def test_submit_runs_a_whole_integration_as_one_batch_job(workdir):
 def test_submit_refused_by_sbatch(workdir):
     spec = node_config(workdir / "node.yaml", memory="10TB")
     run = subprocess.run(
-        [*DIFFUSE, "submit", "--cluster", spec, "--", "correct", "g.nxs", "i.nxs"],
+        [
+            *DIFFUSE,
+            "submit",
+            "--cluster",
+            spec,
+            "--",
+            "correct",
+            CUBIC / "geometry.nxs",
+            CUBIC / "mdx2" / "integrated_325.nxs",
+            "--outfile",
+            workdir / "c.nxs",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert run.returncode == 1
     assert "sbatch refused the batch job" in run.stderr and "Memory specification" in run.stderr, run.stderr
+    assert not (workdir / "c.nxs").exists()

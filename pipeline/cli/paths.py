@@ -7,7 +7,7 @@ generates its cases from the same registry.
 
 A parameter named like an output (``outfile``, ``parquet``, ``outdir``, ``workdir``, ``log_file``,
 ``performance_report``) needs no entry; input paths do. Adding a command = one line in :data:`PATHS`
-(``"merge": {"tables": "table"}``), see /work/coord/cli-registry.md.
+(``"merge": {"tables": "table"}``), see ARCHITECTURE.md, "Adding a command".
 """
 
 from __future__ import annotations

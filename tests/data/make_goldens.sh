@@ -17,3 +17,5 @@ fi
 # shellcheck source=/dev/null
 source "$REFKIT/setup.sh"    # puts mdx2 1.0.5 (refkit venv) first on PATH, stubs on PYTHONPATH
 python "$HERE/make_goldens.py" --refkit "$REFKIT" "$@"
+# scales.nxs models (mdx2.scale --mca2020) and mdx2's interp values at random points
+python "$HERE/scales/make_scales_goldens.py" "$REFKIT"

@@ -181,3 +181,18 @@ def test_existing_output_needs_overwrite(scheduler_address, tmp_path):
     result = run(*integrate_args(scheduler_address, out, "-q", "--overwrite"))
     assert result.exit_code == 0, result.output
     assert len(pipeline.read_table(out)) == len(pipeline.read_table(CUBIC / "mdx2/integrated_325.nxs"))
+
+
+def test_help_into_a_closed_pipe_is_quiet():
+    """`diffuse integrate --help | head -1`: the reader goes away; no traceback on stderr."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        f"'{sys.executable}' -m pipeline integrate --help | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in run.stderr, run.stderr

@@ -59,7 +59,7 @@ class OneLineErrors(typer.core.TyperGroup):
         except _click_exceptions.ClickException as exc:
             typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
             sys.exit(exc.exit_code)
-        except _click_exceptions.Abort:
+        except typer.Abort:  # (the click that typer vendors has no exceptions.Abort)
             typer.echo("error: aborted", err=True)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)

@@ -15,7 +15,15 @@ import yaml
 
 from pipeline.errors import ConfigError
 
-__all__ = ["ClusterSpec", "CorrectParams", "IntegrateParams", "Tuning", "get_default", "non_default_items"]
+__all__ = [
+    "ClusterSpec",
+    "CorrectParams",
+    "IntegrateParams",
+    "MergeParams",
+    "Tuning",
+    "get_default",
+    "non_default_items",
+]
 
 _DEFAULTS_FILE = Path(__file__).with_name("pipeline.yaml")
 with open(_DEFAULTS_FILE) as _f:
@@ -183,6 +191,63 @@ class CorrectParams:
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.outfile is None and self.parquet is None:
             raise ConfigError("nothing to write: give an outfile (NeXus) and/or a parquet directory")
+
+
+MERGE_SPLITS = ("randomHalf", "weightedRandomHalf", "Friedel")
+
+
+@dataclass(frozen=True)
+class MergeParams:
+    """What ``merge`` needs, as mdx2.merge's options (``scales`` optional) plus where and how to write."""
+
+    tables: tuple[str, ...]
+    scales: tuple[str, ...] = ()
+    outlier: float | None = None
+    split: str | None = None
+    geometry: str | None = None
+    seed: int | None = None
+    scaling: bool = True
+    offset: bool = True
+    absorption: bool = True
+    detector: bool = True
+    outfile: str = "merged.nxs"
+    overwrite: bool = False
+    tuning: Tuning = field(default_factory=Tuning.from_config, compare=False)
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        tables = (self.tables,) if isinstance(self.tables, str | os.PathLike) else tuple(self.tables or ())
+        if not tables:
+            raise ConfigError("merge needs at least one corrected table")
+        set_(self, "tables", tuple(_as_path(t, "table") for t in tables))
+        scales = (self.scales,) if isinstance(self.scales, str | os.PathLike) else tuple(self.scales or ())
+        set_(self, "scales", tuple(_as_path(s, "scale") for s in scales))
+        if self.scales and len(self.scales) != len(self.tables):
+            raise ConfigError(
+                f"number of scale files ({len(self.scales)}) must match the number of tables "
+                f"({len(self.tables)})"
+            )
+        set_(self, "geometry", _as_optional_path(self.geometry, "geometry"))
+        set_(self, "outfile", _as_path(self.outfile, "outfile"))
+        if self.outlier is not None:
+            if (
+                isinstance(self.outlier, bool)
+                or not isinstance(self.outlier, int | float)
+                or not self.outlier > 0
+            ):
+                raise ConfigError(f"outlier must be a number > 0 (sigma), got {self.outlier!r}")
+            set_(self, "outlier", float(self.outlier))
+        if self.split is not None and self.split not in MERGE_SPLITS:
+            raise ConfigError(f"split must be one of {', '.join(MERGE_SPLITS)}, got {self.split!r}")
+        if self.split == "Friedel" and self.geometry is None:
+            raise ConfigError("--split Friedel needs --geometry (the Laue group operators of geometry.nxs)")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32
+        ):
+            raise ConfigError(f"seed must be a whole number in [0, 2**32), got {self.seed!r}")
+        for name in ("scaling", "offset", "absorption", "detector", "overwrite"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
 
 def non_default_items(params) -> dict:

@@ -91,6 +91,9 @@ KINDS: dict[str, PathKind] = _kinds(
         what="hkl table (NeXus file or parquet dataset)",
     ),
     PathKind("expt", suffixes=(".expt", ".json"), what="DIALS experiment list (JSON)"),
+    # a scales file holds any of /entry/{scaling,absorption,detector,offset}_model: io.scales checks which
+    PathKind("scales", groups=("/entry",), what="scaling models (scales.nxs from mdx2.scale)"),
+    PathKind("geometry-symmetry", groups=("/entry/symmetry",), what="geometry file (mdx2.import_geometry)"),
     PathKind("file", what="input file"),
     PathKind("outfile", role="output"),
     PathKind("outdir-whole", role="output", is_dir=True),  # parquet dataset, zarr cache

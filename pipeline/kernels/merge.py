@@ -31,28 +31,35 @@ import numpy as np
 from pipeline.kernels.keys import KEY_LIMIT, pack_keys, unpack_keys
 
 __all__ = [
+    "BatchModels",
     "MergeStats",
+    "PartitionMerge",
     "RandomStream",
-    "friedel_minus",
+    "batch_scale_offset",
     "group_merge",
+    "inversion_ops",
+    "keys_to_hkl",
     "merge_partition",
     "merge_partition_oracle",
     "random_split",
     "random_split_oracle",
     "scaled_rows",
+    "split_weights",
     "voxel_keys",
     "voxels",
     "wrs_global",
 ]
 
 
-def voxel_keys(h, k, l, ndiv) -> tuple[np.ndarray, np.ndarray]:  # noqa: E741
+def voxel_keys(h, k, l, ndiv) -> tuple[np.ndarray, np.ndarray]:
     """Sortable int64 voxel keys of rows and their integer H, as mdx2's ``HKLTable.H/K/L``.
 
     mdx2 reads ``ndiv`` from the file as int64 numbers, so ``h * ndiv`` is computed in float64 and
     rounded half to even (``np.round``). Raises ValueError for indices the keys cannot hold.
     """
-    idx = [np.round(np.asarray(c, dtype=np.float64) * np.int64(n)) for c, n in zip((h, k, l), ndiv, strict=True)]
+    idx = [
+        np.round(np.asarray(c, dtype=np.float64) * np.int64(n)) for c, n in zip((h, k, l), ndiv, strict=True)
+    ]
     for c in idx:
         if c.size and not (np.all(np.isfinite(c)) and np.max(np.abs(c)) <= KEY_LIMIT):
             raise ValueError(f"Miller indices x subdivision must be finite and within +-{KEY_LIMIT}")
@@ -84,6 +91,53 @@ def scaled_rows(intensity, sigma, scale=None, offset=None):
         I_s = intensity / scale - offset
         sigma_s = sigma / scale
     return mask, I_s, sigma_s, scale, offset
+
+
+@dataclass(frozen=True)
+class BatchModels:
+    """The scaling models applied to one input table (mdx2's batch); None = not applied."""
+
+    scaling: object = None
+    absorption: object = None
+    detector: object = None
+    offset: object = None
+
+    @property
+    def empty(self) -> bool:
+        return all(m is None for m in (self.scaling, self.absorption, self.detector, self.offset))
+
+
+def _interp(value, like: np.ndarray):
+    # mdx2's InterpLin*.interp writes into np.zeros_like(x): the values take the coordinates' dtype
+    return np.asarray(value).astype(like.dtype, copy=False)
+
+
+def batch_scale_offset(models: BatchModels | None, rows: dict, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """mdx2's ``CombinedModelRefiner.calc_scale_offset`` for rows of one batch, cast to ``dtype``.
+
+    ``scale = 1 * (a * b * d)``, ``offset = 0 + c / b`` with a absorption(ix, iy, phi), b scaling(phi),
+    c offset(s, phi), d detector(ix, iy), each model's values in the coordinates' dtype (float32) and an
+    absent model the Python number 1.0 (0.0 for the offset); mdx2 stores both in float32 arrays.
+    """
+    n = len(rows["intensity"])
+    if models is None or models.empty:
+        return np.ones(n, dtype), np.zeros(n, dtype)
+    phi, ix, iy, s = (np.asarray(rows[c]) for c in ("phi", "ix", "iy", "s"))
+    a = 1.0 if models.absorption is None else _interp(models.absorption.interp(ix, iy, phi), ix)
+    b = 1.0 if models.scaling is None else _interp(models.scaling.interp(phi), phi)
+    c = 0.0 if models.offset is None else _interp(models.offset.interp(s, phi), s)
+    d = 1.0 if models.detector is None else _interp(models.detector.interp(ix, iy), ix)
+    scale = np.ones(n, dtype=np.float64)
+    offset = np.zeros_like(scale)
+    with np.errstate(all="ignore"):
+        scale *= a * b * d
+        offset += c / b
+    return scale.astype(dtype), offset.astype(dtype)
+
+
+def inversion_ops(laue_ops) -> np.ndarray:
+    """Which Laue operators have determinant < 0 (mdx2's Friedel split puts their rows in group 1)."""
+    return np.array([np.linalg.det(o) for o in laue_ops]) < 0
 
 
 @dataclass
@@ -142,7 +196,9 @@ class PartitionMerge:
     outliers: int
 
 
-def merge_partition(keys, intensity, sigma, scale=None, offset=None, outlier: float | None = None) -> PartitionMerge:
+def merge_partition(
+    keys, intensity, sigma, scale=None, offset=None, outlier: float | None = None
+) -> PartitionMerge:
     """Merge the rows of whole voxels, sorted by key with each voxel's rows in table order.
 
     Returns mdx2's ``intensity``, ``intensity_error`` and ``count`` columns per unique key, after
@@ -154,7 +210,9 @@ def merge_partition(keys, intensity, sigma, scale=None, offset=None, outlier: fl
     stats = _merge(ih, n, I_s, sigma_s, mask)
     nout = 0
     if outlier is not None:
-        nout = _mask_outliers(ih, stats.Im, outlier, np.asarray(intensity), np.asarray(sigma), scale, offset, mask)
+        nout = _mask_outliers(
+            ih, stats.Im, outlier, np.asarray(intensity), np.asarray(sigma), scale, offset, mask
+        )
         stats = _merge(ih, n, I_s, sigma_s, mask)
     return PartitionMerge(ukeys, ih, mask, I_s, sigma_s, stats.columns(), nout)
 
@@ -163,12 +221,6 @@ def group_merge(part: PartitionMerge, in_group: np.ndarray, j: int) -> dict[str,
     """mdx2's per-group merge (``G.mask = G.mask | ~g``): columns ``group_<j>_*``."""
     stats = _merge(part.ih, len(part.keys), part.I_s, part.sigma_s, part.mask | ~in_group)
     return stats.columns(f"group_{j}_")
-
-
-def friedel_minus(op, laue_ops) -> np.ndarray:
-    """Rows whose ASU operator has determinant < 0 (mdx2's Friedel split: group 1)."""
-    has_inversion = np.array([np.linalg.det(o) for o in laue_ops]) < 0
-    return has_inversion[np.asarray(op)]
 
 
 def split_weights(part: PartitionMerge, split: str) -> np.ndarray:
@@ -212,7 +264,7 @@ def wrs_global(index_map, w, jitter, flips):
     sort_order = np.argsort(index_map + jitter)
     sorted_ind_map = index_map[sort_order]
     sorted_w = w[sort_order]
-    breakpoints = [0] + list(np.nonzero(np.diff(sorted_ind_map))[0] + 1) + [len(sorted_ind_map)]
+    breakpoints = [0, *list(np.nonzero(np.diff(sorted_ind_map))[0] + 1), len(sorted_ind_map)]
     starts = np.array(breakpoints[:-1])
     stops = np.array(breakpoints[1:])
     isgrp1 = np.full_like(index_map, False, dtype=bool)
@@ -310,7 +362,10 @@ def merge_partition_oracle(keys, intensity, sigma, scale=None, offset=None, outl
     for i in range(n):
         groups.setdefault(int(keys[i]), []).append(i)
     out_keys = sorted(groups)
-    bad = [bool(np.isnan(intensity[i]) or np.isnan(sigma[i]) or sigma[i] == 0 or np.isinf(sigma[i])) for i in range(n)]
+    bad = [
+        bool(np.isnan(intensity[i]) or np.isnan(sigma[i]) or sigma[i] == 0 or np.isinf(sigma[i]))
+        for i in range(n)
+    ]
 
     def merge_one(rows):
         wsum = isum = 0.0

@@ -180,7 +180,7 @@ def _mask_outliers(ih, Im, nsigma, intensity, sigma, scale, offset, mask) -> int
         resid = (scale * (Im[ih] + offset) - intensity) / sigma
         isoutlier = (resid > nsigma) & ~mask
     mask[isoutlier] = True
-    return int(isoutlier.sum())
+    return int(np.ma.filled(isoutlier.sum(), 0))  # the count mdx2 logs (unmasked outliers)
 
 
 @dataclass

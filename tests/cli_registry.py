@@ -29,6 +29,8 @@ VALID_INPUT: dict[str, Path] = {
     "table": DATA / "mdx2" / "integrated_111.nxs",
     "expt": DATA / "experiment.expt",
     "file": DATA / "dataset.json",
+    "scales": DATA.parent / "merge" / "scales_111.nxs",
+    "geometry-symmetry": DATA / "geometry.nxs",
 }
 
 # an input of another kind, for the "wrong kind of file" case (an HDF5 file without the group)
@@ -42,4 +44,7 @@ WRONG_KIND: dict[str, Path] = {
     "background": DATA / "mask.nxs",
     "table": DATA / "mask.nxs",
     "expt": DATA / "mask.nxs",
+    "geometry-symmetry": DATA / "mask.nxs",
+    # "scales": any /entry/*_model group will do, so the kind check cannot refuse an HDF5 file with /entry;
+    # pipeline.io.scales.read_scales refuses one without models (tests/test_merge.py)
 }

@@ -224,11 +224,16 @@ def group_merge(part: PartitionMerge, in_group: np.ndarray, j: int) -> dict[str,
 
 
 def split_weights(part: PartitionMerge, split: str) -> np.ndarray:
-    """The weights ``wrs`` splits by: ``1/sigma**2`` of unmasked rows (0 for masked), or ones (int64)."""
+    """The weights ``wrs`` splits by: ``1/sigma**2`` of unmasked rows (0 for masked), or ones (int64).
+
+    mdx2 computes ``1 / MR.data.sigma**2`` on a masked array: ``numpy.ma.power`` takes the exponent
+    as a 0-d int64 array, which promotes float32 to float64, so these weights (and the running sum
+    over them) are float64, unlike the float32 weights of the merge itself.
+    """
     if split == "randomHalf":
         return np.ones_like(part.ih)
     with np.errstate(all="ignore"):
-        w = np.ma.MaskedArray(1 / part.sigma_s**2, mask=part.mask)
+        w = 1 / np.ma.MaskedArray(part.sigma_s, mask=part.mask.copy()) ** 2
     return w.filled(fill_value=0)
 
 

@@ -212,28 +212,85 @@ def test_noscale_flags_equal_no_scales(tmp_path):
     assert_identical(out, GOLD / "merged_325_noscale.nxs")
 
 
-def test_small_partitions_and_cluster(tmp_path, client):
-    """Many partitions and map tasks on the local cluster: still the golden's bits."""
+def _small_tuning(rows_per_task: int, partition_rows: int):
     import dataclasses
 
-    from pipeline.config import MergeParams, Tuning
+    from pipeline.config import Tuning
+
+    return dataclasses.replace(
+        Tuning.from_config(), correct_rows_per_task=rows_per_task, max_partition_rows=partition_rows
+    )
+
+
+def test_many_tasks_and_partitions(tmp_path):
+    """Map tasks of 1000 rows, partitions of <= 700 rows (threads): still mdx2's bits."""
+    from pipeline.config import MergeParams
     from pipeline.graph.merge import run_merge
 
-    tuning = dataclasses.replace(Tuning.from_config(), correct_rows_per_task=1000, max_partition_rows=700)
     out = tmp_path / "merged.nxs"
+    tables = (str(C111), str(C111))
     params = MergeParams(
-        tables=(str(C111), str(C111)), outfile=str(out), split="randomHalf", seed=3, tuning=tuning
+        tables=tables,
+        scales=(str(GOLD / "scales_111.nxs"),) * 2,
+        outfile=str(out),
+        split="randomHalf",
+        seed=11,
+        tuning=_small_tuning(1000, 700),
     )
-    many = run_merge(params, client)
-    assert many.partitions > 1
-    out1 = tmp_path / "one.nxs"
-    tuning1 = dataclasses.replace(tuning, correct_rows_per_task=10**7, max_partition_rows=10**7)
-    one = run_merge(dataclasses.replace(params, outfile=str(out1), tuning=tuning1), None, threads=1)
-    assert one.partitions >= 1
-    assert_identical(out, out1)
-    params = dataclasses.replace(params, tables=(str(C325),), split=None, outfile=str(tmp_path / "c.nxs"))
-    run_merge(params, client)
+    result = run_merge(params, None, threads=3)
+    assert result.partitions > 1 and result.map_tasks == 2
+    assert_identical(out, GOLD / "merged_111x2_rh_seed11.nxs")
+    params = MergeParams(
+        tables=(str(C325),), outfile=str(tmp_path / "c.nxs"), tuning=_small_tuning(3000, 2000)
+    )
+    result = run_merge(params, None, threads=2)
+    assert result.partitions > 2 and result.map_tasks == 3
     assert_identical(tmp_path / "c.nxs", GOLD / "merged_325_noscale.nxs")
+
+
+@pytest.mark.slow
+def test_on_cluster(tmp_path, client):
+    """The same on the local dask cluster (tasks in worker processes)."""
+    from pipeline.config import MergeParams
+    from pipeline.graph.merge import run_merge
+
+    params = MergeParams(
+        tables=(str(C325),),
+        outfile=str(tmp_path / "c.nxs"),
+        split="Friedel",
+        geometry=str(GEOM),
+        tuning=_small_tuning(3000, 2000),
+    )
+    result = run_merge(params, client)
+    assert result.partitions > 2
+    ref = run_merge(
+        MergeParams(
+            tables=(str(C325),), outfile=str(tmp_path / "r.nxs"), split="Friedel", geometry=str(GEOM)
+        ),
+        None,
+    )
+    assert ref.rows == result.rows
+    assert_identical(tmp_path / "c.nxs", tmp_path / "r.nxs")
+    params = MergeParams(
+        tables=(str(C111), str(C111)),
+        outfile=str(tmp_path / "w.nxs"),
+        split="weightedRandomHalf",
+        seed=4,
+        outlier=2,
+        tuning=_small_tuning(1000, 700),
+    )
+    run_merge(params, client)
+    run_merge(
+        MergeParams(
+            tables=params.tables,
+            outfile=str(tmp_path / "w1.nxs"),
+            split="weightedRandomHalf",
+            seed=4,
+            outlier=2,
+        ),
+        None,
+    )
+    assert_identical(tmp_path / "w.nxs", tmp_path / "w1.nxs")
 
 
 def test_random_seed_is_reported_and_reproducible(tmp_path):

@@ -293,6 +293,21 @@ def test_on_cluster(tmp_path, client):
     assert_identical(tmp_path / "w.nxs", tmp_path / "w1.nxs")
 
 
+def test_parquet_input(tmp_path):
+    from pipeline.io.tables import CORRECTED_SCHEMA, write_parquet_part
+
+    t = _table(C325)
+    d = tmp_path / "corrected.parquet"
+    d.mkdir()
+    for i, (a, b) in enumerate([(0, 3000), (3000, 3001), (3001, len(t["h"]))]):
+        write_parquet_part(
+            d, i, {k: t[k][a:b] for k in CORRECTED_SCHEMA}, CORRECTED_SCHEMA, t["ndiv"], "corrected"
+        )
+    result = merge([d], outfile=tmp_path / "m.nxs")
+    assert result.map_tasks == 3
+    assert_identical(tmp_path / "m.nxs", GOLD / "merged_325_noscale.nxs")
+
+
 def test_random_seed_is_reported_and_reproducible(tmp_path):
     a = merge([C111], outfile=tmp_path / "a.nxs", split="randomHalf")
     assert a.seed is not None

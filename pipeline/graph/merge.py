@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -273,6 +274,14 @@ def _read_models(path: str, params: MergeParams):
     return None if m.empty else m
 
 
+def _row_ranges(source: TableSource, rows_per_task: int) -> list[tuple[int, int]]:
+    """Row ranges of the map tasks: one per parquet part (the unit of I/O), else ``rows_per_task`` rows."""
+    if source.format == "parquet":
+        bounds = np.cumsum([0, *(rows for _, rows in source.parts)])
+        return [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
+    return [(a, min(a + rows_per_task, source.n_rows)) for a in range(0, source.n_rows, rows_per_task)]
+
+
 def _choose_partitions(h_counts: np.ndarray, max_rows: int, min_partitions: int) -> list[tuple[int, int]]:
     from pipeline.graph.integrate import choose_partitions
 
@@ -332,11 +341,10 @@ def run_merge(params: MergeParams, client=None, progress=None, threads: int | No
 
         minus_ops = km.inversion_ops(read_symmetry(params.geometry).laue_group_operators)
     ndiv = tuple(int(x) for x in sources[0].ndiv)
-    rows_per_task = params.tuning.correct_rows_per_task
     ranges = [
-        (b, a, min(a + rows_per_task, s.n_rows))
+        (b, a, c)
         for b, s in enumerate(sources)
-        for a in range(0, s.n_rows, rows_per_task)
+        for a, c in _row_ranges(s, params.tuning.correct_rows_per_task)
     ]
     n_total = sum(s.n_rows for s in sources)
     seed = None

@@ -1,0 +1,168 @@
+"""mdx2.map's grid: integer grid axes from ``--limits``, each grid point mapped to the asymmetric unit
+and looked up in a merged table, one block of whole H planes at a time.
+
+mdx2 1.0.5 (``command_line/map.py``, ``HKLTable.to_asu``/``lookup``) does, for the whole map at once:
+
+* ``Hmin = round(hmin * ndiv[0])`` (numpy's round half to even, float64), likewise the five other
+  limits; axes ``arange(Hmin, Hmax + 1) / ndiv[0]`` (float64), ...;
+* with symmetry, every grid point (H, K, L) goes to its image in the ASU under the lowest-index Laue
+  operator that puts it there (:func:`pipeline.kernels.asu.asu_images` gives the same images);
+* the value is the table's ``signal`` at the row with the same integer (H, K, L)
+  (``round(h * ndiv)`` of the table), NaN where no row has it; the result's dtype is that of
+  ``np.where(match, column, nan)``: float32 stays float32, integers become float64.
+
+Here a block of whole H planes is computed at once (memory bounded by the block), against a
+:class:`TableIndex`: the table's packed keys (:mod:`pipeline.kernels.keys`) sorted once, and the
+signal column in the same order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.kernels.asu import asu_images
+from pipeline.kernels.keys import KEY_LIMIT, pack_keys
+
+__all__ = [
+    "GridAxes",
+    "TableIndex",
+    "grid_axes",
+    "map_block",
+    "map_block_oracle",
+    "map_dtype",
+]
+
+
+@dataclass(frozen=True)
+class GridAxes:
+    """Integer bounds of the map (inclusive) and ``ndiv``; the float axes are ``integer / ndiv``."""
+
+    lo: tuple[int, int, int]
+    hi: tuple[int, int, int]
+    ndiv: tuple[int, int, int]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(b - a + 1 for a, b in zip(self.lo, self.hi, strict=True))
+
+    def axis(self, i: int) -> np.ndarray:
+        """mdx2's float64 axis: ``np.arange(lo, hi + 1) / ndiv``."""
+        return np.arange(self.lo[i], self.hi[i] + 1) / self.ndiv[i]
+
+    def integer_axis(self, i: int) -> np.ndarray:
+        return np.arange(self.lo[i], self.hi[i] + 1, dtype=np.int64)
+
+
+def grid_axes(limits, ndiv) -> GridAxes:
+    """mdx2's integer bounds: ``np.round(limit * ndiv).astype(int)`` for each of the six limits."""
+    hmin, hmax, kmin, kmax, lmin, lmax = (float(x) for x in limits)
+    nd = tuple(int(n) for n in ndiv)
+    lo = tuple(int(np.round(v * n)) for v, n in zip((hmin, kmin, lmin), nd, strict=True))
+    hi = tuple(int(np.round(v * n)) for v, n in zip((hmax, kmax, lmax), nd, strict=True))
+    for a, b, name in zip(lo, hi, "hkl", strict=True):
+        if b < a:
+            raise ValueError(f"limits along {name} round to no grid point ({a} > {b} in units of 1/ndiv)")
+        if max(abs(a), abs(b)) > KEY_LIMIT:
+            raise ValueError(f"limits along {name} x ndiv reach beyond +-{KEY_LIMIT}")
+    return GridAxes(lo, hi, nd)
+
+
+def map_dtype(column_dtype) -> np.dtype:
+    """dtype of ``np.where(match, column, np.nan)`` (numpy >= 2: a Python float is a weak scalar)."""
+    dt = np.dtype(column_dtype)
+    if dt.kind == "f":
+        return dt
+    if dt.kind == "c":
+        return dt
+    return np.dtype(np.float64)
+
+
+class TableIndex:
+    """A merged table's keys, sorted, with one column (the map's signal) in the same order."""
+
+    def __init__(self, H: np.ndarray, K: np.ndarray, L: np.ndarray, values: np.ndarray):
+        H, K, L = (np.asarray(a, dtype=np.int64) for a in (H, K, L))
+        if H.size and max(np.abs(a).max() for a in (H, K, L)) > KEY_LIMIT:
+            raise ValueError(f"table indices x ndiv beyond +-{KEY_LIMIT}")
+        keys = pack_keys(H, K, L)
+        order = np.argsort(keys, kind="stable")
+        self.keys = keys[order]
+        self.values = np.asarray(values)[order]
+        self.dtype = map_dtype(self.values.dtype)
+        dup = np.flatnonzero(self.keys[1:] == self.keys[:-1])
+        self.duplicates = int(dup.size)
+
+    @classmethod
+    def from_table(cls, h, k, l, ndiv, values) -> TableIndex:  # noqa: E741
+        """From float columns as stored: ``round(h * ndiv)`` as mdx2's ``HKLTable.H``."""
+        H, K, L = (np.round(np.asarray(x) * n).astype(np.int64) for x, n in zip((h, k, l), ndiv, strict=True))
+        return cls(H, K, L, values)
+
+    def __len__(self) -> int:
+        return self.keys.size
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.values.nbytes
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Values at ``keys`` (any shape), NaN where the table has no row."""
+        out = np.full(keys.shape, np.nan, dtype=self.dtype)
+        if self.keys.size == 0:
+            return out
+        pos = np.searchsorted(self.keys, keys)
+        np.minimum(pos, self.keys.size - 1, out=pos)
+        hit = self.keys[pos] == keys
+        out[hit] = self.values[pos[hit]]
+        return out
+
+
+def _block_indices(axes: GridAxes, h0: int, h1: int) -> np.ndarray:
+    """int32 (3, n) integer indices of H planes ``h0:h1`` (positions along the H axis), C order."""
+    H = axes.integer_axis(0)[h0:h1]
+    K = axes.integer_axis(1)
+    L = axes.integer_axis(2)
+    shape = (H.size, K.size, L.size)
+    hkl = np.empty((3, *shape), dtype=np.int32)
+    hkl[0] = H[:, None, None]
+    hkl[1] = K[None, :, None]
+    hkl[2] = L[None, None, :]
+    return hkl.reshape(3, -1)
+
+
+def map_block(axes: GridAxes, h0: int, h1: int, index: TableIndex, ops, asu, symmetry: bool = True) -> np.ndarray:
+    """The map's values on H planes ``h0:h1`` (positions along the H axis): (h1 - h0, nK, nL)."""
+    hkl = _block_indices(axes, h0, h1)
+    if symmetry:
+        hkl, _ = asu_images(hkl, ops, asu)
+    keys = pack_keys(hkl[0], hkl[1], hkl[2])
+    return index.lookup(keys).reshape(h1 - h0, axes.shape[1], axes.shape[2])
+
+
+def map_block_oracle(axes: GridAxes, h0: int, h1: int, table: dict, ndiv, signal: str, ops, asu, symmetry=True):
+    """Slow and plain: a dict from the table's integer (H, K, L) to its value (first row wins), each
+    grid point mapped by trying the Laue operators in order."""
+    Ht, Kt, Lt = (np.round(np.asarray(table[c]) * n).astype(np.int64) for c, n in zip("hkl", ndiv, strict=True))
+    values = np.asarray(table[signal])
+    lookup = {}
+    for j in range(Ht.size):
+        lookup.setdefault((int(Ht[j]), int(Kt[j]), int(Lt[j])), values[j])
+    out = np.full((h1 - h0, axes.shape[1], axes.shape[2]), np.nan, dtype=map_dtype(values.dtype))
+    for a, H in enumerate(axes.integer_axis(0)[h0:h1]):
+        for b, K in enumerate(axes.integer_axis(1)):
+            for c, L in enumerate(axes.integer_axis(2)):
+                v = np.array([H, K, L], dtype=float)
+                key = (int(H), int(K), int(L))
+                if symmetry:
+                    for i in range(ops.shape[0]):
+                        w = (ops[i].T @ v).astype(np.int64)
+                        if bool(asu(w[0:1], w[1:2], w[2:3])[0]):
+                            key = (int(w[0]), int(w[1]), int(w[2]))
+                            break
+                    else:
+                        raise ValueError("no operator maps the point into the asymmetric unit")
+                if key in lookup:
+                    out[a, b, c] = lookup[key]
+    return out

@@ -19,6 +19,7 @@ PATHS: dict[str, dict[str, str]] = {
     "run": {"geometry": "geometry-all", "data": "data", "mask": "mask", "background": "background"},
     "integrate": {"geometry": "geometry", "data": "data", "mask": "mask"},
     "correct": {"geometry": "geometry-corrections", "integrated": "table", "background": "background"},
+    "map": {"geometry": "geometry-symmetry", "merged": "table", "png": "outfile"},
     "estimate": {"geometry": "geometry", "data": "data", "mask": "mask"},
     "convert": {"data": "data-file", "mask": "mask", "outfile": "outdir-whole"},
     "qc": {"table": "table", "data": "data", "mask": "mask", "background": "background"},

@@ -64,6 +64,7 @@ KINDS: dict[str, PathKind] = _kinds(
         groups=("/entry/corrections", "/entry/crystal", "/entry/symmetry"),
         what="geometry file (mdx2.import_geometry)",
     ),
+    PathKind("geometry-symmetry", groups=("/entry/symmetry",), what="geometry file (mdx2.import_geometry)"),
     PathKind(
         "geometry-all",
         groups=("/entry/miller_index", "/entry/corrections", "/entry/crystal", "/entry/symmetry"),

@@ -76,6 +76,4 @@ def plot_map_slice(map_path: str | os.PathLike, png: str | os.PathLike, name: st
 def _cmap():
     from matplotlib import colormaps
 
-    cmap = colormaps["viridis"].copy()
-    cmap.set_bad("#bbbbbb")
-    return cmap
+    return colormaps["viridis"].with_extremes(bad="#bbbbbb")

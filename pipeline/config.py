@@ -271,15 +271,21 @@ class MapParams:
         try:
             limits = tuple(float(x) for x in self.limits)
         except (TypeError, ValueError):
-            raise ConfigError(f"limits must be 6 numbers (hmin hmax kmin kmax lmin lmax), got {self.limits!r}") from None
+            raise ConfigError(
+                f"limits must be 6 numbers (hmin hmax kmin kmax lmin lmax), got {self.limits!r}"
+            ) from None
         if len(limits) != 6:
-            raise ConfigError(f"limits must be 6 numbers (hmin hmax kmin kmax lmin lmax), got {self.limits!r}")
+            raise ConfigError(
+                f"limits must be 6 numbers (hmin hmax kmin kmax lmin lmax), got {self.limits!r}"
+            )
         for i, axis in enumerate("hkl"):
             lo, hi = limits[2 * i], limits[2 * i + 1]
             if not (math.isfinite(lo) and math.isfinite(hi)):
                 raise ConfigError(f"limits along {axis} must be finite, got {lo} {hi}")
             if lo > hi:
-                raise ConfigError(f"limits: {axis}min must be <= {axis}max, got {axis}min={lo:g}, {axis}max={hi:g}")
+                raise ConfigError(
+                    f"limits: {axis}min must be <= {axis}max, got {axis}min={lo:g}, {axis}max={hi:g}"
+                )
         set_(self, "limits", limits)
         if not isinstance(self.signal, str) or not self.signal:
             raise ConfigError(f"signal must be a column name, got {self.signal!r}")

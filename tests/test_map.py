@@ -18,7 +18,15 @@ from pipeline.api.map import make_map
 from pipeline.errors import ConfigError, InputError
 from pipeline.io.geometry import read_symmetry
 from pipeline.io.grids import read_map
-from pipeline.kernels.maps import TableIndex, grid_axes, map_block, map_block_oracle, map_dtype
+from pipeline.kernels.maps import (
+    TableIndex,
+    grid_axes,
+    map_block,
+    map_block_oracle,
+    map_block_orbits,
+    map_dtype,
+    orbits,
+)
 from pipeline.qc.map_slice import choose_slice
 from pipeline.symmetry.expressions import parse_miller_expression
 
@@ -96,7 +104,34 @@ def test_blocks_match_the_oracle(splits):
         want = map_block_oracle(axes, 0, axes.shape[0], table, ndiv, "intensity", ops, asu, symmetry)
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, want)
+        orb = orbits(index, ops, asu, symmetry)
+        fast = np.concatenate([map_block_orbits(axes, a, b, orb) for a, b in zip(bounds[:-1], bounds[1:])])
+        np.testing.assert_array_equal(fast, want)
         assert np.isfinite(got).any()
+
+
+SYMMETRY_CASES = json.loads((DATA / "symmetry_cases.json").read_text())["cases"]
+
+
+@pytest.mark.parametrize("case", SYMMETRY_CASES, ids=[c["hall"].strip() for c in SYMMETRY_CASES])
+def test_orbits_fast_path_equals_pointwise(case):
+    """Rows sent to their orbits give what mapping every point to the ASU gives (16 settings, rows
+    inside and outside the ASU, several blocks)."""
+    ops = np.asarray(case["ops"], dtype=float)
+    asu = parse_miller_expression(case["asu"])
+    rng = np.random.default_rng(len(case["hall"]))
+    ndiv = (2, 1, 3)
+    H, K, L = (rng.integers(-9, 10, 3000) for _ in range(3))
+    keys = np.unique(np.stack([H, K, L]), axis=1)
+    index = TableIndex(keys[0], keys[1], keys[2], rng.normal(size=keys.shape[1]))
+    axes = grid_axes((-3, 2.5, -4, 3, -2, 2.4), ndiv)
+    for symmetry in (True, False):
+        orb = orbits(index, ops, asu, symmetry)
+        assert orb is not None  # every case here has an ASU with one member per orbit
+        for a, b in ((0, 4), (4, 9), (9, axes.shape[0])):
+            want = map_block(axes, a, b, index, ops, asu, symmetry)
+            np.testing.assert_array_equal(map_block_orbits(axes, a, b, orb), want)
+            assert np.isfinite(want).any()
 
 
 def test_limits_round_half_to_even_as_mdx2():
@@ -153,6 +188,19 @@ def test_blocks_of_one_plane_on_the_cluster(client, tmp_path):
     assert result.tasks == result.shape[0] > 1
     assert_same_map(tmp_path / "map.nxs", DATA / "map" / "cubic" / case["file"], "intensity")
     assert not list(tmp_path.glob(".*work*"))
+
+
+def test_pointwise_fallback_gives_the_golden(tmp_path, monkeypatch):
+    """Where the fast path does not apply, every point is mapped to the ASU: same file."""
+    import pipeline.graph.map as graph_map
+
+    monkeypatch.setattr(graph_map, "orbits", lambda *a: None)
+    case = next(c for c in CASES["mono"]["maps"] if c["name"] == "box")
+    make_map(
+        DATA / "mono" / "geometry.nxs", DATA / "map" / "mono" / "merged.nxs", limits=case["limits"],
+        outfile=tmp_path / "map.nxs", png=False,
+    )  # fmt: skip
+    assert_same_map(tmp_path / "map.nxs", DATA / "map" / "mono" / case["file"], "intensity")
 
 
 def test_cli_writes_map_and_png(tmp_path, monkeypatch):

@@ -30,7 +30,7 @@ from pipeline.io.atomic import check_output_path, save_npy_atomic
 from pipeline.io.geometry import read_symmetry
 from pipeline.io.grids import MapWriter
 from pipeline.io.tables import open_table
-from pipeline.kernels.maps import GridAxes, TableIndex, grid_axes, map_block
+from pipeline.kernels.maps import GridAxes, Orbits, TableIndex, grid_axes, map_block, map_block_orbits, orbits
 from pipeline.symmetry.expressions import parse_miller_expression
 
 __all__ = ["MapResult", "load_index", "plan_blocks", "run_map"]
@@ -59,6 +59,15 @@ class MapModel:
     ops: np.ndarray
     asu: object
     symmetry: bool
+
+
+def _task_input(index: TableIndex, model: MapModel) -> TableIndex | Orbits:
+    """What the tasks look values up in: the rows sent to their orbits (fast path), or the index."""
+    orb = orbits(index, model.ops, model.asu, model.symmetry)
+    if orb is None:
+        log.info("the ASU does not select one member of every orbit: each grid point is mapped to the ASU")
+        return index
+    return orb
 
 
 def load_index(merged: str, signal: str) -> tuple[TableIndex, tuple[int, int, int]]:
@@ -94,7 +103,9 @@ def plan_blocks(shape: tuple[int, int, int], cells_per_task: int) -> list[tuple[
     return [(h0, min(h0 + planes, shape[0])) for h0 in range(0, shape[0], planes)]
 
 
-def _block(h0: int, h1: int, index: TableIndex, model: MapModel) -> np.ndarray:
+def _block(h0: int, h1: int, index: TableIndex | Orbits, model: MapModel) -> np.ndarray:
+    if isinstance(index, Orbits):
+        return map_block_orbits(model.axes, h0, h1, index)
     try:
         return map_block(model.axes, h0, h1, index, model.ops, model.asu, model.symmetry)
     except ValueError as exc:  # no operator maps a point into the ASU: inconsistent symmetry
@@ -105,7 +116,9 @@ def _record(i: int, h0: int, block: np.ndarray) -> dict:
     return {"index": i, "h0": h0, "planes": block.shape[0], "filled": int(np.count_nonzero(~np.isnan(block)))}
 
 
-def run_map_task(i: int, h0: int, h1: int, index: TableIndex, model: MapModel, part_dir: str) -> dict:
+def run_map_task(
+    i: int, h0: int, h1: int, index: TableIndex | Orbits, model: MapModel, part_dir: str
+) -> dict:
     """(Cluster executor) map H planes ``h0:h1``; write ``part-<i>.npy`` into ``part_dir``."""
     block = _block(h0, h1, index, model)
     save_npy_atomic(Path(part_dir) / f"part-{i:05d}.npy", block)
@@ -123,25 +136,35 @@ def run_map(params: MapParams, client=None, progress=None, threads: int | None =
     try:
         axes = grid_axes(params.limits, ndiv)
     except ValueError as exc:
-        raise InputError(f"--limits {' '.join(f'{x:g}' for x in params.limits)} with ndiv {ndiv}: {exc}") from exc
-    model = MapModel(axes, symmetry.laue_group_operators, parse_miller_expression(symmetry.reciprocal_space_asu), params.symmetry)
+        raise InputError(
+            f"--limits {' '.join(f'{x:g}' for x in params.limits)} with ndiv {ndiv}: {exc}"
+        ) from exc
+    model = MapModel(
+        axes,
+        symmetry.laue_group_operators,
+        parse_miller_expression(symmetry.reciprocal_space_asu),
+        params.symmetry,
+    )
     blocks = plan_blocks(axes.shape, params.cells_per_task)
+    lookup = _task_input(index, model)
+    table_rows, dtype, nbytes = len(index), index.dtype, index.nbytes
+    del index  # the tasks' input is ``lookup``
     log.info(
         "map %s of %r: grid %s (%d points) in %d blocks; table %d rows (%.1f MB indexed)",
         params.signal, params.merged, "x".join(map(str, axes.shape)), int(np.prod(axes.shape)), len(blocks),
-        len(index), index.nbytes / 1e6,
+        table_rows, nbytes / 1e6,
     )  # fmt: skip
     seconds = {"plan": time.perf_counter() - t0}
     bar = progress("map", len(blocks)) if progress else None
     t = time.perf_counter()
     planes = blocks[0][1] - blocks[0][0]
     with MapWriter(
-        params.outfile, params.signal, tuple(axes.axis(i) for i in range(3)), index.dtype, planes
+        params.outfile, params.signal, tuple(axes.axis(i) for i in range(3)), dtype, planes
     ) as writer:
         if client is None:
-            records = _run_threads(blocks, index, model, writer, bar, threads)
+            records = _run_threads(blocks, lookup, model, writer, bar, threads)
         else:
-            records = _run_cluster(params, blocks, index, model, writer, bar, client)
+            records = _run_cluster(params, blocks, lookup, model, writer, bar, client)
         seconds["map"] = time.perf_counter() - t
         writer.commit()
     png = None
@@ -157,7 +180,7 @@ def run_map(params: MapParams, client=None, progress=None, threads: int | None =
         png,
         axes.shape,
         sum(r["filled"] for r in records),
-        len(index),
+        table_rows,
         len(blocks),
         {k: round(v, 3) for k, v in seconds.items()},
     )

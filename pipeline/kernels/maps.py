@@ -11,27 +11,39 @@ mdx2 1.0.5 (``command_line/map.py``, ``HKLTable.to_asu``/``lookup``) does, for t
   (``round(h * ndiv)`` of the table), NaN where no row has it; the result's dtype is that of
   ``np.where(match, column, nan)``: float32 stays float32, integers become float64.
 
-Here a block of whole H planes is computed at once (memory bounded by the block), against a
-:class:`TableIndex`: the table's packed keys (:mod:`pipeline.kernels.keys`) sorted once, and the
-signal column in the same order.
+Here a block of whole H planes is computed at once (memory bounded by the block), in one of two ways:
+
+* :func:`map_block_orbits` (the fast path, :func:`orbits` says when it applies): when the ASU holds
+  exactly one member of every orbit (:func:`pipeline.kernels.asu.selects_one_per_orbit`), a grid
+  point's image is the one member of its orbit in the ASU, so the point takes the value of the table
+  row that *is* that member. Each table row inside the ASU is sent to every point of its orbit
+  (``inverse(op.T) @ row`` for every Laue operator) that falls in the block: the work grows with the
+  table and the operators, not with the map's volume. Rows outside the ASU are never looked up by
+  mdx2 and are skipped. Without symmetry each row goes to its own point.
+* :func:`map_block` (any ASU; also the reference the fast path is tested against): every grid point
+  mapped to the ASU as mdx2 does and looked up in the table's sorted packed keys.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
-from pipeline.kernels.asu import asu_images
+from pipeline.kernels.asu import asu_images, selects_one_per_orbit
 from pipeline.kernels.keys import KEY_LIMIT, pack_keys
 
 __all__ = [
     "GridAxes",
+    "Orbits",
     "TableIndex",
     "grid_axes",
     "map_block",
     "map_block_oracle",
+    "map_block_orbits",
     "map_dtype",
+    "orbits",
 ]
 
 
@@ -90,12 +102,13 @@ class TableIndex:
         order = np.argsort(keys, kind="stable")
         self.keys = keys[order]
         self.values = np.asarray(values)[order]
+        self.hkl = np.stack([a[order] for a in (H, K, L)]).astype(np.int32)  # (3, n), sorted
         self.dtype = map_dtype(self.values.dtype)
         dup = np.flatnonzero(self.keys[1:] == self.keys[:-1])
         self.duplicates = int(dup.size)
 
     @classmethod
-    def from_table(cls, h, k, l, ndiv, values) -> TableIndex:  # noqa: E741
+    def from_table(cls, h, k, l, ndiv, values) -> TableIndex:
         """From float columns as stored: ``round(h * ndiv)`` as mdx2's ``HKLTable.H``."""
         H, K, L = (np.round(np.asarray(x) * n).astype(np.int64) for x, n in zip((h, k, l), ndiv, strict=True))
         return cls(H, K, L, values)
@@ -105,7 +118,7 @@ class TableIndex:
 
     @property
     def nbytes(self) -> int:
-        return self.keys.nbytes + self.values.nbytes
+        return self.keys.nbytes + self.values.nbytes + self.hkl.nbytes
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Values at ``keys`` (any shape), NaN where the table has no row."""
@@ -132,7 +145,9 @@ def _block_indices(axes: GridAxes, h0: int, h1: int) -> np.ndarray:
     return hkl.reshape(3, -1)
 
 
-def map_block(axes: GridAxes, h0: int, h1: int, index: TableIndex, ops, asu, symmetry: bool = True) -> np.ndarray:
+def map_block(
+    axes: GridAxes, h0: int, h1: int, index: TableIndex, ops, asu, symmetry: bool = True
+) -> np.ndarray:
     """The map's values on H planes ``h0:h1`` (positions along the H axis): (h1 - h0, nK, nL)."""
     hkl = _block_indices(axes, h0, h1)
     if symmetry:
@@ -141,10 +156,14 @@ def map_block(axes: GridAxes, h0: int, h1: int, index: TableIndex, ops, asu, sym
     return index.lookup(keys).reshape(h1 - h0, axes.shape[1], axes.shape[2])
 
 
-def map_block_oracle(axes: GridAxes, h0: int, h1: int, table: dict, ndiv, signal: str, ops, asu, symmetry=True):
+def map_block_oracle(
+    axes: GridAxes, h0: int, h1: int, table: dict, ndiv, signal: str, ops, asu, symmetry=True
+):
     """Slow and plain: a dict from the table's integer (H, K, L) to its value (first row wins), each
     grid point mapped by trying the Laue operators in order."""
-    Ht, Kt, Lt = (np.round(np.asarray(table[c]) * n).astype(np.int64) for c, n in zip("hkl", ndiv, strict=True))
+    Ht, Kt, Lt = (
+        np.round(np.asarray(table[c]) * n).astype(np.int64) for c, n in zip("hkl", ndiv, strict=True)
+    )
     values = np.asarray(table[signal])
     lookup = {}
     for j in range(Ht.size):
@@ -166,3 +185,70 @@ def map_block_oracle(axes: GridAxes, h0: int, h1: int, table: dict, ndiv, signal
                 if key in lookup:
                     out[a, b, c] = lookup[key]
     return out
+
+
+@dataclass(frozen=True, eq=False)
+class Orbits:
+    """What :func:`map_block_orbits` needs: table rows (3, n) int32 that may be looked up, their
+    values followed by one NaN (index -1 picks it), and the matrices sending a row to its orbit."""
+
+    hkl: np.ndarray
+    values: np.ndarray  # (n + 1,), the map's dtype; values[-1] is NaN
+    mats: np.ndarray  # (m, 3, 3) int64
+
+
+def orbits(index: TableIndex, ops, asu, symmetry: bool = True) -> Orbits | None:
+    """The fast path's inputs, or None where it does not apply (an ASU that does not select one
+    member of every orbit, or operators without integer inverses)."""
+    values = np.empty(len(index) + 1, dtype=index.dtype)
+    if not symmetry:
+        values[:-1] = index.values
+        values[-1] = np.nan
+        return Orbits(index.hkl, values, np.eye(3, dtype=np.int64)[None])
+    int_ops = np.rint(ops).astype(np.int64)
+    if not np.array_equal(int_ops, ops) or not selects_one_per_orbit(int_ops, asu):
+        return None
+    mats = np.rint(np.linalg.inv(np.transpose(int_ops, (0, 2, 1)).astype(float))).astype(np.int64)
+    if not all(
+        np.array_equal(m @ op.T, np.eye(3, dtype=np.int64)) for m, op in zip(mats, int_ops, strict=True)
+    ):
+        return None
+    inside = np.asarray(asu(index.hkl[0], index.hkl[1], index.hkl[2]), dtype=bool)
+    rows = np.flatnonzero(inside)
+    values = np.empty(rows.size + 1, dtype=index.dtype)
+    values[:-1] = index.values[rows]
+    values[-1] = np.nan
+    return Orbits(np.ascontiguousarray(index.hkl[:, rows]), values, mats)
+
+
+@numba.njit(nogil=True, cache=True)
+def _scatter_orbits(hkl, mats, h0, k0, l0, out):  # pragma: no cover - compiled
+    """``out[q - (h0, k0, l0)] = j`` for every row j and every orbit point q = mats[i] @ hkl[:, j]
+    inside ``out``'s box."""
+    nh, nk, nl = out.shape
+    for j in range(hkl.shape[1]):
+        a = np.int64(hkl[0, j])
+        b = np.int64(hkl[1, j])
+        c = np.int64(hkl[2, j])
+        for i in range(mats.shape[0]):
+            x = mats[i, 0, 0] * a + mats[i, 0, 1] * b + mats[i, 0, 2] * c - h0
+            if x < 0 or x >= nh:
+                continue
+            y = mats[i, 1, 0] * a + mats[i, 1, 1] * b + mats[i, 1, 2] * c - k0
+            if y < 0 or y >= nk:
+                continue
+            z = mats[i, 2, 0] * a + mats[i, 2, 1] * b + mats[i, 2, 2] * c - l0
+            if z < 0 or z >= nl:
+                continue
+            out[x, y, z] = j
+
+
+def map_block_orbits(axes: GridAxes, h0: int, h1: int, orb: Orbits) -> np.ndarray:
+    """:func:`map_block`'s result by sending table rows to their orbits (see the module's text)."""
+    rows = np.full(
+        (h1 - h0, axes.shape[1], axes.shape[2]),
+        -1,
+        dtype=np.int64 if orb.hkl.shape[1] >= 2**31 - 1 else np.int32,
+    )
+    _scatter_orbits(orb.hkl, orb.mats, axes.lo[0] + h0, axes.lo[1], axes.lo[2], rows)
+    return orb.values.take(rows)

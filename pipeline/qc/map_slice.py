@@ -49,7 +49,7 @@ def plot_map_slice(map_path: str | os.PathLike, png: str | os.PathLike, name: st
     x_name, y_name = names[free[0]], names[free[1]]
     x, y = axes[x_name], axes[y_name]
     finite = plane[np.isfinite(plane)]
-    lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+    lo, hi = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
     if not hi > lo:
         lo, hi = lo - 0.5, hi + 0.5
 
@@ -67,7 +67,9 @@ def plot_map_slice(map_path: str | os.PathLike, png: str | os.PathLike, name: st
     ax.set_xlabel(f"{x_name} (reciprocal lattice units)")
     ax.set_ylabel(f"{y_name} (reciprocal lattice units)")
     fixed_value = axes[names[fixed]][at]
-    ax.set_title(f"{name}, {names[fixed]} = {fixed_value:g}  ({finite.size:,} of {plane.size:,} points with data)")
+    ax.set_title(
+        f"{name}, {names[fixed]} = {fixed_value:g}  ({finite.size:,} of {plane.size:,} points with data)"
+    )
     fig.colorbar(image, ax=ax, label=name)
     fig.tight_layout()
     return save_figure_atomic(fig, png, dpi=100)

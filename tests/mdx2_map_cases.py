@@ -82,7 +82,13 @@ def make_maps(geom: Path, merged: Path, cases, outdir: Path) -> list[dict]:
         args = [geom, merged, "--limits", *limits, "--signal", signal, "--outfile", outfile]
         mdx2("map", *args, *([] if symmetry else ["--nosymmetry"]))
         out.append(
-            {"name": name, "limits": list(limits), "signal": signal, "symmetry": symmetry, "file": outfile.name}
+            {
+                "name": name,
+                "limits": list(limits),
+                "signal": signal,
+                "symmetry": symmetry,
+                "file": outfile.name,
+            }
         )
     return out
 

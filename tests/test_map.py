@@ -210,7 +210,9 @@ def test_cli_writes_map_and_png(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     args = ["map", str(DATA / "cubic" / "geometry.nxs"), str(DATA / "map" / "cubic" / "merged.nxs")]
-    r = CliRunner().invoke(app, [*args, "--limits", "-3", "3", "-3", "3", "0", "0", "--outfile", "s.nxs", "-q"])
+    r = CliRunner().invoke(
+        app, [*args, "--limits", "-3", "3", "-3", "3", "0", "0", "--outfile", "s.nxs", "-q"]
+    )
     assert r.exit_code == 0, r.output
     assert_same_map(tmp_path / "s.nxs", DATA / "map" / "cubic" / "map_l0.nxs", "intensity")
     assert (tmp_path / "s.png").exists()
@@ -226,7 +228,9 @@ def test_bad_input(tmp_path):
     geom = DATA / "cubic" / "geometry.nxs"
     merged = DATA / "map" / "cubic" / "merged.nxs"
     with pytest.raises(InputError, match="repeated"):
-        make_map(geom, DATA / "cubic" / "mdx2" / "corrected_325_bkg.nxs", outfile=tmp_path / "a.nxs", png=False)
+        make_map(
+            geom, DATA / "cubic" / "mdx2" / "corrected_325_bkg.nxs", outfile=tmp_path / "a.nxs", png=False
+        )
     with pytest.raises(ConfigError, match="kmin must be <= kmax"):
         make_map(geom, merged, limits=(0, 1, 2, 1, 0, 0), outfile=tmp_path / "a.nxs")
     with pytest.raises(ConfigError, match="6 numbers"):

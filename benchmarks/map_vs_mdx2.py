@@ -100,8 +100,8 @@ def main() -> int:
                     argv = ["mdx2.map", geom, merged, "--limits", *limits, "--outfile", outfile]
                 else:
                     png = ["--no-png"] if case == "3d" else ["--png", work / "slice_l0.png"]
-                    argv = [DIFFUSE, "map", geom, merged, "--limits", *limits, "--outfile", outfile, *png, "-q",
-                            "--overwrite"]  # fmt: skip
+                    argv = [DIFFUSE, "map", geom, merged, "--limits", *limits, "--outfile", outfile, *png]
+                    argv += ["-q", "--overwrite"]
                 subprocess.run(["sync"], check=False)
                 wall, peak, rc, _ = measure_command([str(x) for x in argv], cwd=work)
                 if rc != 0:
@@ -111,9 +111,10 @@ def main() -> int:
                     shape = f["entry/intensity/signal"].shape
                 result[tool] = (wall, peak)
                 rows.append({
-                    "round": rep, "case": case, "tool": tool, "wall_s": round(wall, 2), "peak_mb": round(peak / 2**20),
-                    "grid": "x".join(map(str, shape)), "points": int(np.prod(shape)), "table_rows": table_rows,
-                    "ndiv": " ".join(map(str, ndiv)), "load1": round(load, 1), "identical": "",
+                    "round": rep, "case": case, "tool": tool, "wall_s": round(wall, 2),
+                    "peak_mb": round(peak / 2**20), "grid": "x".join(map(str, shape)),
+                    "points": int(np.prod(shape)), "table_rows": table_rows, "ndiv": " ".join(map(str, ndiv)),
+                    "load1": round(load, 1), "identical": "",
                 })  # fmt: skip
                 print(rows[-1], flush=True)
             if "mdx2" in result:

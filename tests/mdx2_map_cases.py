@@ -2,7 +2,8 @@
 of the package itself (tests/test_map.py calls it through the refkit python, or uses its goldens).
 
     python tests/mdx2_map_cases.py goldens --refkit REFKIT           (from tests/data/make_goldens.sh)
-    python tests/mdx2_map_cases.py heldout DIR --refkit REFKIT --hall H --cell a b c al be ga --subdivide 2 2 2
+    python tests/mdx2_map_cases.py heldout DIR --refkit REFKIT --hall H --cell A B C AL BE GA \
+        --subdivide 2 2 2
 
 ``goldens`` scales and merges the committed corrected tables of tests/data/cubic and tests/data/mono
 (mdx2.scale, mdx2.merge), makes the maps of :data:`GOLDEN_CASES` with mdx2.map and writes them, the

@@ -5,6 +5,7 @@ layout, the PNG and bad input."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -99,14 +100,15 @@ def test_blocks_match_the_oracle(splits):
     for symmetry in (True, False):
         bounds = np.cumsum([0, *splits])
         got = np.concatenate(
-            [map_block(axes, a, b, index, ops, asu, symmetry) for a, b in zip(bounds[:-1], bounds[1:])]
+            [map_block(axes, a, b, index, ops, asu, symmetry) for a, b in itertools.pairwise(bounds)]
         )
         want = map_block_oracle(axes, 0, axes.shape[0], table, ndiv, "intensity", ops, asu, symmetry)
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, want)
         orb = orbits(index, ops, asu, symmetry)
-        fast = np.concatenate([map_block_orbits(axes, a, b, orb) for a, b in zip(bounds[:-1], bounds[1:])])
-        np.testing.assert_array_equal(fast, want)
+        for use_numba in (False, True):
+            fast = [map_block_orbits(axes, a, b, orb, use_numba) for a, b in itertools.pairwise(bounds)]
+            np.testing.assert_array_equal(np.concatenate(fast), want)
         assert np.isfinite(got).any()
 
 
@@ -130,7 +132,8 @@ def test_orbits_fast_path_equals_pointwise(case):
         assert orb is not None  # every case here has an ASU with one member per orbit
         for a, b in ((0, 4), (4, 9), (9, axes.shape[0])):
             want = map_block(axes, a, b, index, ops, asu, symmetry)
-            np.testing.assert_array_equal(map_block_orbits(axes, a, b, orb), want)
+            for use_numba in (False, True):
+                np.testing.assert_array_equal(map_block_orbits(axes, a, b, orb, use_numba), want)
             assert np.isfinite(want).any()
 
 
@@ -255,8 +258,8 @@ def _heldout_dir(name: str) -> Path:
     script = Path(__file__).with_name("mdx2_map_cases.py")
     quoted = " ".join(f"'{o}'" for o in options)
     cmd = (
-        f"source '{REFKIT}/setup.sh' >/dev/null && python '{script}' heldout '{directory}' --refkit '{REFKIT}' "
-        f"--subdivide {subdivide} {quoted} --frames 12"
+        f"source '{REFKIT}/setup.sh' >/dev/null && python '{script}' heldout '{directory}' "
+        f"--refkit '{REFKIT}' --subdivide {subdivide} {quoted} --frames 12"
     )
     subprocess.run(["bash", "-c", cmd], check=True, capture_output=True)
     return directory
@@ -270,7 +273,7 @@ def test_heldout_space_groups(name, tmp_path):
     for case in records:
         out = tmp_path / f"{case['name']}.nxs"
         make_map(
-            directory / "geometry.nxs", directory / "merged.nxs", limits=case["limits"], signal=case["signal"],
-            symmetry=case["symmetry"], outfile=out, png=False,
+            directory / "geometry.nxs", directory / "merged.nxs", limits=case["limits"],
+            signal=case["signal"], symmetry=case["symmetry"], outfile=out, png=False,
         )  # fmt: skip
         assert_same_map(out, directory / "maps" / case["file"], case["signal"])

@@ -26,9 +26,9 @@ Here a block of whole H planes is computed at once (memory bounded by the block)
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from pipeline.kernels.asu import asu_images, selects_one_per_orbit
@@ -221,34 +221,68 @@ def orbits(index: TableIndex, ops, asu, symmetry: bool = True) -> Orbits | None:
     return Orbits(np.ascontiguousarray(index.hkl[:, rows]), values, mats)
 
 
-@numba.njit(nogil=True, cache=True)
-def _scatter_orbits(hkl, mats, h0, k0, l0, out):  # pragma: no cover - compiled
-    """``out[q - (h0, k0, l0)] = j`` for every row j and every orbit point q = mats[i] @ hkl[:, j]
-    inside ``out``'s box."""
-    nh, nk, nl = out.shape
-    for j in range(hkl.shape[1]):
-        a = np.int64(hkl[0, j])
-        b = np.int64(hkl[1, j])
-        c = np.int64(hkl[2, j])
-        for i in range(mats.shape[0]):
-            x = mats[i, 0, 0] * a + mats[i, 0, 1] * b + mats[i, 0, 2] * c - h0
-            if x < 0 or x >= nh:
-                continue
-            y = mats[i, 1, 0] * a + mats[i, 1, 1] * b + mats[i, 1, 2] * c - k0
-            if y < 0 or y >= nk:
-                continue
-            z = mats[i, 2, 0] * a + mats[i, 2, 1] * b + mats[i, 2, 2] * c - l0
-            if z < 0 or z >= nl:
-                continue
-            out[x, y, z] = j
+@functools.cache
+def _scatter_orbits_numba():
+    """The numba loop (compiled on first use; numba is imported only for tables big enough)."""
+    import numba
+
+    @numba.njit(nogil=True, cache=True)
+    def scatter(hkl, mats, h0, k0, l0, out):  # pragma: no cover - compiled
+        nh, nk, nl = out.shape
+        for j in range(hkl.shape[1]):
+            a = np.int64(hkl[0, j])
+            b = np.int64(hkl[1, j])
+            c = np.int64(hkl[2, j])
+            for i in range(mats.shape[0]):
+                x = mats[i, 0, 0] * a + mats[i, 0, 1] * b + mats[i, 0, 2] * c - h0
+                if x < 0 or x >= nh:
+                    continue
+                y = mats[i, 1, 0] * a + mats[i, 1, 1] * b + mats[i, 1, 2] * c - k0
+                if y < 0 or y >= nk:
+                    continue
+                z = mats[i, 2, 0] * a + mats[i, 2, 1] * b + mats[i, 2, 2] * c - l0
+                if z < 0 or z >= nl:
+                    continue
+                out[x, y, z] = j
+
+    return scatter
 
 
-def map_block_orbits(axes: GridAxes, h0: int, h1: int, orb: Orbits) -> np.ndarray:
+def _scatter_orbits_numpy(hkl, mats, h0, k0, l0, out) -> None:
+    """The same as the numba loop, one operator at a time over all rows."""
+    rows = np.arange(hkl.shape[1])
+    v = hkl.astype(np.int64)
+    for m in mats:
+        x = m[0, 0] * v[0] + m[0, 1] * v[1] + m[0, 2] * v[2] - h0
+        sel = np.flatnonzero((x >= 0) & (x < out.shape[0]))
+        w = v[:, sel]
+        y = m[1, 0] * w[0] + m[1, 1] * w[1] + m[1, 2] * w[2] - k0
+        z = m[2, 0] * w[0] + m[2, 1] * w[1] + m[2, 2] * w[2] - l0
+        ok = (y >= 0) & (y < out.shape[1]) & (z >= 0) & (z < out.shape[2])
+        out[x[sel][ok], y[ok], z[ok]] = rows[sel][ok]
+
+
+NUMBA_ABOVE = 4_000_000  # rows x operators beyond which the numba loop beats numpy (after its start-up)
+
+
+def scatter_orbits(hkl, mats, h0, k0, l0, out, use_numba: bool | None = None) -> None:
+    """``out[q - (h0, k0, l0)] = j`` for every row j of ``hkl`` (3, n) and every orbit point
+    ``q = mats[i] @ hkl[:, j]`` inside ``out``'s box. numba for big tables (``use_numba`` None: rows x
+    operators above :data:`NUMBA_ABOVE`), numpy otherwise (no numba start-up for small maps)."""
+    if use_numba is None:
+        use_numba = hkl.shape[1] * mats.shape[0] > NUMBA_ABOVE
+    scatter = _scatter_orbits_numba() if use_numba else _scatter_orbits_numpy
+    scatter(hkl, mats, h0, k0, l0, out)
+
+
+def map_block_orbits(
+    axes: GridAxes, h0: int, h1: int, orb: Orbits, use_numba: bool | None = None
+) -> np.ndarray:
     """:func:`map_block`'s result by sending table rows to their orbits (see the module's text)."""
     rows = np.full(
         (h1 - h0, axes.shape[1], axes.shape[2]),
         -1,
         dtype=np.int64 if orb.hkl.shape[1] >= 2**31 - 1 else np.int32,
     )
-    _scatter_orbits(orb.hkl, orb.mats, axes.lo[0] + h0, axes.lo[1], axes.lo[2], rows)
+    scatter_orbits(orb.hkl, orb.mats, axes.lo[0] + h0, axes.lo[1], axes.lo[2], rows, use_numba)
     return orb.values.take(rows)

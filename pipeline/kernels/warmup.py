@@ -46,11 +46,10 @@ def _io() -> None:
 
 
 def _maps() -> None:
-    from pipeline.kernels.maps import _scatter_orbits
+    from pipeline.kernels.maps import scatter_orbits
 
-    _scatter_orbits(
-        np.zeros((3, 1), np.int32), np.eye(3, dtype=np.int64)[None], 0, 0, 0, np.zeros((1, 1, 1), np.int32)
-    )
+    hkl, eye = np.zeros((3, 1), np.int32), np.eye(3, dtype=np.int64)[None]
+    scatter_orbits(hkl, eye, 0, 0, 0, np.zeros((1, 1, 1), np.int32), use_numba=True)
 
 
 def warm_up() -> float:

@@ -6,6 +6,7 @@ command-line flags and keyword arguments override them.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -19,6 +20,7 @@ __all__ = [
     "ClusterSpec",
     "CorrectParams",
     "IntegrateParams",
+    "MapParams",
     "MergeParams",
     "Tuning",
     "get_default",
@@ -298,3 +300,66 @@ class ClusterSpec:
     def name(self) -> str:
         """The cluster spec string, the configured default when none was given."""
         return str(self.cluster or get_default("cluster.default"))
+
+
+@dataclass(frozen=True)
+class MapParams:
+    """What ``map`` needs, as mdx2.map's options plus where and how to write.
+
+    ``png``: True writes a slice of the map beside ``outfile`` (``map.nxs`` -> ``map.png``), a path
+    writes it there, False writes none. ``cells_per_task``: grid points one task maps (its memory is
+    about 40 bytes per point).
+    """
+
+    geometry: str
+    merged: str
+    limits: tuple[float, float, float, float, float, float] = (0, 10, 0, 10, 0, 10)
+    signal: str = "intensity"
+    symmetry: bool = True
+    outfile: str = "map.nxs"
+    png: bool | str = True
+    overwrite: bool = False
+    cells_per_task: int = 4_000_000
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "geometry", _as_path(self.geometry, "geometry"))
+        set_(self, "merged", _as_path(self.merged, "merged"))
+        set_(self, "outfile", _as_path(self.outfile, "outfile"))
+        try:
+            limits = tuple(float(x) for x in self.limits)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"limits must be 6 numbers (hmin hmax kmin kmax lmin lmax), got {self.limits!r}"
+            ) from None
+        if len(limits) != 6:
+            raise ConfigError(
+                f"limits must be 6 numbers (hmin hmax kmin kmax lmin lmax), got {self.limits!r}"
+            )
+        for i, axis in enumerate("hkl"):
+            lo, hi = limits[2 * i], limits[2 * i + 1]
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ConfigError(f"limits along {axis} must be finite, got {lo} {hi}")
+            if lo > hi:
+                raise ConfigError(
+                    f"limits: {axis}min must be <= {axis}max, got {axis}min={lo:g}, {axis}max={hi:g}"
+                )
+        set_(self, "limits", limits)
+        if not isinstance(self.signal, str) or not self.signal:
+            raise ConfigError(f"signal must be a column name, got {self.signal!r}")
+        for name in ("symmetry", "overwrite"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.png is not True and self.png is not False:
+            set_(self, "png", _as_path(self.png, "png"))
+        c = self.cells_per_task
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            raise ConfigError(f"cells_per_task must be a whole number >= 1, got {c!r}")
+
+    @property
+    def png_path(self) -> str | None:
+        if self.png is False:
+            return None
+        if self.png is True:
+            return str(Path(self.outfile).with_suffix(".png"))
+        return self.png

@@ -22,6 +22,7 @@ VALID_INPUT: dict[str, Path] = {
     "geometry": DATA / "geometry.nxs",
     "geometry-corrections": DATA / "geometry.nxs",
     "geometry-all": DATA / "geometry.nxs",
+    "geometry-symmetry": DATA / "geometry.nxs",
     "data": DATA / "data.nxs",
     "data-file": DATA / "data.nxs",
     "mask": DATA / "mask.nxs",
@@ -30,7 +31,6 @@ VALID_INPUT: dict[str, Path] = {
     "expt": DATA / "experiment.expt",
     "file": DATA / "dataset.json",
     "scales": DATA.parent / "merge" / "scales_111.nxs",
-    "geometry-symmetry": DATA / "geometry.nxs",
 }
 
 # an input of another kind, for the "wrong kind of file" case (an HDF5 file without the group)
@@ -38,13 +38,13 @@ WRONG_KIND: dict[str, Path] = {
     "geometry": DATA / "mask.nxs",
     "geometry-corrections": DATA / "mask.nxs",
     "geometry-all": DATA / "mask.nxs",
+    "geometry-symmetry": DATA / "mask.nxs",
     "data": DATA / "mask.nxs",
     "data-file": DATA / "geometry.nxs",
     "mask": DATA / "data.nxs",
     "background": DATA / "mask.nxs",
     "table": DATA / "mask.nxs",
     "expt": DATA / "mask.nxs",
-    "geometry-symmetry": DATA / "mask.nxs",
     # "scales": any /entry/*_model group will do, so the kind check cannot refuse an HDF5 file with /entry;
     # pipeline.io.scales.read_scales refuses one without models (tests/test_merge.py)
 }

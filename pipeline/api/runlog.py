@@ -66,7 +66,7 @@ _PACKAGES = (
     "zarr",
     "matplotlib",
 )
-_PATH_PARAMS = ("geometry", "data", "mask", "background", "integrated")
+_PATH_PARAMS = ("geometry", "data", "mask", "background", "integrated", "merged")
 
 
 def versions() -> dict[str, str]:

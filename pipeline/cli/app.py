@@ -219,6 +219,12 @@ def path_parameters(func) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def command_name(func) -> str:
+    """The command a callback implements: its name with ``_`` as ``-``; a ``_command`` suffix (kept
+    so that ``map_command`` does not shadow the builtin ``map``) is not part of it."""
+    return func.__name__.removesuffix("_command").replace("_", "-")
+
+
 def check_paths(func, kwargs: dict) -> list:
     """Check every path argument of command ``func`` called with ``kwargs`` (inputs first, then
     outputs; see :mod:`pipeline.cli.paths`); return the outputs as (path, kind, label)."""
@@ -226,7 +232,7 @@ def check_paths(func, kwargs: dict) -> list:
     from pipeline.io.inputs import KINDS, check_path
 
     func = getattr(func, "__wrapped__", func)
-    command = func.__name__.replace("_", "-")
+    command = command_name(func)
     overwrite = bool(kwargs.get("overwrite", "overwrite" not in inspect.signature(func).parameters))
     inputs, outputs = [], []
     for name, label in path_parameters(func):
@@ -258,7 +264,7 @@ def checked_paths(func, kwargs: dict):
     from pipeline.io.lock import output_locks
 
     outputs = check_paths(func, kwargs)
-    command = func.__name__.replace("_", "-")
+    command = command_name(getattr(func, "__wrapped__", func))
     created = []
     try:
         for path, kind, _ in outputs:

@@ -12,6 +12,7 @@ from pipeline.cli import (
     find_hot_pixels,  # noqa: F401
     import_geometry,  # noqa: F401
     integrate,  # noqa: F401
+    map,  # noqa: F401
     merge,  # noqa: F401
     qc,  # noqa: F401
     run,  # noqa: F401
@@ -21,7 +22,7 @@ from pipeline.cli import (
 from pipeline.cli.app import app
 
 PANELS = {
-    "Reduce": ["run", "integrate", "correct", "merge", "estimate", "convert"],
+    "Reduce": ["run", "integrate", "correct", "merge", "map", "estimate", "convert"],
     "Check": ["qc", "find-hot-pixels"],
     "Prepare inputs": ["import-geometry", "bin-background", "simulate", "demo"],
     "Clusters": ["submit", "cluster-config"],

@@ -20,6 +20,7 @@ PATHS: dict[str, dict[str, str]] = {
     "integrate": {"geometry": "geometry", "data": "data", "mask": "mask"},
     "correct": {"geometry": "geometry-corrections", "integrated": "table", "background": "background"},
     "merge": {"tables": "table", "scale": "scales", "geometry": "geometry-symmetry"},
+    "map": {"geometry": "geometry-symmetry", "merged": "table", "png": "outfile"},
     "estimate": {"geometry": "geometry", "data": "data", "mask": "mask"},
     "convert": {"data": "data-file", "mask": "mask", "outfile": "outdir-whole"},
     "qc": {"table": "table", "data": "data", "mask": "mask", "background": "background"},

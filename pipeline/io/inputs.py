@@ -64,6 +64,7 @@ KINDS: dict[str, PathKind] = _kinds(
         groups=("/entry/corrections", "/entry/crystal", "/entry/symmetry"),
         what="geometry file (mdx2.import_geometry)",
     ),
+    PathKind("geometry-symmetry", groups=("/entry/symmetry",), what="geometry file (mdx2.import_geometry)"),
     PathKind(
         "geometry-all",
         groups=("/entry/miller_index", "/entry/corrections", "/entry/crystal", "/entry/symmetry"),
@@ -93,7 +94,6 @@ KINDS: dict[str, PathKind] = _kinds(
     PathKind("expt", suffixes=(".expt", ".json"), what="DIALS experiment list (JSON)"),
     # a scales file holds any of /entry/{scaling,absorption,detector,offset}_model: io.scales checks which
     PathKind("scales", groups=("/entry",), what="scaling models (scales.nxs from mdx2.scale)"),
-    PathKind("geometry-symmetry", groups=("/entry/symmetry",), what="geometry file (mdx2.import_geometry)"),
     PathKind("file", what="input file"),
     PathKind("outfile", role="output"),
     PathKind("outdir-whole", role="output", is_dir=True),  # parquet dataset, zarr cache

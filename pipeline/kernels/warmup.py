@@ -45,11 +45,19 @@ def _io() -> None:
     _unshuffle(raw, 2, np.empty(16, dtype=np.uint8))
 
 
+def _maps() -> None:
+    from pipeline.kernels.maps import scatter_orbits
+
+    hkl, eye = np.zeros((3, 1), np.int32), np.eye(3, dtype=np.int64)[None]
+    scatter_orbits(hkl, eye, 0, 0, 0, np.zeros((1, 1, 1), np.int32), use_numba=True)
+
+
 def warm_up() -> float:
     """Compile (or load from the cache) every kernel; returns the seconds it took."""
     t0 = time.perf_counter()
     _bin_and_reduce()
     _io()
+    _maps()
     return time.perf_counter() - t0
 
 

@@ -9,6 +9,13 @@
 - :mod:`pipeline.qc.api`: the entry points.
 """
 
-from pipeline.qc.api import find_hot_pixels, qc_table
-
 __all__ = ["find_hot_pixels", "qc_table"]
+
+
+def __getattr__(name: str):
+    # lazy: importing a submodule (pipeline.qc.map_slice) need not import the whole of qc.api
+    if name in __all__:
+        from pipeline.qc import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'pipeline.qc' has no attribute {name!r}")

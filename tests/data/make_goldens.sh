@@ -21,3 +21,4 @@ python "$HERE/make_goldens.py" --refkit "$REFKIT" "$@"
 python "$HERE/scales/make_scales_goldens.py" "$REFKIT"
 # mdx2.merge outputs (tests/test_merge.py)
 bash "$HERE/make_merge_goldens.sh"
+python "$HERE/../mdx2_map_cases.py" goldens --refkit "$REFKIT"   # tests/data/map (diffuse map)

@@ -80,7 +80,7 @@ def find_peaks(
         )
     phi, iy, ix = stack.phi[idx[:, 0]], stack.iy[idx[:, 1]], stack.ix[idx[:, 2]]
     hkl = interp_points((grid.phi, grid.iy, grid.ix), grid.hkl, phi, iy, ix)
-    h, k, l = hkl[:, 0], hkl[:, 1], hkl[:, 2]  # noqa: E741
+    h, k, l = hkl[:, 0], hkl[:, 1], hkl[:, 2]
     dh, dk, dl = h - np.round(h), k - np.round(k), l - np.round(l)
     model, is_outlier = _fit(dh, dk, dl, params, data)
     table = PeakTable(model, phi, iy, ix, phi[is_outlier], iy[is_outlier], ix[is_outlier])

@@ -40,7 +40,7 @@ class MaskResult:
 
 
 def peak_indices(table, axes) -> np.ndarray:
-    """Grid indices of the threshold peaks, as mdx2's ``Peaks.to_mask``: ``round(interp(x, axis, arange))``."""
+    """Grid indices of the threshold peaks, as mdx2's ``Peaks.to_mask``: round(interp(x, axis, arange))."""
     cols = [
         np.round(np.interp(v, a, np.arange(a.size))).astype(int)
         for v, a in zip((table.phi, table.iy, table.ix), axes, strict=True)

@@ -195,7 +195,7 @@ def peak_mask_block(hkl: np.ndarray, gp: GaussianPeak, sigma_cutoff: float, is_r
     ``hkl`` is the chunk's regridded Miller indices (nphi, ny, nx, 3) (``MillerIndex.regrid``);
     ``is_reflection(H, K, L)`` evaluates the space group's reflection conditions. True = masked.
     """
-    h, k, l = hkl[..., 0], hkl[..., 1], hkl[..., 2]  # noqa: E741
+    h, k, l = hkl[..., 0], hkl[..., 1], hkl[..., 2]
     H = np.round(h)
     K = np.round(k)
     L = np.round(l)

@@ -19,3 +19,5 @@ source "$REFKIT/setup.sh"    # puts mdx2 1.0.5 (refkit venv) first on PATH, stub
 python "$HERE/make_goldens.py" --refkit "$REFKIT" "$@"
 # scales.nxs models (mdx2.scale --mca2020) and mdx2's interp values at random points
 python "$HERE/scales/make_scales_goldens.py" "$REFKIT"
+# find-peaks / mask-peaks outputs (mdx2.find_peaks, mdx2.mask_peaks) on cubic and mono
+python "$HERE/make_peaks_goldens.py"

@@ -96,8 +96,12 @@ def test_mask_peaks_equals_mdx2(name, tmp_path):
 def test_mask_is_accepted_by_integrate(tmp_path):
     from pipeline.io.images import open_masks
 
-    mask_peaks(DATA / "cubic" / "geometry.nxs", DATA / "cubic" / "data.nxs", GOLD / "cubic" / "peaks.nxs",
-               outfile=tmp_path / "mask.nxs")  # fmt: skip
+    mask_peaks(
+        DATA / "cubic" / "geometry.nxs",
+        DATA / "cubic" / "data.nxs",
+        GOLD / "cubic" / "peaks.nxs",
+        outfile=tmp_path / "mask.nxs",
+    )
     stack = open_image_stack(DATA / "cubic" / "data.nxs")
     masks = open_masks([tmp_path / "mask.nxs"], stack.shape)
     whole = tuple(slice(0, n) for n in stack.shape)
@@ -114,13 +118,41 @@ def test_cli_on_a_cluster(tmp_path, scheduler_address):
     case = CASES["mono"]
     geom, data = DATA / "mono" / "geometry.nxs", DATA / "mono" / "data.nxs"
     peaks, mask = tmp_path / "peaks.nxs", tmp_path / "mask.nxs"
-    r = runner.invoke(app, ["find-peaks", str(geom), str(data), "--count-threshold", str(case["count_threshold"]),
-                            "--sigma-cutoff", str(case["sigma_cutoff"]), "--outfile", str(peaks),
-                            "--cluster", scheduler_address, "--quiet"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "find-peaks",
+            str(geom),
+            str(data),
+            "--count-threshold",
+            str(case["count_threshold"]),
+            "--sigma-cutoff",
+            str(case["sigma_cutoff"]),
+            "--outfile",
+            str(peaks),
+            "--cluster",
+            scheduler_address,
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 0, r.output
     _assert_same_peaks(peaks, GOLD / "mono" / "peaks.nxs")
-    r = runner.invoke(app, ["mask-peaks", str(geom), str(data), str(peaks), "--sigma-cutoff", "2",
-                            "--outfile", str(mask), "--cluster", scheduler_address, "--quiet"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "mask-peaks",
+            str(geom),
+            str(data),
+            str(peaks),
+            "--sigma-cutoff",
+            "2",
+            "--outfile",
+            str(mask),
+            "--cluster",
+            scheduler_address,
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 0, r.output
     _assert_same_mask(mask, GOLD / "mono" / "mask_2.nxs")
 
@@ -157,8 +189,10 @@ def test_interp_points_matches_oracle():
     fast = kp.interp_points(axes, values, *pts)
     assert np.array_equal(fast, kp.interp_points_oracle(axes, values, *pts))
     # values at grid nodes are returned exactly
-    assert np.array_equal(kp.interp_points(axes, values[..., 0], axes[0], axes[1][:3], axes[2][:3]),
-                          values[np.arange(3), np.arange(3), np.arange(3), 0])  # fmt: skip
+    assert np.array_equal(
+        kp.interp_points(axes, values[..., 0], axes[0], axes[1][:3], axes[2][:3]),
+        values[np.arange(3), np.arange(3), np.arange(3), 0],
+    )
 
 
 def test_fit_matches_oracle():
@@ -232,11 +266,21 @@ def test_too_few_peaks_for_a_model(tmp_path):
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
 def test_bad_sigma_cutoff(bad, tmp_path):
     with pytest.raises(ConfigError, match="sigma_cutoff"):
-        find_peaks(DATA / "cubic" / "geometry.nxs", DATA / "cubic" / "data.nxs", 20, sigma_cutoff=bad,
-                   outfile=tmp_path / "p.nxs")  # fmt: skip
+        find_peaks(
+            DATA / "cubic" / "geometry.nxs",
+            DATA / "cubic" / "data.nxs",
+            20,
+            sigma_cutoff=bad,
+            outfile=tmp_path / "p.nxs",
+        )
     with pytest.raises(ConfigError, match="sigma_cutoff"):
-        mask_peaks(DATA / "cubic" / "geometry.nxs", DATA / "cubic" / "data.nxs", GOLD / "cubic" / "peaks.nxs",
-                   sigma_cutoff=bad, outfile=tmp_path / "m.nxs")  # fmt: skip
+        mask_peaks(
+            DATA / "cubic" / "geometry.nxs",
+            DATA / "cubic" / "data.nxs",
+            GOLD / "cubic" / "peaks.nxs",
+            sigma_cutoff=bad,
+            outfile=tmp_path / "m.nxs",
+        )
 
 
 def test_damaged_peaks_file(tmp_path):
@@ -261,8 +305,12 @@ def test_damaged_peaks_file(tmp_path):
 def test_peaks_of_another_dataset_are_refused_by_shape(tmp_path):
     """Peaks whose coordinates lie outside the stack are clamped to the edge, as mdx2 does; the
     mask still has the data's shape."""
-    mask_peaks(DATA / "cubic" / "geometry.nxs", DATA / "cubic" / "data.nxs", GOLD / "mono" / "peaks.nxs",
-               outfile=tmp_path / "m.nxs")  # fmt: skip
+    mask_peaks(
+        DATA / "cubic" / "geometry.nxs",
+        DATA / "cubic" / "data.nxs",
+        GOLD / "mono" / "peaks.nxs",
+        outfile=tmp_path / "m.nxs",
+    )
     assert _read(tmp_path / "m.nxs", "/entry/mask/signal").shape == (12, 195, 487)
 
 
@@ -270,8 +318,12 @@ def test_existing_outfile_refused(tmp_path):
     out = tmp_path / "m.nxs"
     out.write_text("x")
     with pytest.raises(InputError, match="exists"):
-        mask_peaks(DATA / "cubic" / "geometry.nxs", DATA / "cubic" / "data.nxs", GOLD / "cubic" / "peaks.nxs",
-                   outfile=out)  # fmt: skip
+        mask_peaks(
+            DATA / "cubic" / "geometry.nxs",
+            DATA / "cubic" / "data.nxs",
+            GOLD / "cubic" / "peaks.nxs",
+            outfile=out,
+        )
 
 
 # --- held out: a C2 dataset made live, mdx2 run live -----------------------------------------------
@@ -285,9 +337,17 @@ def test_held_out_c2_against_live_mdx2(tmp_path):
     def sh(cmd):
         subprocess.run(["bash", "-c", env_sh + cmd], check=True, capture_output=True)
 
-    subprocess.run(["bash", "-c", f"source {REFKIT}/setup.sh && python {REFKIT}/make_dataset.py {tmp_path}/ds "
-                    "--preset tiny --frames 14 --chunks 7 50 130 --hall ' C 2y' --cell 92.1 55.3 61.7 90 112.4 90 "
-                    "--crystal-seed 7 --no-bkg"], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"source {REFKIT}/setup.sh && python {REFKIT}/make_dataset.py {tmp_path}/ds "
+            "--preset tiny --frames 14 --chunks 7 50 130 --hall ' C 2y' --cell 92.1 55.3 61.7 90 112.4 90 "
+            "--crystal-seed 7 --no-bkg",
+        ],
+        check=True,
+        capture_output=True,
+    )
     ds = tmp_path / "ds"
     sh("mdx2.find_peaks geometry.nxs data.nxs --count_threshold 15 --outfile ref_peaks.nxs")
     sh("mdx2.mask_peaks geometry.nxs data.nxs ref_peaks.nxs --sigma_cutoff 2.5 --outfile ref_mask.nxs")
@@ -303,5 +363,7 @@ def test_held_out_c2_against_live_mdx2(tmp_path):
     sh("mdx2.integrate geometry.nxs data.nxs --mask ours_mask.nxs --outfile ours_int.nxs")
     sh("mdx2.integrate geometry.nxs data.nxs --mask ref_mask.nxs --outfile ref_int.nxs")
     for col in ("h", "k", "l", "counts", "pixels"):
-        np.testing.assert_array_equal(_read(ds / "ours_int.nxs", f"/entry/hkl_table/{col}"),
-                                      _read(ds / "ref_int.nxs", f"/entry/hkl_table/{col}"))  # fmt: skip
+        np.testing.assert_array_equal(
+            _read(ds / "ours_int.nxs", f"/entry/hkl_table/{col}"),
+            _read(ds / "ref_int.nxs", f"/entry/hkl_table/{col}"),
+        )

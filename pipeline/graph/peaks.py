@@ -93,8 +93,9 @@ def search_peaks(stack: ImageStack, count_threshold: float, *, client=None, prog
     tasks = plan_find(stack)
     bar = progress("find peaks", len(tasks)) if progress else None
     parts: dict[int, np.ndarray] = {}
-    with run_tasks(client, run_find_task, tasks, name="find-peaks", bar=bar, stack=stack,
-                   count_threshold=count_threshold) as results:  # fmt: skip
+    with run_tasks(
+        client, run_find_task, tasks, name="find-peaks", bar=bar, stack=stack, count_threshold=count_threshold
+    ) as results:
         for i, idx in results:
             parts[i] = idx
     if not parts:
@@ -176,10 +177,13 @@ def run_mask_task(
         else:
             inside = task.peaks
             sel = (
-                (inside[:, 0] >= p.start) & (inside[:, 0] < p.stop)
-                & (inside[:, 1] >= y.start) & (inside[:, 1] < y.stop)
-                & (inside[:, 2] >= x.start) & (inside[:, 2] < x.stop)
-            )  # fmt: skip
+                (inside[:, 0] >= p.start)
+                & (inside[:, 0] < p.stop)
+                & (inside[:, 1] >= y.start)
+                & (inside[:, 1] < y.stop)
+                & (inside[:, 2] >= x.start)
+                & (inside[:, 2] < x.stop)
+            )
             q = inside[sel]
             mask[q[:, 0] - p.start, q[:, 1] - y.start, q[:, 2] - x.start] = True
         masked += int(mask.sum())

@@ -43,13 +43,31 @@ def main() -> None:
             shutil.copytree(HERE / name, work, ignore=shutil.ignore_patterns("mdx2"))
             run = dict(cwd=work, check=True, capture_output=True)
             subprocess.run(
-                ["mdx2.find_peaks", "geometry.nxs", "data.nxs", "--count_threshold", str(case["count_threshold"]),
-                 "--sigma_cutoff", str(case["sigma_cutoff"]), "--outfile", "peaks.nxs"], **run,
-            )  # fmt: skip
+                [
+                    "mdx2.find_peaks",
+                    "geometry.nxs",
+                    "data.nxs",
+                    "--count_threshold",
+                    str(case["count_threshold"]),
+                    "--sigma_cutoff",
+                    str(case["sigma_cutoff"]),
+                    "--outfile",
+                    "peaks.nxs",
+                ],
+                **run,
+            )
             shutil.copy(work / "peaks.nxs", dest / "peaks.nxs")
             for out, (sigma, bragg) in case["masks"].items():
-                cmd = ["mdx2.mask_peaks", "geometry.nxs", "data.nxs", "peaks.nxs", "--sigma_cutoff", str(sigma),
-                       "--outfile", out]  # fmt: skip
+                cmd = [
+                    "mdx2.mask_peaks",
+                    "geometry.nxs",
+                    "data.nxs",
+                    "peaks.nxs",
+                    "--sigma_cutoff",
+                    str(sigma),
+                    "--outfile",
+                    out,
+                ]
                 if bragg:
                     cmd.append("--bragg")
                 subprocess.run(cmd, **run)

@@ -103,19 +103,67 @@ def main() -> None:
     rows = []
     for rnd in range(args.repeat):
         cmds = {
-            ("mdx2", "find-peaks"): ["mdx2.find_peaks", "geometry.nxs", "data.nxs", "--count_threshold", thr,
-                                     "--sigma_cutoff", sig, "--nproc", w, "--outfile", str(out / "mdx2_peaks.nxs"),
-                                     "--logfile", str(out / "mdx2.find_peaks.log")],
-            ("diffuse", "find-peaks"): [DIFFUSE, "find-peaks", "geometry.nxs", "data.nxs", "--count-threshold", thr,
-                                        "--sigma-cutoff", sig, "--workers", w, "--outfile", str(out / "peaks.nxs"),
-                                        "--overwrite", "--quiet"],
-            ("mdx2", "mask-peaks"): ["mdx2.mask_peaks", "geometry.nxs", "data.nxs", str(out / "mdx2_peaks.nxs"),
-                                     "--sigma_cutoff", sig, "--nproc", w, "--outfile", str(out / "mdx2_mask.nxs"),
-                                     "--logfile", str(out / "mdx2.mask_peaks.log")],
-            ("diffuse", "mask-peaks"): [DIFFUSE, "mask-peaks", "geometry.nxs", "data.nxs", str(out / "peaks.nxs"),
-                                        "--sigma-cutoff", sig, "--workers", w, "--outfile", str(out / "mask.nxs"),
-                                        "--overwrite", "--quiet"],
-        }  # fmt: skip
+            ("mdx2", "find-peaks"): [
+                "mdx2.find_peaks",
+                "geometry.nxs",
+                "data.nxs",
+                "--count_threshold",
+                thr,
+                "--sigma_cutoff",
+                sig,
+                "--nproc",
+                w,
+                "--outfile",
+                str(out / "mdx2_peaks.nxs"),
+                "--logfile",
+                str(out / "mdx2.find_peaks.log"),
+            ],
+            ("diffuse", "find-peaks"): [
+                DIFFUSE,
+                "find-peaks",
+                "geometry.nxs",
+                "data.nxs",
+                "--count-threshold",
+                thr,
+                "--sigma-cutoff",
+                sig,
+                "--workers",
+                w,
+                "--outfile",
+                str(out / "peaks.nxs"),
+                "--overwrite",
+                "--quiet",
+            ],
+            ("mdx2", "mask-peaks"): [
+                "mdx2.mask_peaks",
+                "geometry.nxs",
+                "data.nxs",
+                str(out / "mdx2_peaks.nxs"),
+                "--sigma_cutoff",
+                sig,
+                "--nproc",
+                w,
+                "--outfile",
+                str(out / "mdx2_mask.nxs"),
+                "--logfile",
+                str(out / "mdx2.mask_peaks.log"),
+            ],
+            ("diffuse", "mask-peaks"): [
+                DIFFUSE,
+                "mask-peaks",
+                "geometry.nxs",
+                "data.nxs",
+                str(out / "peaks.nxs"),
+                "--sigma-cutoff",
+                sig,
+                "--workers",
+                w,
+                "--outfile",
+                str(out / "mask.nxs"),
+                "--overwrite",
+                "--quiet",
+            ],
+        }
         results = {}
         for (tool, step), argv in cmds.items():
             os.sync()
@@ -129,17 +177,34 @@ def main() -> None:
         differ = mask_diff(out / "mask.nxs", out / "mdx2_mask.nxs")
         n_peaks = int(_read(out / "peaks.nxs", "/entry/peaks/observed_phi").size)
         masked = mask_count(out / "mask.nxs")
-        print(f"round {rnd}: peak tables equal: {peaks_equal}; mask pixels differing: {differ}; "
-              f"{n_peaks} peak pixels, {masked} masked", flush=True)  # fmt: skip
+        print(
+            f"round {rnd}: peak tables equal: {peaks_equal}; mask pixels differing: {differ}; "
+            f"{n_peaks} peak pixels, {masked} masked",
+            flush=True,
+        )
         for (tool, step), (wall, mb, rc, load) in results.items():
-            rows.append({
-                "round": rnd, "dataset": tag, "pixels": pixels, "shape": "x".join(map(str, shape)),
-                "tool": tool, "step": step, "workers": args.workers, "wall_s": round(wall, 2),
-                "peak_tree_rss_mb": round(mb, 1), "rc": rc, "load_1min": round(load, 2),
-                "count_threshold": args.count_threshold, "sigma_cutoff": args.sigma_cutoff,
-                "peak_pixels": n_peaks, "masked_pixels": masked, "peaks_equal": peaks_equal,
-                "mask_pixels_differing": differ, "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "round": rnd,
+                    "dataset": tag,
+                    "pixels": pixels,
+                    "shape": "x".join(map(str, shape)),
+                    "tool": tool,
+                    "step": step,
+                    "workers": args.workers,
+                    "wall_s": round(wall, 2),
+                    "peak_tree_rss_mb": round(mb, 1),
+                    "rc": rc,
+                    "load_1min": round(load, 2),
+                    "count_threshold": args.count_threshold,
+                    "sigma_cutoff": args.sigma_cutoff,
+                    "peak_pixels": n_peaks,
+                    "masked_pixels": masked,
+                    "peaks_equal": peaks_equal,
+                    "mask_pixels_differing": differ,
+                    "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                }
+            )
     res = HERE / "results"
     res.mkdir(exist_ok=True)
     path = res / f"peaks_{tag}.csv"

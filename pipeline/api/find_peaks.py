@@ -19,7 +19,7 @@ from pipeline.io.peaks import PeakTable, write_peaks
 from pipeline.kernels.peaks import fit_gaussian, interp_points
 from pipeline.progress import progress_bar
 
-__all__ = ["LOCAL_MAX_PIXELS", "find_peaks", "maybe_cluster"]
+__all__ = ["LOCAL_MAX_PIXELS", "find_peaks", "local_threads", "maybe_cluster"]
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,16 @@ PathLike = str | os.PathLike
 LOCAL_MAX_PIXELS = 100_000_000
 
 
+def local_threads(cluster: ClusterSpec | str | None) -> int:
+    """Threads for a run in this process: ``workers`` if given, else the cores (at most 4)."""
+    spec = ClusterSpec.of(cluster)
+    return int(spec.workers or min(4, os.cpu_count() or 1))
+
+
 @contextlib.contextmanager
 def maybe_cluster(n_pixels: int, client, cluster: ClusterSpec | str | None):
-    """A client when one is given, a cluster is named or the stack is large; else None (in-process)."""
+    """A client when one is given, a cluster is named or the stack is large; else None (threads of
+    this process)."""
     spec = ClusterSpec.of(cluster)
     if client is None and spec.cluster is None and n_pixels <= LOCAL_MAX_PIXELS:
         yield None
@@ -71,7 +78,9 @@ def find_peaks(
     from pipeline.graph.peaks import search_peaks
 
     with maybe_cluster(stack.n_pixels, client, cluster) as c, progress_bar(quiet) as bar:
-        idx = search_peaks(stack, params.count_threshold, client=c, progress=bar)
+        idx = search_peaks(
+            stack, params.count_threshold, client=c, threads=local_threads(cluster), progress=bar
+        )
     log.info("%d peak pixels above %g in %.1f s", len(idx), params.count_threshold, time.perf_counter() - t0)
     if len(idx) == 0:
         raise InputError(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.api.find_peaks import maybe_cluster
+from pipeline.api.find_peaks import local_threads, maybe_cluster
 from pipeline.config import ClusterSpec, MaskPeaksParams
 from pipeline.errors import InputError
 from pipeline.io.atomic import check_output_path
@@ -67,8 +67,7 @@ def mask_peaks(
     Same mask as ``mdx2.mask_peaks GEOM DATA PEAKS --sigma_cutoff S [--bragg]``, bit for bit; written
     to ``outfile`` as ``/entry/mask`` (for ``integrate --mask`` here and in mdx2).
     """
-    from pipeline.graph.peaks import mask_chunks, plan_mask, run_mask_task
-    from pipeline.graph.run_tasks import run_tasks
+    from pipeline.graph.peaks import mask_chunks, plan_mask, run_local_or_cluster, run_mask_task
 
     params = MaskPeaksParams(sigma_cutoff=sigma_cutoff, bragg=bragg)
     check_output_path(outfile, overwrite)
@@ -91,8 +90,9 @@ def mask_peaks(
     masked = 0
     with maybe_cluster(stack.n_pixels, client, cluster) as c, progress_bar(quiet) as progress:
         bar = progress("mask peaks", len(tasks))
-        with run_tasks(
+        with run_local_or_cluster(
             c,
+            local_threads(cluster),
             run_mask_task,
             tasks,
             name="mask-peaks",

@@ -13,6 +13,7 @@ task through the scheduler, no compression work in the writer.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ import numpy as np
 from pipeline.graph.run_tasks import run_tasks
 from pipeline.io.images import MASKED_VALUE, ImageStack, storage_chunk_slices
 from pipeline.io.peaks import compress_mask_chunk
-from pipeline.kernels.interpolate import miller_indices_dense, prepare_miller_block
+from pipeline.kernels.interpolate import MillerBlock, miller_indices_dense, prepare_miller_block
 from pipeline.kernels.peaks import GaussianPeak, peak_mask_block, threshold_pixels
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "plan_find",
     "plan_mask",
     "run_find_task",
+    "run_local_or_cluster",
     "run_mask_task",
     "search_peaks",
 ]
@@ -41,6 +43,8 @@ Slices = tuple[slice, slice, slice]
 FIND_TASK_PIXELS = 64 * 2**20
 #: Pixels per mask-peaks task (whole storage chunks; at least one chunk): ~150 bytes of temporaries each.
 MASK_TASK_PIXELS = 8 * 2**20
+#: Pixels per slab of frames inside a storage chunk (bounds the temporaries: ~150 bytes per pixel).
+SLAB_PIXELS = 2 * 2**20
 #: Largest uncompressed output chunk of the mask (bytes); storage chunks above it are split along phi.
 MASK_CHUNK_BYTES = 8 * 2**20
 
@@ -88,13 +92,48 @@ def run_find_task(task: FindTask, stack: ImageStack, count_threshold: float) -> 
     return task.index, order_like_mdx2(idx, task.chunks)
 
 
-def search_peaks(stack: ImageStack, count_threshold: float, *, client=None, progress=None) -> np.ndarray:
+@contextlib.contextmanager
+def run_local_or_cluster(client, threads: int, func, tasks, *, name: str, bar=None, **kwargs):
+    """:func:`~pipeline.graph.run_tasks.run_tasks` on ``client``; without one, ``threads`` threads of
+    this process (the kernels are numpy and zlib/libdeflate, which release the GIL)."""
+    if client is not None or threads <= 1 or len(tasks) <= 1:
+        with run_tasks(client, func, tasks, name=name, bar=bar, **kwargs) as results:
+            yield results
+        return
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name) as pool:
+        futures = [pool.submit(func, t, **kwargs) for t in tasks]
+        try:
+
+            def results():
+                for f in as_completed(futures):
+                    if bar is not None:
+                        bar.advance()
+                    yield f.result()
+
+            yield results()
+        finally:
+            for f in futures:
+                f.cancel()
+
+
+def search_peaks(
+    stack: ImageStack, count_threshold: float, *, client=None, threads: int = 1, progress=None
+) -> np.ndarray:
     """All pixels above ``count_threshold``: (n, 3) int64 indices (phi, iy, ix) in mdx2's order."""
     tasks = plan_find(stack)
     bar = progress("find peaks", len(tasks)) if progress else None
     parts: dict[int, np.ndarray] = {}
-    with run_tasks(
-        client, run_find_task, tasks, name="find-peaks", bar=bar, stack=stack, count_threshold=count_threshold
+    with run_local_or_cluster(
+        client,
+        threads,
+        run_find_task,
+        tasks,
+        name="find-peaks",
+        bar=bar,
+        stack=stack,
+        count_threshold=count_threshold,
     ) as results:
         for i, idx in results:
             parts[i] = idx
@@ -122,6 +161,14 @@ def mask_chunks(stack: ImageStack, max_bytes: int = MASK_CHUNK_BYTES) -> tuple[i
         if f % d == 0 and d * y * x <= max_bytes:
             best = d
     return (best, y, x)
+
+
+def frames_of(block: MillerBlock, f0: int, f1: int) -> MillerBlock:
+    """The part of ``block`` for frames ``f0:f1`` (block axis 0), with the same per-pixel operations."""
+    base, weight = list(block.base), list(block.weight)
+    base[0], weight[0] = base[0][f0:f1], weight[0][f0:f1]
+    step1 = block.step1[f0:f1] if block.order[0] == 0 else block.step1
+    return MillerBlock(block.order, step1, tuple(base), tuple(weight))
 
 
 def plan_mask(stack: ImageStack, peak_index: np.ndarray | None, task_pixels: int = MASK_TASK_PIXELS):
@@ -167,23 +214,25 @@ def run_mask_task(
     masked = 0
     for p, y, x in task.blocks:
         shape = (p.stop - p.start, y.stop - y.start, x.stop - x.start)
-        hkl = miller_indices_dense(
-            prepare_miller_block(grid_axes, grid_hkl, axes[0][p], axes[1][y], axes[2][x]), shape
-        )
-        mask = peak_mask_block(hkl, model, sigma_cutoff, is_reflection)
-        del hkl
+        # mdx2's unit is the whole storage chunk: the interpolation's first step and axis order are
+        # those of the chunk. The rest is elementwise, so it runs on slabs of frames (less memory).
+        block = prepare_miller_block(grid_axes, grid_hkl, axes[0][p], axes[1][y], axes[2][x])
+        mask = np.empty(shape, dtype=bool)
+        step = max(1, SLAB_PIXELS // (shape[1] * shape[2]))
+        for f0 in range(0, shape[0], step):
+            f1 = min(f0 + step, shape[0])
+            hkl = miller_indices_dense(frames_of(block, f0, f1), (f1 - f0, *shape[1:]))
+            mask[f0:f1] = peak_mask_block(hkl, model, sigma_cutoff, is_reflection)
+            del hkl
         if bragg:
             mask = ~mask
         else:
             inside = task.peaks
             sel = (
-                (inside[:, 0] >= p.start)
-                & (inside[:, 0] < p.stop)
-                & (inside[:, 1] >= y.start)
-                & (inside[:, 1] < y.stop)
-                & (inside[:, 2] >= x.start)
-                & (inside[:, 2] < x.stop)
-            )
+                (inside[:, 0] >= p.start) & (inside[:, 0] < p.stop)
+                & (inside[:, 1] >= y.start) & (inside[:, 1] < y.stop)
+                & (inside[:, 2] >= x.start) & (inside[:, 2] < x.stop)
+            )  # fmt: skip
             q = inside[sel]
             mask[q[:, 0] - p.start, q[:, 1] - y.start, q[:, 2] - x.start] = True
         masked += int(mask.sum())

@@ -19,15 +19,11 @@ from pipeline.io.peaks import PeakTable, write_peaks
 from pipeline.kernels.peaks import fit_gaussian, interp_points
 from pipeline.progress import progress_bar
 
-__all__ = ["LOCAL_MAX_PIXELS", "find_peaks", "local_threads", "maybe_cluster"]
+__all__ = ["find_peaks", "local_threads", "maybe_cluster"]
 
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
-
-#: Stacks of at most this many pixels run in the calling process unless a client or cluster is given
-#: (a local cluster takes longer to start than the work takes).
-LOCAL_MAX_PIXELS = 100_000_000
 
 
 def local_threads(cluster: ClusterSpec | str | None) -> int:
@@ -37,11 +33,12 @@ def local_threads(cluster: ClusterSpec | str | None) -> int:
 
 
 @contextlib.contextmanager
-def maybe_cluster(n_pixels: int, client, cluster: ClusterSpec | str | None):
-    """A client when one is given, a cluster is named or the stack is large; else None (threads of
-    this process)."""
+def maybe_cluster(client, cluster: ClusterSpec | str | None):
+    """A client when one is given or a cluster is named (``--cluster``); else None: the tasks run on
+    threads of this process (reads inflate outside the GIL, the kernels are numpy), which on one
+    machine is faster than worker processes and ships no results between processes."""
     spec = ClusterSpec.of(cluster)
-    if client is None and spec.cluster is None and n_pixels <= LOCAL_MAX_PIXELS:
+    if client is None and spec.cluster is None:
         yield None
         return
     from pipeline.cluster import connect  # imports distributed: only when a cluster is used
@@ -77,7 +74,7 @@ def find_peaks(
     t0 = time.perf_counter()
     from pipeline.graph.peaks import search_peaks
 
-    with maybe_cluster(stack.n_pixels, client, cluster) as c, progress_bar(quiet) as bar:
+    with maybe_cluster(client, cluster) as c, progress_bar(quiet) as bar:
         idx = search_peaks(
             stack, params.count_threshold, client=c, threads=local_threads(cluster), progress=bar
         )

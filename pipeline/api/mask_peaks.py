@@ -88,7 +88,7 @@ def mask_peaks(
     t0 = time.perf_counter()
     parts = []
     masked = 0
-    with maybe_cluster(stack.n_pixels, client, cluster) as c, progress_bar(quiet) as progress:
+    with maybe_cluster(client, cluster) as c, progress_bar(quiet) as progress:
         bar = progress("mask peaks", len(tasks))
         with run_local_or_cluster(
             c,

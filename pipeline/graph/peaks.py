@@ -40,7 +40,7 @@ __all__ = [
 Slices = tuple[slice, slice, slice]
 
 #: Pixels per find-peaks task (whole chunk rows; at least one chunk row).
-FIND_TASK_PIXELS = 64 * 2**20
+FIND_TASK_PIXELS = 16 * 2**20
 #: Pixels per mask-peaks task (whole storage chunks; at least one chunk): ~150 bytes of temporaries each.
 MASK_TASK_PIXELS = 8 * 2**20
 #: Pixels per slab of frames inside a storage chunk (bounds the temporaries: ~150 bytes per pixel).

@@ -91,6 +91,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--tag", default=None)
+    ap.add_argument(
+        "--steps",
+        default="find,mask",
+        help="find,mask (default) or one of them; mask alone reuses the peaks files in --out",
+    )
+    ap.add_argument("--append", action="store_true", help="add rows to the CSV instead of replacing it")
     args = ap.parse_args()
     ds = args.dataset.resolve()
     tag = args.tag or ds.name
@@ -101,6 +107,9 @@ def main() -> None:
     pixels = int(np.prod(shape))
     thr, sig, w = str(args.count_threshold), str(args.sigma_cutoff), str(args.workers)
     rows = []
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True, check=False
+    ).stdout.strip()
     for rnd in range(args.repeat):
         cmds = {
             ("mdx2", "find-peaks"): [
@@ -165,7 +174,10 @@ def main() -> None:
             ],
         }
         results = {}
+        steps = {f"{s.strip()}-peaks" for s in args.steps.split(",")}
         for (tool, step), argv in cmds.items():
+            if step not in steps:
+                continue
             os.sync()
             wall, mb, rc, load = measure(argv, ds)
             results[(tool, step)] = (wall, mb, rc, load)
@@ -174,9 +186,10 @@ def main() -> None:
                 flush=True,
             )
         peaks_equal = same_peaks(out / "peaks.nxs", out / "mdx2_peaks.nxs")
-        differ = mask_diff(out / "mask.nxs", out / "mdx2_mask.nxs")
+        have_masks = (out / "mask.nxs").exists() and (out / "mdx2_mask.nxs").exists()
+        differ = mask_diff(out / "mask.nxs", out / "mdx2_mask.nxs") if have_masks else -1
         n_peaks = int(_read(out / "peaks.nxs", "/entry/peaks/observed_phi").size)
-        masked = mask_count(out / "mask.nxs")
+        masked = mask_count(out / "mask.nxs") if (out / "mask.nxs").exists() else -1
         print(
             f"round {rnd}: peak tables equal: {peaks_equal}; mask pixels differing: {differ}; "
             f"{n_peaks} peak pixels, {masked} masked",
@@ -186,6 +199,7 @@ def main() -> None:
             rows.append(
                 {
                     "round": rnd,
+                    "commit": commit,
                     "dataset": tag,
                     "pixels": pixels,
                     "shape": "x".join(map(str, shape)),
@@ -208,9 +222,11 @@ def main() -> None:
     res = HERE / "results"
     res.mkdir(exist_ok=True)
     path = res / f"peaks_{tag}.csv"
-    with open(path, "w", newline="") as f:
+    append = args.append and path.exists()
+    with open(path, "a" if append else "w", newline="") as f:
         wr = csv.DictWriter(f, fieldnames=list(rows[0]))
-        wr.writeheader()
+        if not append:
+            wr.writeheader()
         wr.writerows(rows)
     print(f"wrote {path}")
 

@@ -222,11 +222,13 @@ def main() -> None:
     res = HERE / "results"
     res.mkdir(exist_ok=True)
     path = res / f"peaks_{tag}.csv"
-    append = args.append and path.exists()
-    with open(path, "a" if append else "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
-        if not append:
-            wr.writeheader()
+    if args.append and path.exists():  # keep earlier rows (columns of both)
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f)) + rows
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=fields, restval="")
+        wr.writeheader()
         wr.writerows(rows)
     print(f"wrote {path}")
 

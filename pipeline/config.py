@@ -19,8 +19,10 @@ from pipeline.errors import ConfigError
 __all__ = [
     "ClusterSpec",
     "CorrectParams",
+    "FindPeaksParams",
     "IntegrateParams",
     "MapParams",
+    "MaskPeaksParams",
     "MergeParams",
     "Tuning",
     "get_default",
@@ -363,3 +365,44 @@ class MapParams:
         if self.png is True:
             return str(Path(self.outfile).with_suffix(".png"))
         return self.png
+
+
+class FindPeaksParams:
+    """``find-peaks``: mdx2.find_peaks's options (pixels above ``count_threshold``; Gaussian model with
+    one round of outlier rejection at ``sigma_cutoff``)."""
+
+    count_threshold: float
+    sigma_cutoff: float = 3.0
+
+    def __post_init__(self):
+        for name in ("count_threshold", "sigma_cutoff"):
+            value = getattr(self, name)
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name} must be a number, got {value!r}") from None
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+            object.__setattr__(self, name, value)
+        if not self.sigma_cutoff > 0:
+            raise ConfigError(f"sigma_cutoff must be > 0, got {self.sigma_cutoff!r}")
+
+
+@dataclass(frozen=True)
+class MaskPeaksParams:
+    """``mask-peaks``: mdx2.mask_peaks's options (contour level ``sigma_cutoff``; ``bragg`` keeps the
+    peaks and masks everything else)."""
+
+    sigma_cutoff: float = 3.0
+    bragg: bool = False
+
+    def __post_init__(self):
+        try:
+            value = float(self.sigma_cutoff)
+        except (TypeError, ValueError):
+            raise ConfigError(f"sigma_cutoff must be a number, got {self.sigma_cutoff!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise ConfigError(f"sigma_cutoff must be > 0 and finite, got {self.sigma_cutoff!r}")
+        object.__setattr__(self, "sigma_cutoff", value)
+        if not isinstance(self.bragg, bool):
+            raise ConfigError(f"bragg must be True or False, got {self.bragg!r}")

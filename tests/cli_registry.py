@@ -14,6 +14,7 @@ DATA = Path(__file__).parent / "data" / "cubic"
 # command -> {parameter name: values on the command line}
 REQUIRED: dict[str, dict[str, list[str]]] = {
     "bin-background": {"bins": ["1", "20", "20"]},
+    "find-peaks": {"count_threshold": ["20"]},
     "submit": {"command": ["integrate", "geometry.nxs", "data.nxs"]},
 }
 
@@ -26,6 +27,7 @@ VALID_INPUT: dict[str, Path] = {
     "data": DATA / "data.nxs",
     "data-file": DATA / "data.nxs",
     "mask": DATA / "mask.nxs",
+    "peaks": DATA.parent / "peaks" / "cubic" / "peaks.nxs",
     "background": DATA / "bkg_data_binned.nxs",
     "table": DATA / "mdx2" / "integrated_111.nxs",
     "expt": DATA / "experiment.expt",
@@ -42,6 +44,7 @@ WRONG_KIND: dict[str, Path] = {
     "data": DATA / "mask.nxs",
     "data-file": DATA / "geometry.nxs",
     "mask": DATA / "data.nxs",
+    "peaks": DATA / "mask.nxs",
     "background": DATA / "mask.nxs",
     "table": DATA / "mask.nxs",
     "expt": DATA / "mask.nxs",

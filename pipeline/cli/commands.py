@@ -10,9 +10,11 @@ from pipeline.cli import (
     demo,  # noqa: F401
     estimate,  # noqa: F401
     find_hot_pixels,  # noqa: F401
+    find_peaks,  # noqa: F401
     import_geometry,  # noqa: F401
     integrate,  # noqa: F401
     map,  # noqa: F401
+    mask_peaks,  # noqa: F401
     merge,  # noqa: F401
     qc,  # noqa: F401
     run,  # noqa: F401
@@ -24,7 +26,7 @@ from pipeline.cli.app import app
 PANELS = {
     "Reduce": ["run", "integrate", "correct", "merge", "map", "estimate", "convert"],
     "Check": ["qc", "find-hot-pixels"],
-    "Prepare inputs": ["import-geometry", "bin-background", "simulate", "demo"],
+    "Prepare inputs": ["import-geometry", "find-peaks", "mask-peaks", "bin-background", "simulate", "demo"],
     "Clusters": ["submit", "cluster-config"],
 }
 

@@ -25,6 +25,8 @@ PATHS: dict[str, dict[str, str]] = {
     "convert": {"data": "data-file", "mask": "mask", "outfile": "outdir-whole"},
     "qc": {"table": "table", "data": "data", "mask": "mask", "background": "background"},
     "find-hot-pixels": {"data": "data", "mask": "mask"},
+    "find-peaks": {"geometry": "geometry", "data": "data"},
+    "mask-peaks": {"geometry": "geometry-all", "data": "data", "peaks": "peaks"},
     "import-geometry": {"expt": "expt"},
     "bin-background": {"data": "data-file", "mask": "mask"},
     "simulate": {},

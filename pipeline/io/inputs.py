@@ -80,6 +80,11 @@ KINDS: dict[str, PathKind] = _kinds(
     PathKind("data-file", groups=("/entry/image_series",), what="image stack (data.nxs, mdx2.import_data)"),
     PathKind("mask", groups=("/entry/mask",), what="mask file (mdx2 layout)"),
     PathKind(
+        "peaks",
+        groups=("/entry/peak_model", "/entry/peaks"),
+        what="peaks file (mdx2.find_peaks or diffuse find-peaks)",
+    ),
+    PathKind(
         "background",
         groups=("/entry/binned_image_series",),
         what="binned background (mdx2.bin_image_series)",

@@ -22,3 +22,5 @@ python "$HERE/scales/make_scales_goldens.py" "$REFKIT"
 # mdx2.merge outputs (tests/test_merge.py)
 bash "$HERE/make_merge_goldens.sh"
 python "$HERE/../mdx2_map_cases.py" goldens --refkit "$REFKIT"   # tests/data/map (diffuse map)
+# find-peaks / mask-peaks outputs (mdx2.find_peaks, mdx2.mask_peaks) on cubic and mono
+python "$HERE/make_peaks_goldens.py"

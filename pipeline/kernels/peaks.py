@@ -1,0 +1,219 @@
+"""Peak search and peak masks as mdx2's ``find_peaks`` / ``mask_peaks``, in numpy (no scipy).
+
+Everything here repeats mdx2's floating-point operations in mdx2's order, so results are the same
+bits (see docs/PEAKS.md):
+
+* :func:`threshold_pixels` -- ``Peaks.where(ims.data_masked > count_threshold, ...)`` on one storage
+  chunk: pixels above the threshold, masked pixels (-1) excluded, in C order.
+* :func:`interp_points` -- ``MillerIndex.interpolate`` at points, i.e. ``scipy.ndimage.map_coordinates``
+  with ``order=1`` on fractional grid coordinates ``np.interp(x, axis, arange(n))``: spline weights
+  ``w0 = 1 - t``, ``w1 = 1 - w0`` (``t = c - floor(c)``), the eight corners summed in C order, each as
+  ``((v * w_phi) * w_y) * w_x`` added to a running total that starts at 0.0.
+* :func:`fit_gaussian` -- ``GaussianPeak.fit_to_points``: mean, SVD of the centred points,
+  ``sigma = V diag(s / sqrt(N))``, one round of outlier rejection at ``sigma_cutoff``, refit.
+* :func:`peak_mask_block` -- one chunk of ``mask_peaks``: ``round`` of the regridded Miller indices,
+  allowed reflections, and the quadratic form ``|inv(sigma) (r - r0)|^2 < cutoff^2`` evaluated with
+  the same numpy expression on the same array shapes as mdx2 (the (3, 3) @ (3, N) product goes to
+  BLAS in both).
+
+Oracles (``*_oracle``) compute the same quantities point by point in plain Python loops; the tests
+compare them with the fast versions across uneven chunkings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "GaussianPeak",
+    "fit_gaussian",
+    "fit_gaussian_oracle",
+    "grid_coordinate",
+    "interp_points",
+    "interp_points_oracle",
+    "peak_mask_block",
+    "peak_mask_block_oracle",
+    "quadform",
+    "threshold_pixels",
+    "threshold_pixels_oracle",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class GaussianPeak:
+    """mdx2's ``GaussianPeak``: centre ``r0`` (3,) and ``sigma`` (3, 3) in fractional Miller units."""
+
+    r0: np.ndarray
+    sigma: np.ndarray
+
+
+# --- threshold -------------------------------------------------------------------------------------
+
+
+def threshold_pixels(block: np.ndarray, count_threshold: float, masked_value: int = -1) -> np.ndarray:
+    """Indices (n, 3) int64, C order, of the pixels of ``block`` above ``count_threshold`` that are not
+    ``masked_value`` (mdx2's ``np.argwhere(np.ma.masked_equal(data, -1) > threshold)``)."""
+    hot = block > count_threshold
+    if count_threshold < masked_value:  # only then can a masked pixel pass the comparison
+        hot &= block != masked_value
+    return np.argwhere(hot).astype(np.int64, copy=False)
+
+
+def threshold_pixels_oracle(block: np.ndarray, count_threshold: float, masked_value: int = -1) -> np.ndarray:
+    out = []
+    nphi, ny, nx = block.shape
+    for i in range(nphi):
+        for j in range(ny):
+            for k in range(nx):
+                v = block[i, j, k]
+                if v != masked_value and float(v) > count_threshold:
+                    out.append((i, j, k))
+    return np.array(out, dtype=np.int64).reshape(-1, 3)
+
+
+# --- interpolation at points (map_coordinates, order 1) -------------------------------------------
+
+
+def grid_coordinate(x: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """mdx2's ``_fraction``: ``np.interp(x, axis, arange(n))`` (clamped to [0, n - 1])."""
+    return np.interp(np.asarray(x).astype(float), np.asarray(axis).astype(float), np.arange(axis.size))
+
+
+def interp_points(axes, values: np.ndarray, phi, iy, ix) -> np.ndarray:
+    """Trilinear interpolation of ``values`` (nphi, ny, nx[, ncol]) at points, as mdx2's ``interp3``.
+
+    Returns (npoints,) or (npoints, ncol). Bit-identical to ``scipy.ndimage.map_coordinates(v,
+    coords, order=1)`` for coordinates in [0, n - 1] (which ``np.interp`` guarantees); at the upper
+    edge the out-of-range neighbour has weight exactly 0, and is read clamped.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    coords = [grid_coordinate(c, a) for c, a in zip((phi, iy, ix), axes, strict=True)]
+    base, w = [], []
+    for c, n in zip(coords, values.shape[:3], strict=True):
+        fl = np.floor(c)
+        t = c - fl
+        w0 = 1.0 - t
+        w1 = 1.0 - w0
+        b = fl.astype(np.int64)
+        base.append((b, np.minimum(b + 1, n - 1)))
+        w.append((w0, w1))
+    extra = values.shape[3:]
+    shape = (coords[0].size, *extra)
+    total = np.zeros(shape, dtype=np.float64)
+
+    def expand(a):
+        return a.reshape(a.shape + (1,) * len(extra))
+
+    for a in (0, 1):
+        for b in (0, 1):
+            for c in (0, 1):
+                v = values[base[0][a], base[1][b], base[2][c]]
+                total = total + ((v * expand(w[0][a])) * expand(w[1][b])) * expand(w[2][c])
+    return total
+
+
+def interp_points_oracle(axes, values: np.ndarray, phi, iy, ix) -> np.ndarray:
+    """Point by point, in Python floats (same operations)."""
+    import math
+
+    values = np.asarray(values, dtype=np.float64)
+    coords = [grid_coordinate(c, a) for c, a in zip((phi, iy, ix), axes, strict=True)]
+    n = values.shape[:3]
+    extra = values.shape[3:]
+    out = np.zeros((coords[0].size, *extra))
+    for p in range(coords[0].size):
+        idx, wts = [], []
+        for d in range(3):
+            c = float(coords[d][p])
+            fl = math.floor(c)
+            w0 = 1.0 - (c - fl)
+            idx.append((fl, min(fl + 1, n[d] - 1)))
+            wts.append((w0, 1.0 - w0))
+        acc = np.zeros(extra)
+        for a in (0, 1):
+            for b in (0, 1):
+                for c in (0, 1):
+                    v = values[idx[0][a], idx[1][b], idx[2][c]]
+                    acc = acc + ((v * wts[0][a]) * wts[1][b]) * wts[2][c]
+        out[p] = acc
+    return out
+
+
+# --- Gaussian model ---------------------------------------------------------------------------------
+
+
+def _fit(x, y, z) -> GaussianPeak:
+    r = np.stack((x, y, z)).T
+    r0 = np.mean(r, axis=0)
+    u, s, vh = np.linalg.svd(r - r0, full_matrices=False)
+    v = vh.T
+    sigma = v @ np.diag(s / np.sqrt(u.shape[0]))
+    return GaussianPeak(r0, sigma)
+
+
+def quadform(gp: GaussianPeak, x, y, z) -> np.ndarray:
+    """mdx2's ``GaussianPeak.quadform_at_points``: ``|inv(sigma) @ (r - r0)|^2``, shape of ``x``."""
+    r = np.stack((x, y, z)).reshape(3, -1)
+    d = np.linalg.inv(gp.sigma) @ (r - gp.r0[:, np.newaxis])
+    return np.sum(d * d, axis=0).reshape(np.shape(x))
+
+
+def fit_gaussian(dh, dk, dl, sigma_cutoff: float) -> tuple[GaussianPeak, np.ndarray]:
+    """Fit, reject points with quadratic form > ``sigma_cutoff**2``, refit: (model, is_outlier)."""
+    gp = _fit(dh, dk, dl)
+    is_outlier = quadform(gp, dh, dk, dl) > sigma_cutoff**2
+    keep = ~is_outlier
+    return _fit(dh[keep], dk[keep], dl[keep]), is_outlier
+
+
+def fit_gaussian_oracle(dh, dk, dl, sigma_cutoff: float) -> tuple[GaussianPeak, np.ndarray]:
+    """The same model from the covariance matrix by eigen-decomposition (agrees to rounding)."""
+
+    def fit(x, y, z):
+        r = np.stack((x, y, z), axis=1)
+        r0 = r.sum(axis=0) / len(r)
+        c = (r - r0).T @ (r - r0) / len(r)
+        evals, evecs = np.linalg.eigh(c)
+        return r0, evecs @ np.diag(np.sqrt(np.clip(evals, 0, None)))
+
+    r0, sigma = fit(dh, dk, dl)
+    sinv = np.linalg.inv(sigma)
+    d2 = np.array([float(np.sum((sinv @ (np.array(p) - r0)) ** 2)) for p in zip(dh, dk, dl, strict=True)])
+    is_outlier = d2 > sigma_cutoff**2
+    r0, sigma = fit(dh[~is_outlier], dk[~is_outlier], dl[~is_outlier])
+    return GaussianPeak(r0, sigma), is_outlier
+
+
+# --- mask ------------------------------------------------------------------------------------------
+
+
+def peak_mask_block(hkl: np.ndarray, gp: GaussianPeak, sigma_cutoff: float, is_reflection) -> np.ndarray:
+    """One chunk of mdx2's ``mask_peaks`` before the threshold peaks are added.
+
+    ``hkl`` is the chunk's regridded Miller indices (nphi, ny, nx, 3) (``MillerIndex.regrid``);
+    ``is_reflection(H, K, L)`` evaluates the space group's reflection conditions. True = masked.
+    """
+    h, k, l = hkl[..., 0], hkl[..., 1], hkl[..., 2]
+    H = np.round(h)
+    K = np.round(k)
+    L = np.round(l)
+    isrefl = is_reflection(H.astype(int), K.astype(int), L.astype(int))
+    return isrefl & (quadform(gp, h - H, k - K, l - L) < sigma_cutoff**2)
+
+
+def peak_mask_block_oracle(
+    hkl: np.ndarray, gp: GaussianPeak, sigma_cutoff: float, is_reflection
+) -> np.ndarray:
+    """Pixel by pixel (agrees with :func:`peak_mask_block` except within rounding of the contour)."""
+    sinv = np.linalg.inv(gp.sigma)
+    out = np.zeros(hkl.shape[:3], dtype=bool)
+    for idx in np.ndindex(*hkl.shape[:3]):
+        v = hkl[idx]
+        r = np.round(v)
+        if not bool(is_reflection(*(np.array([int(x)]) for x in r))[0]):
+            continue
+        d = sinv @ (v - r - gp.r0)
+        out[idx] = float(d @ d) < sigma_cutoff**2
+    return out

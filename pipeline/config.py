@@ -15,7 +15,15 @@ import yaml
 
 from pipeline.errors import ConfigError
 
-__all__ = ["ClusterSpec", "CorrectParams", "IntegrateParams", "Tuning", "get_default", "non_default_items"]
+__all__ = [
+    "ClusterSpec",
+    "CorrectParams",
+    "IntegrateParams",
+    "ReintegrateParams",
+    "Tuning",
+    "get_default",
+    "non_default_items",
+]
 
 _DEFAULTS_FILE = Path(__file__).with_name("pipeline.yaml")
 with open(_DEFAULTS_FILE) as _f:
@@ -153,6 +161,25 @@ class IntegrateParams:
             raise ConfigError("nothing to write: give an outfile (NeXus) and/or a parquet directory")
         for name in ("outfile", "parquet", "workdir"):
             set_(self, name, _as_optional_path(getattr(self, name), name))
+
+
+@dataclass(frozen=True)
+class ReintegrateParams(IntegrateParams):
+    """What ``reintegrate`` needs: integrate's binning (``max_spread`` is not used: mdx2.reintegrate
+    sums every observation of a voxel) plus mdx2.reintegrate's ``scale``, ``background`` and
+    ``output`` (``counts`` or ``intensity``)."""
+
+    outfile: str | None = "reintegrated.nxs"
+    scale: str | None = None
+    background: str | None = None
+    output: str = "counts"
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("scale", "background"):
+            object.__setattr__(self, name, _as_optional_path(getattr(self, name), name))
+        if self.output not in ("counts", "intensity"):
+            raise ConfigError(f"output must be 'counts' or 'intensity', got {self.output!r}")
 
 
 @dataclass(frozen=True)

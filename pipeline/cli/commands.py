@@ -13,6 +13,7 @@ from pipeline.cli import (
     import_geometry,  # noqa: F401
     integrate,  # noqa: F401
     qc,  # noqa: F401
+    reintegrate,  # noqa: F401
     run,  # noqa: F401
     simulate,  # noqa: F401
     submit,  # noqa: F401
@@ -20,7 +21,7 @@ from pipeline.cli import (
 from pipeline.cli.app import app
 
 PANELS = {
-    "Reduce": ["run", "integrate", "correct", "estimate", "convert"],
+    "Reduce": ["run", "integrate", "correct", "reintegrate", "estimate", "convert"],
     "Check": ["qc", "find-hot-pixels"],
     "Prepare inputs": ["import-geometry", "bin-background", "simulate", "demo"],
     "Clusters": ["submit", "cluster-config"],

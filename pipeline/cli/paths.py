@@ -19,6 +19,13 @@ PATHS: dict[str, dict[str, str]] = {
     "run": {"geometry": "geometry-all", "data": "data", "mask": "mask", "background": "background"},
     "integrate": {"geometry": "geometry", "data": "data", "mask": "mask"},
     "correct": {"geometry": "geometry-corrections", "integrated": "table", "background": "background"},
+    "reintegrate": {
+        "geometry": "geometry-all",
+        "data": "data",
+        "mask": "mask",
+        "scale": "scales",
+        "background": "background",
+    },
     "estimate": {"geometry": "geometry", "data": "data", "mask": "mask"},
     "convert": {"data": "data-file", "mask": "mask", "outfile": "outdir-whole"},
     "qc": {"table": "table", "data": "data", "mask": "mask", "background": "background"},

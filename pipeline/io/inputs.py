@@ -83,6 +83,7 @@ KINDS: dict[str, PathKind] = _kinds(
         groups=("/entry/binned_image_series",),
         what="binned background (mdx2.bin_image_series)",
     ),
+    PathKind("scales", groups=("/entry",), what="scales file (mdx2.scale: /entry/scaling_model, ...)"),
     PathKind(
         "table",
         is_dir=None,

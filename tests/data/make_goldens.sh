@@ -19,3 +19,4 @@ source "$REFKIT/setup.sh"    # puts mdx2 1.0.5 (refkit venv) first on PATH, stub
 python "$HERE/make_goldens.py" --refkit "$REFKIT" "$@"
 # scales.nxs models (mdx2.scale --mca2020) and mdx2's interp values at random points
 python "$HERE/scales/make_scales_goldens.py" "$REFKIT"
+python "$HERE/make_reintegrate_goldens.py"   # tests/data/reintegrate/ (mdx2.scale + mdx2.reintegrate)

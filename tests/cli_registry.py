@@ -29,6 +29,7 @@ VALID_INPUT: dict[str, Path] = {
     "table": DATA / "mdx2" / "integrated_111.nxs",
     "expt": DATA / "experiment.expt",
     "file": DATA / "dataset.json",
+    "scales": DATA.parent / "reintegrate" / "cubic_scales.nxs",
 }
 
 # an input of another kind, for the "wrong kind of file" case (an HDF5 file without the group)

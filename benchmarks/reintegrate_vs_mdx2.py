@@ -15,8 +15,9 @@
 3. the two tables compared: same rows (h, k, l), values within ``--rtol`` (mdx2 with ``--nproc`` > 1
    adds chunks in the order they finish, so its float32 sums vary in the last bits from run to run).
 
-Writes ``reintegrate.csv`` (one row per command) and ``reintegrate.png`` into ``--out``; the machine's
-load (``os.getloadavg``) is recorded beside each command.
+Writes ``reintegrate.csv`` (one row per command; a later run with the same ``--out`` adds its rows and
+reuses the scales) and ``reintegrate.png`` into ``--out``; the machine's load (``os.getloadavg``) is
+recorded beside each command.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ):
         for tool, color in (("mdx2.reintegrate", "tab:gray"), ("diffuse reintegrate", "tab:blue")):
             ys = [
-                next((r[key] for r in rows if r["tool"] == tool and r["subdivide"] == s), np.nan)
+                float(next((r[key] for r in rows if r["tool"] == tool and r["subdivide"] == s), np.nan))
                 for s in subs
             ]
             ax.plot(subs, ys, "o-", color=color, label=tool)
@@ -172,10 +173,12 @@ def main() -> int:
             ratio = rows[-2]["wall_s"] / max(rows[-1]["wall_s"], 1e-9)
             mem = rows[-2]["peak_tree_rss_mb"] / max(rows[-1]["peak_tree_rss_mb"], 1)
             print(f"subdivide {' '.join(s)}: {ratio:.2f}x faster, {mem:.2f}x less memory", flush=True)
-    fields = sorted(
-        {k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99
-    )
-    with open(out / "reintegrate.csv", "w", newline="") as f:
+    table = out / "reintegrate.csv"
+    if table.exists():  # runs add to the table (e.g. one subdivision per run, sharing the scales)
+        with open(table, newline="") as f:
+            rows = list(csv.DictReader(f)) + rows
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with open(table, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)

@@ -43,4 +43,5 @@ WRONG_KIND: dict[str, Path] = {
     "background": DATA / "mask.nxs",
     "table": DATA / "mask.nxs",
     "expt": DATA / "mask.nxs",
+    "scales": DATA / "mask.nxs",
 }

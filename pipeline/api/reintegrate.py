@@ -51,7 +51,7 @@ def reintegrate(
     as :func:`pipeline.integrate` (``workdir``, ``resume``, ``cluster``, ``log_file`` ...).
     """
     from pipeline.cluster import connect, default_workdir
-    from pipeline.graph.reintegrate import run_reintegration
+    from pipeline.graph.reintegrate import build_model, run_reintegration
 
     params = ReintegrateParams(
         geometry=geometry,
@@ -70,6 +70,7 @@ def reintegrate(
         output=output,
     )
     check_outputs(params, log_file, performance_report)  # before the cluster starts or the log opens
+    model = build_model(params)  # geometry, scales and background read and checked before any work
     from pipeline.io.images import reads_release_the_gil
 
     threads_ok = client is None and reads_release_the_gil(params.data, params.mask)
@@ -81,5 +82,5 @@ def reintegrate(
     ):
         if params.workdir is None and (shared := default_workdir(params.outfile or params.parquet)):
             params = dataclasses.replace(params, workdir=shared)
-        step.result = run_reintegration(params, c, progress=bar)
+        step.result = run_reintegration(params, c, progress=bar, model=model)
         return step.result

@@ -95,9 +95,12 @@ def build_model(params: ReintegrateParams) -> ReintegrateModel:
     )
 
 
-def run_reintegration(params: ReintegrateParams, client: Client, progress=None) -> IntegrateResult:
-    """Run a whole reintegration on ``client``'s cluster (see the module docstring)."""
-    model = build_model(params)
+def run_reintegration(
+    params: ReintegrateParams, client: Client, progress=None, model: ReintegrateModel | None = None
+) -> IntegrateResult:
+    """Run a whole reintegration on ``client``'s cluster (see the module docstring); ``model``: what
+    :func:`build_model` read from ``params``' files, if the caller has it already."""
+    model = model or build_model(params)
     files = [p for p in (params.scale, params.background) if p]
     steps = ReintegrateSteps(
         model, params.output, {"files": fingerprint_files(files), "output": params.output}

@@ -42,6 +42,7 @@ from pipeline.symmetry.expressions import MillerExpression
 
 __all__ = [
     "REINTEGRATE_DTYPE",
+    "GridPoints",
     "ReintegrateModel",
     "accumulate_sorted",
     "asu_grid_range",
@@ -118,21 +119,42 @@ def _axis_weights(x: np.ndarray, axis: np.ndarray):
     return (i0, i1), (w0, w1)
 
 
+class GridPoints:
+    """Points on a 2-D or 3-D grid, with the corners and weights ``map_coordinates(order=1)`` uses
+    for them: several grids with the same axes are interpolated at the same points for the price of
+    one set of weights."""
+
+    def __init__(self, axes, points):
+        self.shape = tuple(np.size(a) for a in axes)
+        self.weights = []
+        strides = np.cumprod((1, *self.shape[:0:-1]))[::-1]
+        per_axis = [_axis_weights(x, a) for x, a in zip(points, axes, strict=True)]
+        self.corners = []  # (flat index, per-axis weight arrays), in C order of the corners
+        for corner in np.ndindex(*(2,) * len(axes)):
+            index = per_axis[0][0][corner[0]] * int(strides[0])
+            for d in range(1, len(axes)):
+                index = index + per_axis[d][0][corner[d]] * int(strides[d])
+            self.corners.append((index, [per_axis[d][1][c] for d, c in enumerate(corner)]))
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (a grid of the axes' shape) at the points, as :func:`interp_scipy`."""
+        if values.shape != self.shape:
+            raise ValueError(f"grid of shape {values.shape}, expected {self.shape}")
+        flat = np.ascontiguousarray(values, dtype=np.float64).ravel()
+        total = None
+        for index, weights in self.corners:
+            term = flat.take(index)
+            for w in weights:
+                term *= w
+            total = term if total is None else np.add(total, term, out=total)
+        return total + 0.0  # scipy starts from t = 0.0 (turns -0.0 into 0.0)
+
+
 def interp_scipy(values: np.ndarray, axes, points) -> np.ndarray:
     """Linear interpolation of a 2-D or 3-D grid ``values`` (float64) at ``points`` (one array per
     axis), bit for bit as mdx2's ``interp2``/``interp3`` (``map_coordinates(order=1)``): the corners
     in C order, each ``value * w_axis0 * w_axis1 [* w_axis2]`` left to right, added to 0.0 in turn."""
-    per_axis = [_axis_weights(x, a) for x, a in zip(points, axes, strict=True)]
-    strides = np.cumprod((1, *values.shape[:0:-1]))[::-1]
-    flat = np.ascontiguousarray(values, dtype=np.float64).ravel()
-    total = np.zeros(np.shape(points[0]), dtype=np.float64)
-    for corner in np.ndindex(*(2,) * values.ndim):
-        index = sum(per_axis[d][0][c] * int(strides[d]) for d, c in enumerate(corner))
-        term = flat.take(index)
-        for d, c in enumerate(corner):
-            term = term * per_axis[d][1][c]
-        total = total + term
-    return total
+    return GridPoints(axes, points)(values)
 
 
 # -- one chunk ----------------------------------------------------------------------------------------
@@ -149,12 +171,12 @@ def _row_values(rows: np.ndarray, model: ReintegrateModel) -> dict[str, np.ndarr
     seconds = rows["seconds"]
     ub = np.asarray(model.ub_matrix, dtype=np.float64)
     grid = model.corrections
-    axes = (grid.iy, grid.ix)
-    sa = interp_scipy(grid["solid_angle"], axes, (iy, ix))
-    sa *= interp_scipy(grid["attenuation"], axes, (iy, ix))
-    sa *= interp_scipy(grid["polarization"], axes, (iy, ix))
-    sa *= interp_scipy(grid["efficiency"], axes, (iy, ix))
-    d3s = interp_scipy(grid["d3s"], axes, (iy, ix))
+    at = GridPoints((grid.iy, grid.ix), (iy, ix))
+    sa = at(grid["solid_angle"])
+    sa *= at(grid["attenuation"])
+    sa *= at(grid["polarization"])
+    sa *= at(grid["efficiency"])
+    d3s = at(grid["d3s"])
     multiplicity = pixels * d3s * np.prod(ndiv) / np.linalg.det(ub)
     scales = model.scales
     scaling = getattr(scales, "scaling", None)

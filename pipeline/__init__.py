@@ -13,7 +13,7 @@ if __name__ == "__main__":  # worker processes are spawned: guard the script's o
 from pipeline import config as _config  # noqa: F401
 from pipeline._version import __version__
 
-__all__ = ["__version__", "correct", "integrate", "make_map", "read_table", "simulate"]
+__all__ = ["__version__", "correct", "integrate", "make_map", "read_table", "reintegrate", "simulate"]
 
 
 _WHERE = {
@@ -21,6 +21,7 @@ _WHERE = {
     "correct": "pipeline.api.correct",
     "make_map": "pipeline.api.map",
     "read_table": "pipeline.io.tables",
+    "reintegrate": "pipeline.api.reintegrate",
     # the package is pipeline.simulation: a submodule named "simulate" would, once imported,
     # replace this function as the attribute pipeline.simulate
     "simulate": "pipeline.simulation",

@@ -24,6 +24,7 @@ __all__ = [
     "MapParams",
     "MaskPeaksParams",
     "MergeParams",
+    "ReintegrateParams",
     "Tuning",
     "get_default",
     "non_default_items",
@@ -165,6 +166,25 @@ class IntegrateParams:
             raise ConfigError("nothing to write: give an outfile (NeXus) and/or a parquet directory")
         for name in ("outfile", "parquet", "workdir"):
             set_(self, name, _as_optional_path(getattr(self, name), name))
+
+
+@dataclass(frozen=True)
+class ReintegrateParams(IntegrateParams):
+    """What ``reintegrate`` needs: integrate's binning (``max_spread`` is not used: mdx2.reintegrate
+    sums every observation of a voxel) plus mdx2.reintegrate's ``scale``, ``background`` and
+    ``output`` (``counts`` or ``intensity``)."""
+
+    outfile: str | None = "reintegrated.nxs"
+    scale: str | None = None
+    background: str | None = None
+    output: str = "counts"
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("scale", "background"):
+            object.__setattr__(self, name, _as_optional_path(getattr(self, name), name))
+        if self.output not in ("counts", "intensity"):
+            raise ConfigError(f"output must be 'counts' or 'intensity', got {self.output!r}")
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,5 @@ WRONG_KIND: dict[str, Path] = {
     "background": DATA / "mask.nxs",
     "table": DATA / "mask.nxs",
     "expt": DATA / "mask.nxs",
-    # "scales": any /entry/*_model group will do, so the kind check cannot refuse an HDF5 file with /entry;
-    # pipeline.io.scales.read_scales refuses one without models (tests/test_merge.py)
+    "scales": DATA / "mask.nxs",
 }

@@ -17,6 +17,7 @@ from pipeline.cli import (
     mask_peaks,  # noqa: F401
     merge,  # noqa: F401
     qc,  # noqa: F401
+    reintegrate,  # noqa: F401
     run,  # noqa: F401
     simulate,  # noqa: F401
     submit,  # noqa: F401
@@ -24,7 +25,7 @@ from pipeline.cli import (
 from pipeline.cli.app import app
 
 PANELS = {
-    "Reduce": ["run", "integrate", "correct", "merge", "map", "estimate", "convert"],
+    "Reduce": ["run", "integrate", "correct", "merge", "reintegrate", "map", "estimate", "convert"],
     "Check": ["qc", "find-hot-pixels"],
     "Prepare inputs": ["import-geometry", "find-peaks", "mask-peaks", "bin-background", "simulate", "demo"],
     "Clusters": ["submit", "cluster-config"],

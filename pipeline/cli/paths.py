@@ -21,6 +21,13 @@ PATHS: dict[str, dict[str, str]] = {
     "correct": {"geometry": "geometry-corrections", "integrated": "table", "background": "background"},
     "merge": {"tables": "table", "scale": "scales", "geometry": "geometry-symmetry"},
     "map": {"geometry": "geometry-symmetry", "merged": "table", "png": "outfile"},
+    "reintegrate": {
+        "geometry": "geometry-all",
+        "data": "data",
+        "mask": "mask",
+        "scale": "scales",
+        "background": "background",
+    },
     "estimate": {"geometry": "geometry", "data": "data", "mask": "mask"},
     "convert": {"data": "data-file", "mask": "mask", "outfile": "outdir-whole"},
     "qc": {"table": "table", "data": "data", "mask": "mask", "background": "background"},

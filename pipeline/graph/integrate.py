@@ -24,7 +24,7 @@ from pipeline.config import IntegrateParams, Tuning
 from pipeline.errors import PipelineError
 from pipeline.graph.plan import IntegrationPlan, plan_integration
 from pipeline.graph.run_tasks import run_tasks
-from pipeline.graph.tasks import MapContext, ReduceContext, run_map_task, run_reduce_task
+from pipeline.graph.tasks import MapContext, ReduceContext, RowSteps, run_map_task, run_reduce_task
 from pipeline.graph.workdir import WorkDir, fingerprint_files
 from pipeline.io.atomic import atomic_path, check_output_path
 from pipeline.io.tables import INTEGRATED_SCHEMA, NexusTableWriter
@@ -97,10 +97,11 @@ def _worker_memory(client: Client) -> int:
     return min(positive) if positive else psutil.virtual_memory().total // _task_slots(client)
 
 
-def _fingerprint(plan: IntegrationPlan) -> dict:
+def _fingerprint(plan: IntegrationPlan, steps: RowSteps | None) -> dict:
     p = plan.params
     files = [p.geometry, p.data, *p.mask, *plan.stack.sources]
     return {
+        **({"steps": steps.fingerprint} if steps else {}),
         "inputs": fingerprint_files(files),
         "geometry_digest": plan.geometry.digest,
         "subdivide": list(p.subdivide),
@@ -109,8 +110,13 @@ def _fingerprint(plan: IntegrationPlan) -> dict:
     }
 
 
-def run_integration(params: IntegrateParams, client: Client, progress=None) -> IntegrateResult:
-    """Run a whole integration on ``client``'s cluster; see the module docstring for the stages."""
+def run_integration(
+    params: IntegrateParams, client: Client, progress=None, steps: RowSteps | None = None
+) -> IntegrateResult:
+    """Run a whole integration on ``client``'s cluster; see the module docstring for the stages.
+
+    ``steps``: what a step built on this machinery (``reintegrate``) does after binning and in the
+    reduction instead (see :class:`~pipeline.graph.tasks.RowSteps`); None for integrate itself."""
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     if params.outfile:
@@ -121,11 +127,11 @@ def run_integration(params: IntegrateParams, client: Client, progress=None) -> I
     plan = plan_integration(params, n_slots)
     anchor = Path(params.outfile or params.parquet)
     work = WorkDir(
-        params.workdir or anchor.with_name(f".{anchor.name}.work"), _fingerprint(plan), params.resume
+        params.workdir or anchor.with_name(f".{anchor.name}.work"), _fingerprint(plan, steps), params.resume
     )
     seconds["plan"] = time.perf_counter() - t0
     try:
-        result = _run(plan, work, client, progress, seconds)
+        result = _run(plan, work, client, progress, seconds, steps)
     except PipelineError:
         # A bad input found by a task (e.g. a corrupt chunk) cannot be resumed past: repairing the file
         # changes the inputs' fingerprint. Leave nothing behind, as for errors found while planning.
@@ -142,8 +148,9 @@ def run_integration(params: IntegrateParams, client: Client, progress=None) -> I
     return result
 
 
-def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds) -> IntegrateResult:
+def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds, steps) -> IntegrateResult:
     params = plan.params
+    name = steps.name if steps else "integrate"
     # 1. map
     t = time.perf_counter()
     records = work.finished_map_tasks() if params.resume else {}
@@ -152,10 +159,10 @@ def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds
     if params.resume:
         log.info("resuming: %d of %d map tasks already done, %d to run", skipped, len(plan.tasks), len(todo))
     ctx = MapContext(
-        plan.stack, plan.masks, plan.geometry, plan.ndiv, plan.h_range, str(work.map_dir),
-        max_run_rows=map_run_rows(_worker_memory(client), params.tuning),
+        plan.stack, plan.masks, plan.geometry, plan.ndiv, steps.h_range if steps else plan.h_range,
+        str(work.map_dir), max_run_rows=map_run_rows(_worker_memory(client), params.tuning), steps=steps,
     )  # fmt: skip
-    bar = progress("integrate", len(plan.tasks)) if progress else None
+    bar = progress(name, len(plan.tasks)) if progress else None
     if bar and skipped:
         bar.advance(skipped, detail=f"{skipped} done before")
 
@@ -186,7 +193,7 @@ def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds
             outputs.enter_context(atomic_path(params.parquet, is_dir=True)) if params.parquet else None
         )
         rctx = ReduceContext(
-            plan.ndiv, params.max_spread, str(work.reduce_dir), parquet_tmp and str(parquet_tmp)
+            plan.ndiv, params.max_spread, str(work.reduce_dir), parquet_tmp and str(parquet_tmp), steps
         )
         jobs = []
         for i, (lo, hi) in enumerate(ranges):
@@ -200,7 +207,9 @@ def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds
         writer = None
         if params.outfile:
             writer = outputs.enter_context(
-                NexusTableWriter(params.outfile, INTEGRATED_SCHEMA, None, plan.ndiv)
+                NexusTableWriter(
+                    params.outfile, steps.schema if steps else INTEGRATED_SCHEMA, None, plan.ndiv
+                )
             )
         part_rows: dict[int, int] = {}
         exported = 0
@@ -237,5 +246,5 @@ def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds
 def _append_part(writer: NexusTableWriter, path: Path) -> None:
     """Append one reduced part to the NeXus table, then delete it (bounding scratch space)."""
     part = np.load(path)
-    writer.append({name: part[name] for name in INTEGRATED_SCHEMA})
+    writer.append({name: part[name] for name in writer.schema})
     path.unlink()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from pipeline.kernels.interpolate import prepare_miller_block
 from pipeline.kernels.keys import KEY_BITS, KEY_OFFSET
 from pipeline.kernels.partials import finalize, reduce_partials
 
-__all__ = ["MapContext", "ReduceContext", "run_map_task", "run_reduce_task"]
+__all__ = ["MapContext", "ReduceContext", "RowSteps", "run_map_task", "run_reduce_task"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,6 +38,7 @@ class MapContext:
     h_range: tuple[int, int]
     map_dir: str
     max_run_rows: int = 2_000_000
+    steps: RowSteps | None = None  # a step built on integrate's machinery (None: integrate)
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +47,27 @@ class ReduceContext:
     max_spread: float
     reduce_dir: str
     parquet_dir: str | None
+    steps: RowSteps | None = None
+
+
+class RowSteps(Protocol):
+    """What a step built on integrate's map -> partition -> reduce does differently (``reintegrate``):
+    map tasks spill ``after_binning(rows)`` of each storage chunk's partial rows (rows of ``dtype``
+    with a voxel ``key``, in the order the reduction must take them) instead of the partial rows;
+    reduce tasks turn a partition's rows (in task, run and chunk order) into the output columns of
+    ``schema`` with ``reduce``; parquet parts are of kind ``kind``. ``h_range`` replaces the plan's
+    range of H (keys are the step's own), ``fingerprint`` joins the work directory's (``--resume``)."""
+
+    name: str
+    dtype: np.dtype
+    schema: dict[str, np.dtype]
+    kind: str
+    h_range: tuple[int, int]
+    fingerprint: dict
+
+    def after_binning(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def reduce(self, rows: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
 @functools.lru_cache(maxsize=4)
@@ -106,10 +129,10 @@ def bin_task_chunks(task, ctx: MapContext) -> Iterator[tuple[np.ndarray, int]]:
                 yield rows, int(rows["pixels"].sum())
 
 
-def _spill_run(pieces: list[np.ndarray], path: Path, h_range: tuple[int, int]) -> dict:
+def _spill_run(pieces: list[np.ndarray], path: Path, h_range: tuple[int, int], dtype=PARTIAL_DTYPE) -> dict:
     """Sort the rows of consecutive chunks by voxel key (stable: chunk order is kept within a voxel)
     and save them; return the run's record with its rows per H value."""
-    rows = np.concatenate(pieces) if pieces else np.zeros(0, PARTIAL_DTYPE)
+    rows = np.concatenate(pieces) if pieces else np.zeros(0, dtype)
     rows = rows[np.argsort(rows["key"], kind="stable")]
     H = (rows["key"] >> (2 * KEY_BITS)) - KEY_OFFSET
     lo, hi = h_range
@@ -134,18 +157,23 @@ def run_map_task(task, ctx: MapContext) -> dict:
     t0 = time.perf_counter()
     map_dir = Path(ctx.map_dir)
     runs, pieces, pending, used = [], [], 0, 0
+    dtype = ctx.steps.dtype if ctx.steps else PARTIAL_DTYPE
     for rows, pixels in bin_task_chunks(task, ctx):
+        if ctx.steps:
+            rows = ctx.steps.after_binning(rows)
         pieces.append(rows)
         pending += rows.size
         used += pixels
         if pending >= ctx.max_run_rows:
             runs.append(
-                _spill_run(pieces, map_dir / f"task-{task.index:05d}-run{len(runs):03d}.npy", ctx.h_range)
+                _spill_run(
+                    pieces, map_dir / f"task-{task.index:05d}-run{len(runs):03d}.npy", ctx.h_range, dtype
+                )
             )
             pieces, pending = [], 0
     if pieces or not runs:
         runs.append(
-            _spill_run(pieces, map_dir / f"task-{task.index:05d}-run{len(runs):03d}.npy", ctx.h_range)
+            _spill_run(pieces, map_dir / f"task-{task.index:05d}-run{len(runs):03d}.npy", ctx.h_range, dtype)
         )
     record = {
         "index": task.index,
@@ -167,12 +195,15 @@ def run_reduce_task(index: int, sources: list[tuple[str, int, int]], ctx: Reduce
     from pipeline.io.tables import INTEGRATED_SCHEMA, write_parquet_part
 
     t0 = time.perf_counter()
-    rows = np.empty(sum(stop - start for _, start, stop in sources), dtype=PARTIAL_DTYPE)
+    dtype = ctx.steps.dtype if ctx.steps else PARTIAL_DTYPE
+    rows = np.empty(sum(stop - start for _, start, stop in sources), dtype=dtype)
     filled = 0
     for path, start, stop in sources:  # in task and run order: keeps chunk order within a voxel
         if stop > start:
             rows[filled : filled + stop - start] = np.load(path, mmap_mode="r")[start:stop]
             filled += stop - start
+    if ctx.steps:
+        return _reduce_steps(index, rows, ctx, t0)
     obs = reduce_partials(rows, ctx.max_spread)
     del rows
     columns = finalize(obs, ctx.ndiv)
@@ -183,3 +214,20 @@ def run_reduce_task(index: int, sources: list[tuple[str, int, int]], ctx: Reduce
     if ctx.parquet_dir is not None:
         write_parquet_part(ctx.parquet_dir, index, columns, INTEGRATED_SCHEMA, ctx.ndiv, "integrated")
     return {"index": index, "rows": int(obs.size), "seconds": round(time.perf_counter() - t0, 4)}
+
+
+def _reduce_steps(index: int, rows: np.ndarray, ctx: ReduceContext, t0: float) -> dict:
+    """The reduce task of a step built on integrate (``ctx.steps``): its columns, saved as integrate's."""
+    from pipeline.io.tables import write_parquet_part
+
+    schema = ctx.steps.schema
+    columns = ctx.steps.reduce(rows)
+    del rows
+    size = len(columns[next(iter(schema))])
+    table = np.empty(size, dtype=[(k, v) for k, v in schema.items()])
+    for name in schema:
+        table[name] = columns[name]
+    save_npy_atomic(Path(ctx.reduce_dir) / f"part-{index:05d}.npy", table)
+    if ctx.parquet_dir is not None:
+        write_parquet_part(ctx.parquet_dir, index, columns, schema, ctx.ndiv, ctx.steps.kind)
+    return {"index": index, "rows": int(size), "seconds": round(time.perf_counter() - t0, 4)}

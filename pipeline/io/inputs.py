@@ -89,6 +89,7 @@ KINDS: dict[str, PathKind] = _kinds(
         groups=("/entry/binned_image_series",),
         what="binned background (mdx2.bin_image_series)",
     ),
+    PathKind("scales", groups=("/entry",), what="scales file (mdx2.scale: /entry/scaling_model, ...)"),
     PathKind(
         "table",
         is_dir=None,
@@ -98,7 +99,6 @@ KINDS: dict[str, PathKind] = _kinds(
     ),
     PathKind("expt", suffixes=(".expt", ".json"), what="DIALS experiment list (JSON)"),
     # a scales file holds any of /entry/{scaling,absorption,detector,offset}_model: io.scales checks which
-    PathKind("scales", groups=("/entry",), what="scaling models (scales.nxs from mdx2.scale)"),
     PathKind("file", what="input file"),
     PathKind("outfile", role="output"),
     PathKind("outdir-whole", role="output", is_dir=True),  # parquet dataset, zarr cache

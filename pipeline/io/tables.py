@@ -7,6 +7,8 @@ Schema (mdx2 1.0.5 dtypes)::
 
     integrated: h k l phi iy ix seconds (float32), counts pixels (int32), n (float64)
     corrected:  h k l s intensity intensity_error ix iy phi rs_volume (float32), n op (int32)
+    reintegrated: h k l (float32), counts (uint32), background_counts scale multiplicity (float32);
+                  with --output intensity: h k l intensity intensity_error multiplicity (float32)
 
 ``ndiv`` (the subdivision, 3 ints) is a dataset in NeXus and key ``ndiv`` of the parquet schema
 metadata; :func:`read_table` puts it in ``DataFrame.attrs["ndiv"]``.
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CORRECTED_SCHEMA",
     "INTEGRATED_SCHEMA",
+    "REINTEGRATED_INTENSITY_SCHEMA",
+    "REINTEGRATED_SCHEMA",
     "NexusTableWriter",
     "TableSource",
     "open_table",
@@ -65,6 +69,23 @@ CORRECTED_SCHEMA: dict[str, np.dtype] = {
     "rs_volume": np.dtype("float32"),
     "n": np.dtype("int32"),
     "op": np.dtype("int32"),
+}
+REINTEGRATED_SCHEMA: dict[str, np.dtype] = {
+    "h": np.dtype("float32"),
+    "k": np.dtype("float32"),
+    "l": np.dtype("float32"),
+    "counts": np.dtype("uint32"),
+    "background_counts": np.dtype("float32"),
+    "scale": np.dtype("float32"),
+    "multiplicity": np.dtype("float32"),
+}
+REINTEGRATED_INTENSITY_SCHEMA: dict[str, np.dtype] = {
+    "h": np.dtype("float32"),
+    "k": np.dtype("float32"),
+    "l": np.dtype("float32"),
+    "multiplicity": np.dtype("float32"),
+    "intensity": np.dtype("float32"),
+    "intensity_error": np.dtype("float32"),
 }
 TABLE_GROUP = "/entry/hkl_table"
 
@@ -254,7 +275,7 @@ def open_table(path: str | os.PathLike) -> TableSource:
 def _schema_order(columns: list[str]) -> list[str]:
     """h5py lists datasets alphabetically: put a known schema's columns first, in the schema's order (the
     order the parquet parts have), so ``read_table`` gives the same DataFrame from NeXus and parquet."""
-    for schema in (INTEGRATED_SCHEMA, CORRECTED_SCHEMA):
+    for schema in (INTEGRATED_SCHEMA, CORRECTED_SCHEMA, REINTEGRATED_SCHEMA, REINTEGRATED_INTENSITY_SCHEMA):
         if set(schema) <= set(columns):
             return list(schema) + [c for c in columns if c not in schema]
     return columns

@@ -24,3 +24,4 @@ bash "$HERE/make_merge_goldens.sh"
 python "$HERE/../mdx2_map_cases.py" goldens --refkit "$REFKIT"   # tests/data/map (diffuse map)
 # find-peaks / mask-peaks outputs (mdx2.find_peaks, mdx2.mask_peaks) on cubic and mono
 python "$HERE/make_peaks_goldens.py"
+python "$HERE/make_reintegrate_goldens.py"   # tests/data/reintegrate/ (mdx2.scale + mdx2.reintegrate)

@@ -137,3 +137,73 @@ def test_run_pipeline_on_one_cluster(client, tmp_path):
     assert result.integrate.pixels_used < result.integrate.pixels_read
     found = discover_inputs(out / "corrected.nxs", "corrected")  # via correct's parquet input
     assert found.data == str(CUBIC / "data.nxs") and found.background == str(CUBIC / "bkg_data_binned.nxs")
+
+
+@needs_goldens
+def test_run_whole_chain_equals_the_steps_and_mdx2(tmp_path):
+    """``run --scale --reintegrate --map-limits``: merged.nxs is ``merge`` of the run's corrected table,
+    reintegrated.nxs is mdx2.reintegrate's (golden), map.nxs is ``make_map`` of that."""
+    import h5py
+    import numpy as np
+
+    from pipeline.api.map import make_map
+    from pipeline.api.merge import merge
+
+    scales = DATA / "reintegrate" / "cubic_scales.nxs"
+    out = tmp_path / "run"
+    result = run_pipeline(
+        CUBIC / "geometry.nxs",
+        CUBIC / "data.nxs",
+        out,
+        background=CUBIC / "bkg_data_binned.nxs",
+        subdivide=(1, 1, 1),
+        scale=scales,
+        reintegrate=(3, 2, 5),
+        map_limits=(-3, 3, -3, 3, 0, 0),
+        scan_images=False,
+        cluster="local",
+    )
+    assert result.outputs == ["merged.nxs", "reintegrated.nxs", "map.nxs", "map.png"]
+    assert all((out / name).is_file() for name in result.outputs)
+
+    def table(path, group="/entry/hkl_table"):
+        with h5py.File(path, "r") as f:
+            return {k: f[group][k][()] for k in f[group]}
+
+    def same(a, b):
+        assert sorted(a) == sorted(b)
+        for k in a:
+            assert a[k].tobytes() == b[k].tobytes(), k
+
+    merge(out / "corrected.parquet", scales, outfile=tmp_path / "merged.nxs")
+    same(table(out / "merged.nxs"), table(tmp_path / "merged.nxs"))
+    ours, ref = (
+        table(out / "reintegrated.nxs"),
+        table(DATA / "reintegrate" / "cubic_325_scale_bkg_intensity.nxs"),
+    )
+    assert sorted(ours) == sorted(ref)
+    for k in ref:
+        np.testing.assert_allclose(ours[k], ref[k], rtol=1.2e-7, equal_nan=True, err_msg=k)
+    make_map(
+        CUBIC / "geometry.nxs",
+        out / "reintegrated.nxs",
+        limits=(-3, 3, -3, 3, 0, 0),
+        outfile=tmp_path / "map.nxs",
+        png=False,
+    )
+    with h5py.File(out / "map.nxs") as a, h5py.File(tmp_path / "map.nxs") as b:
+        assert a["/entry/intensity/signal"][()].tobytes() == b["/entry/intensity/signal"][()].tobytes()
+
+
+def test_run_refuses_inconsistent_optional_steps(tmp_path):
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="reintegrate needs scales"):
+        run_pipeline(CUBIC / "geometry.nxs", CUBIC / "data.nxs", tmp_path / "o", reintegrate=(2, 2, 2))
+    with pytest.raises(ConfigError, match="either scale"):
+        run_pipeline(
+            CUBIC / "geometry.nxs", CUBIC / "data.nxs", tmp_path / "o", scale="s.nxs", fit_scales=True
+        )
+    with pytest.raises(ConfigError, match="6 numbers"):
+        run_pipeline(CUBIC / "geometry.nxs", CUBIC / "data.nxs", tmp_path / "o", map_limits=(1, 2))
+    assert not (tmp_path / "o").exists()

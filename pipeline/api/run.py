@@ -1,4 +1,5 @@
-"""``diffuse run``: integrate, QC, correct, QC in one command on one cluster (for a batch job).
+"""``diffuse run``: integrate, QC, correct, QC, and optionally scale, merge, reintegrate and map, in
+one command on one cluster (for a batch job).
 
 Layout of ``outdir``::
 
@@ -8,6 +9,12 @@ Layout of ``outdir``::
                                             run that stops at correct, e.g. on zero exposure times,
                                             still says why)
     qc/corrected/...                        QC of the corrected table
+    scales.nxs                              (fit_scales) mdx2.scale's default model, by ``diffuse scale``
+    merged.nxs                              (merge, implied by scale, fit_scales and map_limits) mdx2.merge
+    reintegrated.nxs                        (reintegrate = (H, K, L)) mdx2.reintegrate --output intensity
+                                            at that finer subdivision, with the scales
+    map.nxs, map.png                        (map_limits) mdx2.map of reintegrated.nxs if made, else of
+                                            merged.nxs, and a PNG of its central slice
     run.log                                 parameters, versions, timings and peak memory of each step
     performance-report.html                 (with performance_report) dask's report of the whole run
 
@@ -27,7 +34,7 @@ from pathlib import Path
 from pipeline.api.runlog import RunLog, performance_report
 from pipeline.cluster import connect
 from pipeline.config import ClusterSpec
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.io.atomic import check_output_path
 from pipeline.io.images import reads_release_the_gil
 
@@ -38,11 +45,57 @@ log = logging.getLogger(__name__)
 PathLike = str | os.PathLike
 
 
+@dataclass(frozen=True)
+class AfterCorrect:
+    """The optional steps after correct: which run, and with what (validated before any work)."""
+
+    scale: str | None = None  # a scales.nxs to use
+    fit_scales: bool = False  # fit one with diffuse scale
+    merge: bool = False
+    reintegrate: tuple[int, int, int] | None = None
+    map_limits: tuple[float, ...] | None = None
+    map_signal: str = "intensity"
+
+    def __post_init__(self):
+        if self.scale is not None and self.fit_scales:
+            raise ConfigError("give either scale (a scales.nxs to use) or fit_scales, not both")
+        if self.reintegrate is not None:
+            if self.scale is None and not self.fit_scales:
+                raise ConfigError("reintegrate needs scales: pass scale=FILE or fit_scales=True")
+            if len(self.reintegrate) != 3 or min(self.reintegrate) < 1:
+                raise ConfigError(
+                    f"reintegrate must be three positive integers H K L, got {self.reintegrate!r}"
+                )
+            object.__setattr__(self, "reintegrate", tuple(int(n) for n in self.reintegrate))
+        if self.map_limits is not None:
+            if len(self.map_limits) != 6:
+                raise ConfigError(
+                    f"map_limits must be hmin hmax kmin kmax lmin lmax (6 numbers), got {self.map_limits!r}"
+                )
+            object.__setattr__(self, "map_limits", tuple(float(x) for x in self.map_limits))
+
+    @property
+    def merges(self) -> bool:
+        return self.merge or self.scale is not None or self.fit_scales or self.map_limits is not None
+
+    def outputs(self) -> list[str]:
+        names = ["scales.nxs"] if self.fit_scales else []
+        names += ["merged.nxs"] if self.merges else []
+        names += ["reintegrated.nxs"] if self.reintegrate else []
+        names += ["map.nxs", "map.png"] if self.map_limits is not None else []
+        return names
+
+
 @dataclass
 class RunResult:
     outdir: str
     integrate: object = None
     correct: object = None
+    scale: object = None
+    merge: object = None
+    reintegrate: object = None
+    map: object = None
+    outputs: list[str] = field(default_factory=list)  # the optional steps' files, by name in outdir
     qc: dict[str, dict] = field(default_factory=dict)  # table kind -> qc summary
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -95,11 +148,21 @@ def run_pipeline(
     overwrite: bool = False,
     scan_images: bool | None = None,
     performance_report_file: PathLike | None = None,
+    scale: PathLike | None = None,
+    fit_scales: bool = False,
+    merge: bool = False,
+    reintegrate: Sequence[int] | None = None,
+    map_limits: Sequence[float] | None = None,
+    map_signal: str = "intensity",
     cluster: ClusterSpec | str | None = None,
     client=None,
     quiet: bool = True,
 ) -> RunResult:
-    """Run integrate -> qc -> correct -> qc into ``outdir`` on one cluster (see the module docstring).
+    """Run integrate -> qc -> correct -> qc into ``outdir`` on one cluster (see the module docstring),
+    then the optional steps: ``fit_scales`` (``diffuse scale``, default model) or ``scale`` (a
+    scales.nxs to use); ``merge`` (implied by either and by ``map_limits``); ``reintegrate`` at a finer
+    subdivision (H, K, L) with the scales; ``map_limits`` (hmin hmax kmin kmax lmin lmax) maps
+    ``map_signal`` of reintegrated.nxs if made, else of merged.nxs.
 
     ``cluster`` (a :class:`~pipeline.config.ClusterSpec` or its name) goes to
     :func:`pipeline.cluster.connect`. A failing correct (e.g. seconds == 0) is re-raised after the
@@ -109,15 +172,29 @@ def run_pipeline(
     from pipeline.api.integrate import integrate
 
     t0 = time.perf_counter()
+    after = AfterCorrect(
+        scale=None if scale is None else os.fspath(scale),
+        fit_scales=fit_scales,
+        merge=merge,
+        reintegrate=None if reintegrate is None else tuple(reintegrate),
+        map_limits=None if map_limits is None else tuple(map_limits),
+        map_signal=map_signal,
+    )
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         name: out / name
-        for name in ("integrated.nxs", "integrated.parquet", "corrected.nxs", "corrected.parquet")
+        for name in (
+            "integrated.nxs",
+            "integrated.parquet",
+            "corrected.nxs",
+            "corrected.parquet",
+            *after.outputs(),
+        )
     }
     for name, path in paths.items():  # before the cluster starts or run.log is opened
         check_output_path(path, overwrite, is_dir=name.endswith(".parquet"))
-    result = RunResult(str(out))
+    result = RunResult(str(out), outputs=after.outputs())
     common = {"overwrite": overwrite, "quiet": quiet}
     with contextlib.ExitStack() as stack:
         runlog = stack.enter_context(RunLog(out / "run.log", atomic=True))
@@ -184,6 +261,66 @@ def run_pipeline(
             quiet=quiet,
             **qc_inputs,
         )
+        _after_correct(
+            after, result, paths, geometry, data, mask, background, exposure_time, c, runlog, common
+        )
         result.seconds["total"] = round(time.perf_counter() - t0, 3)
         runlog.record("run.verdict", result.verdict)
     return result
+
+
+def _after_correct(
+    after: AfterCorrect, result, paths, geometry, data, mask, background, exposure_time, c, runlog, common
+):
+    """scale -> merge -> reintegrate -> map, as ``after`` asks, on the run's client."""
+    scales = after.scale
+    if after.fit_scales:
+        from pipeline.api.scale import scale
+
+        result.scale = scale(
+            paths["corrected.parquet"], outfile=paths["scales.nxs"], client=c, log_file=runlog, **common
+        )
+        scales = paths["scales.nxs"]
+    if after.merges:
+        from pipeline.api.merge import merge
+
+        result.merge = merge(
+            paths["corrected.parquet"],
+            scales,
+            outfile=paths["merged.nxs"],
+            client=c,
+            log_file=runlog,
+            **common,
+        )
+    if after.reintegrate:
+        from pipeline.api.reintegrate import reintegrate
+
+        result.reintegrate = reintegrate(
+            geometry,
+            data,
+            mask,
+            after.reintegrate,
+            scale=scales,
+            background=background,
+            output="intensity",
+            exposure_time=exposure_time,
+            outfile=paths["reintegrated.nxs"],
+            client=c,
+            log_file=runlog,
+            **common,
+        )
+    if after.map_limits is not None:
+        from pipeline.api.map import make_map
+
+        source = paths["reintegrated.nxs"] if after.reintegrate else paths["merged.nxs"]
+        result.map = make_map(
+            geometry,
+            source,
+            limits=after.map_limits,
+            signal=after.map_signal,
+            outfile=paths["map.nxs"],
+            png=paths["map.png"],
+            client=c,
+            log_file=runlog,
+            **common,
+        )

@@ -16,7 +16,13 @@ __all__ = ["BY_NAME", "PATHS", "kind_of"]
 
 # command (as in `diffuse --help`; sub-commands "group name") -> {parameter name: kind}
 PATHS: dict[str, dict[str, str]] = {
-    "run": {"geometry": "geometry-all", "data": "data", "mask": "mask", "background": "background"},
+    "run": {
+        "geometry": "geometry-all",
+        "data": "data",
+        "mask": "mask",
+        "background": "background",
+        "scale": "scales",
+    },
     "integrate": {"geometry": "geometry", "data": "data", "mask": "mask"},
     "correct": {"geometry": "geometry-corrections", "integrated": "table", "background": "background"},
     "merge": {"tables": "table", "scale": "scales", "geometry": "geometry-symmetry"},

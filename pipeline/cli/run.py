@@ -47,6 +47,35 @@ def run(
     p1: P1Opt = False,
     scan_images: ScanImagesOpt = None,
     performance_report: PerformanceReportOpt = None,
+    scale: Annotated[
+        Path | None,
+        typer.Option(help="A scales.nxs (mdx2.scale or diffuse scale) to merge and reintegrate with."),
+    ] = None,
+    fit_scales: Annotated[
+        bool,
+        typer.Option("--fit-scales", help="Fit scales.nxs with diffuse scale (mdx2.scale's default model)."),
+    ] = False,
+    merge: Annotated[
+        bool,
+        typer.Option(
+            "--merge", help="Merge the corrected table into merged.nxs (implied by the options below)."
+        ),
+    ] = False,
+    reintegrate: Annotated[
+        tuple[int, int, int] | None,
+        typer.Option(
+            metavar="H K L",
+            help="Reintegrate at this (finer) subdivision with the scales into reintegrated.nxs (intensity).",
+        ),
+    ] = None,
+    map_limits: Annotated[
+        tuple[float, float, float, float, float, float] | None,
+        typer.Option(
+            metavar="HMIN HMAX KMIN KMAX LMIN LMAX",
+            help="Map merged.nxs (or reintegrated.nxs) on this grid into map.nxs and map.png.",
+        ),
+    ] = None,
+    map_signal: Annotated[str, typer.Option(help="Column of the table to map.")] = "intensity",
     cluster: ClusterOpt = None,
     workers: WorkersOpt = None,
     memory_limit: MemoryLimitOpt = None,
@@ -56,9 +85,14 @@ def run(
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Integrate, correct, export (NeXus + parquet) and QC in one command on one cluster (for batch jobs).
+    """Integrate, correct, export (NeXus + parquet) and QC in one command on one cluster (for batch jobs);
+    then optionally scale, merge, reintegrate and map.
 
     Example: diffuse run geometry.nxs data.nxs --mask mask.nxs --subdivide 2 2 2 --outdir results
+
+    Example (the whole chain): diffuse run geometry.nxs data.nxs --mask mask.nxs --subdivide 2 2 2
+    --background bkg_data_binned.nxs --fit-scales --reintegrate 4 4 4 --map-limits -10 10 -10 10 0 0
+    --outdir results
     """
     from pipeline.api.run import run_pipeline
 
@@ -77,6 +111,12 @@ def run(
         overwrite=overwrite,
         scan_images=scan_images,
         performance_report_file=performance_report,
+        scale=scale,
+        fit_scales=fit_scales,
+        merge=merge,
+        reintegrate=reintegrate,
+        map_limits=map_limits,
+        map_signal=map_signal,
         cluster=ClusterSpec(cluster, workers, memory_limit, partition, account, walltime),
         quiet=quiet,
     )
@@ -91,4 +131,6 @@ def run(
         typer.echo(
             f"reports: {outdir / 'qc' / 'integrated' / 'qc.html'}, {outdir / 'qc' / 'corrected' / 'qc.html'}"
         )
+        if result.outputs:
+            typer.echo(f"then: {', '.join(str(outdir / name) for name in result.outputs)}")
         typer.echo(f"run log: {outdir / 'run.log'}")

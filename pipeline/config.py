@@ -387,6 +387,7 @@ class MapParams:
         return self.png
 
 
+@dataclass(frozen=True)
 class FindPeaksParams:
     """``find-peaks``: mdx2.find_peaks's options (pixels above ``count_threshold``; Gaussian model with
     one round of outlier rejection at ``sigma_cutoff``)."""

@@ -37,13 +37,15 @@ class PathKind:
     ``role``: ``input``, ``output`` (a file, or with ``is_dir`` a directory written whole),
     ``outdir`` (a directory that is created) or ``workdir`` (scratch directory, created by the run).
     ``is_dir`` for inputs: False = a file, True = a directory, None = either (``dir_kind`` says which
-    directory: ``parquet`` or ``zarr``). ``groups``: HDF5 groups an input file must hold.
+    directory: ``parquet`` or ``zarr``). ``groups``: HDF5 groups an input file must hold (all of them,
+    or one with ``any_group``).
     """
 
     name: str
     role: str = "input"
     is_dir: bool | None = False
     groups: tuple[str, ...] = ()
+    any_group: bool = False  # True: one of ``groups`` is enough (scales files hold any of four models)
     dir_kind: str = ""
     suffixes: tuple[str, ...] = ()
     what: str = ""
@@ -89,7 +91,17 @@ KINDS: dict[str, PathKind] = _kinds(
         groups=("/entry/binned_image_series",),
         what="binned background (mdx2.bin_image_series)",
     ),
-    PathKind("scales", groups=("/entry",), what="scales file (mdx2.scale: /entry/scaling_model, ...)"),
+    PathKind(
+        "scales",
+        groups=(
+            "/entry/scaling_model",
+            "/entry/absorption_model",
+            "/entry/detector_model",
+            "/entry/offset_model",
+        ),
+        any_group=True,
+        what="scales file (mdx2.scale)",
+    ),
     PathKind(
         "table",
         is_dir=None,
@@ -161,7 +173,7 @@ def _check_directory(path: Path, kind: PathKind, label: str, what: str) -> None:
 def _check_hdf5(path: Path, kind: PathKind, label: str, what: str) -> None:
     import h5py
 
-    expected = ", ".join(kind.groups)
+    expected = (" or " if kind.any_group else ", ").join(kind.groups)
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -175,10 +187,14 @@ def _check_hdf5(path: Path, kind: PathKind, label: str, what: str) -> None:
     try:
         with h5py.File(path, "r") as f:
             missing = [g for g in kind.groups if g not in f]
+            if kind.any_group and len(missing) < len(kind.groups):
+                missing = []
     except (OSError, KeyError, RuntimeError) as exc:
         raise InputError(
             f"{label}{str(path)!r} is not a readable HDF5/NeXus file (truncated?): {exc}"
         ) from None
+    if missing and kind.any_group:
+        raise InputError(f"{label}{str(path)!r} has none of {', '.join(missing)}; expected: {what}")
     if missing:
         raise InputError(
             f"{label}{str(path)!r} has no {', '.join(missing)}; expected: {what} with {expected}"

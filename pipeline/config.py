@@ -374,6 +374,8 @@ class MapParams:
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.png is not True and self.png is not False:
             set_(self, "png", _as_path(self.png, "png"))
+        if self.png_path == self.outfile:
+            raise ConfigError(f"the PNG would replace the map {self.outfile!r}: give --png another path")
         c = self.cells_per_task
         if isinstance(c, bool) or not isinstance(c, int) or c < 1:
             raise ConfigError(f"cells_per_task must be a whole number >= 1, got {c!r}")

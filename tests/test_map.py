@@ -197,7 +197,7 @@ def test_pointwise_fallback_gives_the_golden(tmp_path, monkeypatch):
     """Where the fast path does not apply, every point is mapped to the ASU: same file."""
     import pipeline.graph.map as graph_map
 
-    monkeypatch.setattr(graph_map, "orbits", lambda *a: None)
+    monkeypatch.setattr(graph_map, "orbits_of_rows", lambda *a: None)
     case = next(c for c in CASES["mono"]["maps"] if c["name"] == "box")
     make_map(
         DATA / "mono" / "geometry.nxs", DATA / "map" / "mono" / "merged.nxs", limits=case["limits"],

@@ -30,10 +30,21 @@ from pipeline.io.atomic import check_output_path, save_npy_atomic
 from pipeline.io.geometry import read_symmetry
 from pipeline.io.grids import MapWriter
 from pipeline.io.tables import open_table
-from pipeline.kernels.maps import GridAxes, Orbits, TableIndex, grid_axes, map_block, map_block_orbits, orbits
+from pipeline.kernels.keys import KEY_LIMIT
+from pipeline.kernels.maps import (
+    GridAxes,
+    Orbits,
+    TableIndex,
+    count_repeated,
+    grid_axes,
+    map_block,
+    map_block_orbits,
+    map_dtype,
+    orbits_of_rows,
+)
 from pipeline.symmetry.expressions import parse_miller_expression
 
-__all__ = ["MapResult", "load_index", "plan_blocks", "run_map"]
+__all__ = ["MapResult", "load_table", "plan_blocks", "run_map"]
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +72,18 @@ class MapModel:
     symmetry: bool
 
 
-def _task_input(index: TableIndex, model: MapModel) -> TableIndex | Orbits:
+def _task_input(hkl: np.ndarray, values: np.ndarray, model: MapModel) -> TableIndex | Orbits:
     """What the tasks look values up in: the rows sent to their orbits (fast path), or the index."""
-    orb = orbits(index, model.ops, model.asu, model.symmetry)
+    orb = orbits_of_rows(hkl, values, model.ops, model.asu, model.symmetry)
     if orb is None:
         log.info("the ASU does not select one member of every orbit: each grid point is mapped to the ASU")
-        return index
+        return TableIndex(hkl[0], hkl[1], hkl[2], values)
     return orb
 
 
-def load_index(merged: str, signal: str) -> tuple[TableIndex, tuple[int, int, int]]:
-    """The merged table's keys and ``signal`` column, sorted; and its ndiv."""
+def load_table(merged: str, signal: str) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
+    """The merged table's integer indices ``round(x * ndiv)`` as (3, n) int32, its ``signal`` column
+    and ndiv; read in row ranges (16 bytes a row for a float32 signal, plus one range)."""
     source = open_table(merged)
     missing = [c for c in ("h", "k", "l") if c not in source.columns]
     if missing:
@@ -79,22 +91,28 @@ def load_index(merged: str, signal: str) -> tuple[TableIndex, tuple[int, int, in
     if signal not in source.columns or signal in ("h", "k", "l", "ndiv"):
         choices = [c for c in source.columns if c not in ("h", "k", "l", "ndiv")]
         raise InputError(f"{merged!r} has no column {signal!r} to map; its columns are {choices}")
-    parts = {"H": [], "K": [], "L": [], "v": []}
-    for start in range(0, max(source.n_rows, 1), _READ_ROWS):
-        rows = source.read(start, min(start + _READ_ROWS, source.n_rows), ["h", "k", "l", signal])
-        for key, col, n in zip("HKL", "hkl", source.ndiv, strict=True):
-            parts[key].append(np.round(np.asarray(rows[col]) * n).astype(np.int64))
-        parts["v"].append(np.asarray(rows[signal]))
-    try:
-        index = TableIndex(*(np.concatenate(parts[k]) for k in ("H", "K", "L", "v")))
-    except ValueError as exc:
-        raise InputError(f"{merged!r}: {exc}") from exc
-    if index.duplicates:
+    n = source.n_rows
+    hkl = np.empty((3, n), dtype=np.int32)
+    values = None
+    for start in range(0, max(n, 1), _READ_ROWS):
+        stop = min(start + _READ_ROWS, n)
+        rows = source.read(start, stop, ["h", "k", "l", signal])
+        for i, (col, nd) in enumerate(zip("hkl", source.ndiv, strict=True)):
+            ints = np.round(np.asarray(rows[col]) * nd)
+            if ints.size and np.abs(ints).max() > KEY_LIMIT:
+                raise InputError(f"{merged!r}: column {col!r} x ndiv reaches beyond +-{KEY_LIMIT}")
+            hkl[i, start:stop] = ints
+        column = np.asarray(rows[signal])
+        if values is None:
+            values = np.empty(n, dtype=column.dtype)
+        values[start:stop] = column
+    repeated = count_repeated(hkl)
+    if repeated:
         raise InputError(
-            f"{merged!r} has {index.duplicates} repeated (h, k, l) rows; map expects a merged table (one row "
+            f"{merged!r} has {repeated} repeated (h, k, l) rows; map expects a merged table (one row "
             "per voxel, as mdx2.merge writes), not an integrated or corrected one"
         )
-    return index, tuple(int(n) for n in source.ndiv)
+    return hkl, values, tuple(int(x) for x in source.ndiv)
 
 
 def plan_blocks(shape: tuple[int, int, int], cells_per_task: int) -> list[tuple[int, int]]:
@@ -132,7 +150,7 @@ def run_map(params: MapParams, client=None, progress=None, threads: int | None =
     if params.png_path:
         check_output_path(params.png_path, params.overwrite)
     symmetry = read_symmetry(params.geometry)  # read even without symmetry, as mdx2.map does
-    index, ndiv = load_index(params.merged, params.signal)
+    hkl, values, ndiv = load_table(params.merged, params.signal)
     try:
         axes = grid_axes(params.limits, ndiv)
     except ValueError as exc:
@@ -146,13 +164,13 @@ def run_map(params: MapParams, client=None, progress=None, threads: int | None =
         params.symmetry,
     )
     blocks = plan_blocks(axes.shape, params.cells_per_task)
-    lookup = _task_input(index, model)
-    table_rows, dtype, nbytes = len(index), index.dtype, index.nbytes
-    del index  # the tasks' input is ``lookup``
+    lookup = _task_input(hkl, values, model)
+    table_rows, dtype = hkl.shape[1], map_dtype(values.dtype)
+    del hkl, values  # the tasks' input is ``lookup``
     log.info(
-        "map %s of %r: grid %s (%d points) in %d blocks; table %d rows (%.1f MB indexed)",
+        "map %s of %r: grid %s (%d points) in %d blocks; table %d rows (%s)",
         params.signal, params.merged, "x".join(map(str, axes.shape)), int(np.prod(axes.shape)), len(blocks),
-        table_rows, nbytes / 1e6,
+        table_rows, "rows sent to their orbits" if isinstance(lookup, Orbits) else "pointwise lookup",
     )  # fmt: skip
     seconds = {"plan": time.perf_counter() - t0}
     bar = progress("map", len(blocks)) if progress else None

@@ -38,12 +38,14 @@ __all__ = [
     "GridAxes",
     "Orbits",
     "TableIndex",
+    "count_repeated",
     "grid_axes",
     "map_block",
     "map_block_oracle",
     "map_block_orbits",
     "map_dtype",
     "orbits",
+    "orbits_of_rows",
 ]
 
 
@@ -198,27 +200,41 @@ class Orbits:
 
 
 def orbits(index: TableIndex, ops, asu, symmetry: bool = True) -> Orbits | None:
-    """The fast path's inputs, or None where it does not apply (an ASU that does not select one
-    member of every orbit, or operators without integer inverses)."""
-    values = np.empty(len(index) + 1, dtype=index.dtype)
+    """The fast path's inputs from a :class:`TableIndex` (see :func:`orbits_of_rows`)."""
+    return orbits_of_rows(index.hkl, index.values, ops, asu, symmetry)
+
+
+def orbits_of_rows(hkl: np.ndarray, values: np.ndarray, ops, asu, symmetry: bool = True) -> Orbits | None:
+    """The fast path's inputs for table rows ``hkl`` (3, n) int32 (distinct) and their values, or
+    None where it does not apply (an ASU that does not select one member of every orbit, or
+    operators without integer inverses)."""
+    dtype = map_dtype(values.dtype)
     if not symmetry:
-        values[:-1] = index.values
-        values[-1] = np.nan
-        return Orbits(index.hkl, values, np.eye(3, dtype=np.int64)[None])
-    int_ops = np.rint(ops).astype(np.int64)
-    if not np.array_equal(int_ops, ops) or not selects_one_per_orbit(int_ops, asu):
-        return None
-    mats = np.rint(np.linalg.inv(np.transpose(int_ops, (0, 2, 1)).astype(float))).astype(np.int64)
-    if not all(
-        np.array_equal(m @ op.T, np.eye(3, dtype=np.int64)) for m, op in zip(mats, int_ops, strict=True)
-    ):
-        return None
-    inside = np.asarray(asu(index.hkl[0], index.hkl[1], index.hkl[2]), dtype=bool)
-    rows = np.flatnonzero(inside)
-    values = np.empty(rows.size + 1, dtype=index.dtype)
-    values[:-1] = index.values[rows]
-    values[-1] = np.nan
-    return Orbits(np.ascontiguousarray(index.hkl[:, rows]), values, mats)
+        rows, mats = None, np.eye(3, dtype=np.int64)[None]
+    else:
+        int_ops = np.rint(ops).astype(np.int64)
+        if not np.array_equal(int_ops, ops) or not selects_one_per_orbit(int_ops, asu):
+            return None
+        mats = np.rint(np.linalg.inv(np.transpose(int_ops, (0, 2, 1)).astype(float))).astype(np.int64)
+        eye = np.eye(3, dtype=np.int64)
+        if not all(np.array_equal(m @ op.T, eye) for m, op in zip(mats, int_ops, strict=True)):
+            return None
+        rows = np.flatnonzero(np.asarray(asu(hkl[0], hkl[1], hkl[2]), dtype=bool))
+    n = hkl.shape[1] if rows is None else rows.size
+    out = np.empty(n + 1, dtype=dtype)
+    out[:-1] = values if rows is None else values[rows]
+    out[-1] = np.nan
+    kept = hkl if rows is None else hkl[:, rows]
+    return Orbits(np.ascontiguousarray(kept, dtype=np.int32), out, mats)
+
+
+def count_repeated(hkl: np.ndarray, chunk: int = 1 << 22) -> int:
+    """Rows of ``hkl`` (3, n) whose (h, k, l) an earlier row has (8 bytes a row)."""
+    keys = np.empty(hkl.shape[1], dtype=np.int64)
+    for a in range(0, keys.size, chunk):
+        keys[a : a + chunk] = pack_keys(hkl[0, a : a + chunk], hkl[1, a : a + chunk], hkl[2, a : a + chunk])
+    keys.sort()
+    return int(np.count_nonzero(keys[1:] == keys[:-1]))
 
 
 @functools.cache

@@ -14,6 +14,7 @@ the whole map. Two executors, as for ``correct``:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -70,6 +71,7 @@ class MapModel:
     ops: np.ndarray
     asu: object
     symmetry: bool
+    use_numba: bool | None = None  # None: by the table's size (kernels.maps.scatter_orbits)
 
 
 def _task_input(hkl: np.ndarray, values: np.ndarray, model: MapModel) -> TableIndex | Orbits:
@@ -123,7 +125,7 @@ def plan_blocks(shape: tuple[int, int, int], cells_per_task: int) -> list[tuple[
 
 def _block(h0: int, h1: int, index: TableIndex | Orbits, model: MapModel) -> np.ndarray:
     if isinstance(index, Orbits):
-        return map_block_orbits(model.axes, h0, h1, index)
+        return map_block_orbits(model.axes, h0, h1, index, model.use_numba)
     try:
         return map_block(model.axes, h0, h1, index, model.ops, model.asu, model.symmetry)
     except ValueError as exc:  # no operator maps a point into the ASU: inconsistent symmetry
@@ -164,6 +166,8 @@ def run_map(params: MapParams, client=None, progress=None, threads: int | None =
         params.symmetry,
     )
     blocks = plan_blocks(axes.shape, params.cells_per_task)
+    if min(axes.shape) == 1:  # a slice: numpy, thinnest axis first, beats numba's start-up
+        model = dataclasses.replace(model, use_numba=False)
     lookup = _task_input(hkl, values, model)
     table_rows, dtype = hkl.shape[1], map_dtype(values.dtype)
     del hkl, values  # the tasks' input is ``lookup``

@@ -265,17 +265,25 @@ def _scatter_orbits_numba():
 
 
 def _scatter_orbits_numpy(hkl, mats, h0, k0, l0, out) -> None:
-    """The same as the numba loop, one operator at a time over all rows."""
+    """The same as the numba loop, one operator at a time over all rows; the axis along which the
+    box is thinnest (a slice's single plane, a block's few H planes) is tested first, so the other
+    two are computed only for the few rows that pass."""
     rows = np.arange(hkl.shape[1])
     v = hkl.astype(np.int64)
+    origin = (h0, k0, l0)
+    order = np.argsort(out.shape, kind="stable")
     for m in mats:
-        x = m[0, 0] * v[0] + m[0, 1] * v[1] + m[0, 2] * v[2] - h0
-        sel = np.flatnonzero((x >= 0) & (x < out.shape[0]))
+        first = order[0]
+        c = m[first, 0] * v[0] + m[first, 1] * v[1] + m[first, 2] * v[2] - origin[first]
+        sel = np.flatnonzero((c >= 0) & (c < out.shape[first]))
+        coords = [None, None, None]
+        coords[first] = c[sel]
         w = v[:, sel]
-        y = m[1, 0] * w[0] + m[1, 1] * w[1] + m[1, 2] * w[2] - k0
-        z = m[2, 0] * w[0] + m[2, 1] * w[1] + m[2, 2] * w[2] - l0
-        ok = (y >= 0) & (y < out.shape[1]) & (z >= 0) & (z < out.shape[2])
-        out[x[sel][ok], y[ok], z[ok]] = rows[sel][ok]
+        ok = np.ones(sel.size, dtype=bool)
+        for axis in order[1:]:
+            coords[axis] = m[axis, 0] * w[0] + m[axis, 1] * w[1] + m[axis, 2] * w[2] - origin[axis]
+            ok &= (coords[axis] >= 0) & (coords[axis] < out.shape[axis])
+        out[coords[0][ok], coords[1][ok], coords[2][ok]] = rows[sel][ok]
 
 
 NUMBA_ABOVE = 4_000_000  # rows x operators beyond which the numba loop beats numpy (after its start-up)

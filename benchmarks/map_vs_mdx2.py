@@ -76,6 +76,7 @@ def main() -> int:
     ap.add_argument("--subdivide", type=int, nargs=3, default=(4, 4, 4))
     ap.add_argument("--limits", type=float, nargs=6, default=(-40, 40, -40, 40, -40, 40))
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--cases", nargs="+", default=["3d", "slice_l0"], choices=["3d", "slice_l0"])
     ap.add_argument("--no-mdx2", action="store_true", help="time ours only")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/map_medium"))
     a = ap.parse_args()
@@ -88,6 +89,7 @@ def main() -> int:
         ndiv = [int(x) for x in f["entry/hkl_table/ndiv"][()]]
     lim = [f"{x:g}" for x in a.limits]
     cases = {"3d": lim, "slice_l0": [*lim[:4], "0", "0"]}
+    cases = {k: v for k, v in cases.items() if k in a.cases}
     rows, ratios = [], {}
     for rep in range(a.repeat):
         for case, limits in cases.items():

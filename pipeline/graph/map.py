@@ -100,7 +100,7 @@ def load_table(merged: str, signal: str) -> tuple[np.ndarray, np.ndarray, tuple[
         stop = min(start + _READ_ROWS, n)
         rows = source.read(start, stop, ["h", "k", "l", signal])
         for i, (col, nd) in enumerate(zip("hkl", source.ndiv, strict=True)):
-            ints = np.round(np.asarray(rows[col]) * nd)
+            ints = np.round(np.asarray(rows[col], dtype=np.float64) * nd)  # float64, as mdx2 (x * np.int64)
             if ints.size and np.abs(ints).max() > KEY_LIMIT:
                 raise InputError(f"{merged!r}: column {col!r} x ndiv reaches beyond +-{KEY_LIMIT}")
             hkl[i, start:stop] = ints

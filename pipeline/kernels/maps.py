@@ -112,7 +112,10 @@ class TableIndex:
     @classmethod
     def from_table(cls, h, k, l, ndiv, values) -> TableIndex:
         """From float columns as stored: ``round(h * ndiv)`` as mdx2's ``HKLTable.H``."""
-        H, K, L = (np.round(np.asarray(x) * n).astype(np.int64) for x, n in zip((h, k, l), ndiv, strict=True))
+        H, K, L = (
+            np.round(np.asarray(x, dtype=np.float64) * n).astype(np.int64)
+            for x, n in zip((h, k, l), ndiv, strict=True)
+        )
         return cls(H, K, L, values)
 
     def __len__(self) -> int:

@@ -71,6 +71,26 @@ def _subdivide(value) -> tuple[int, int, int]:
     return tuple(out)
 
 
+def chunks_option(value, what: str = "chunks") -> tuple[int, int, int] | None:
+    """``--chunks F Y X``: three whole numbers, each >= 1 or -1 (the default for that axis); None."""
+    if value is None:
+        return None
+    try:
+        values = tuple(value)
+    except TypeError:
+        raise ConfigError(f"{what} must be 3 numbers (frames, y, x), got {value!r}") from None
+    if len(values) != 3:
+        raise ConfigError(f"{what} must be 3 numbers (frames, y, x), got {value!r}")
+    out = []
+    for axis, v in zip(("frames", "y", "x"), values, strict=True):
+        if isinstance(v, bool) or int(v) != v or not (int(v) >= 1 or int(v) == -1):
+            raise ConfigError(
+                f"{what} along {axis} must be a whole number >= 1 (or -1 for the default), got {v!r}"
+            )
+        out.append(int(v))
+    return tuple(out)
+
+
 def _positive(key: str, kind=float):
     value = get_default(key)
     try:
@@ -134,9 +154,11 @@ class IntegrateParams:
     resume: bool = False
     keep_workdir: bool = False
     tuning: Tuning = field(default_factory=Tuning.from_config, compare=False)
+    chunks: tuple[int, int, int] | None = None  # binning grid (frames, y, x); None: the data's chunks
 
     def __post_init__(self):
         set_ = object.__setattr__
+        set_(self, "chunks", chunks_option(self.chunks))
         set_(self, "geometry", _as_path(self.geometry, "geometry"))
         set_(self, "data", _as_path(self.data, "data"))
         masks = self.mask

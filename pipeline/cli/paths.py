@@ -23,7 +23,7 @@ PATHS: dict[str, dict[str, str]] = {
         "background": "background",
         "scale": "scales",
     },
-    "integrate": {"geometry": "geometry", "data": "data", "mask": "mask"},
+    "integrate": {"geometry": "geometry", "data": "images", "mask": "mask"},
     "correct": {"geometry": "geometry-corrections", "integrated": "table", "background": "background"},
     "merge": {"tables": "table", "scale": "scales", "geometry": "geometry-symmetry"},
     "map": {"geometry": "geometry-symmetry", "merged": "table", "png": "outfile"},

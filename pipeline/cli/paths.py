@@ -41,6 +41,7 @@ PATHS: dict[str, dict[str, str]] = {
     "find-peaks": {"geometry": "geometry", "data": "data"},
     "mask-peaks": {"geometry": "geometry-all", "data": "data", "peaks": "peaks"},
     "import-geometry": {"expt": "expt"},
+    "import-data": {"images": "raw-images"},
     "bin-background": {"data": "data-file", "mask": "mask"},
     "simulate": {},
     "demo": {},

@@ -38,6 +38,7 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--expt", help="DIALS .expt of the data: phi0 and dphi from its scan, and a copy naming the master"
     )
+    ap.add_argument("--frames", type=int, help="only the first N frames (small fixtures)")
     ap.add_argument("--gzip", action="store_true", help="gzip+shuffle instead of bitshuffle-LZ4 (benchmarks)")
     a = ap.parse_args(argv)
 
@@ -49,8 +50,9 @@ def main(argv=None) -> None:
         g = f["/entry/image_series"]
         data = g["data"]
         n, ny, nx = data.shape
-        phi = g["phi"][()]
-        exposure = g["exposure_times"][()]
+        n = min(n, a.frames or n)
+        phi = g["phi"][:n]
+        exposure = g["exposure_times"][:n]
         # pixels masked in every frame: decide from a few frames (refkit gaps are static)
         always = np.all(data[: min(n, 3)] == -1, axis=0)
         if a.expt:

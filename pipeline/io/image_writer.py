@@ -44,6 +44,7 @@ class ImageSeriesWriter:
     def __init__(self, outdir: Path, name: str, phi, exposure_times, shape, chunks, datastore="datastore"):
         self.outdir = Path(outdir)
         self.name = name
+        self.filename = f"{name}.nxs"
         self.phi = np.asarray(phi, dtype=np.float64)
         self.exposure_times = np.asarray(exposure_times, dtype=np.float64)
         self.shape = tuple(int(n) for n in shape)

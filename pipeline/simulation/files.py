@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -21,7 +22,65 @@ from pipeline.io.atomic import atomic_path
 from pipeline.io.image_writer import ImageSeriesWriter, _nxdata
 from pipeline.io.nexus import write_mdx2_root_attrs
 
-__all__ = ["ImageSeriesWriter", "mask_writer"]
+__all__ = ["EigerWriter", "ImageSeriesWriter", "mask_writer"]
+
+
+class EigerWriter:
+    """Write ``<name>_master.h5`` and ``<name>_data_<i>.h5`` as an Eiger detector does (NXmx).
+
+    uint16 counts in chunks of one frame, bitshuffle-LZ4; -1 (gaps) stored as 65535 and flagged in
+    ``pixel_mask``; counts above 65534 saturate; the master reaches the data files by external links
+    (relative names) and records the omega scan, count_time and saturation_value. Same interface as
+    :class:`ImageSeriesWriter`: :meth:`write_slab` per slab of :attr:`slabs`, then :meth:`finish`.
+    """
+
+    FRAMES_PER_FILE = 10
+
+    def __init__(self, outdir: Path, name: str, phi0: float, dphi: float, exposure_time: float, shape, gaps):
+        import hdf5plugin
+
+        self._compression = hdf5plugin.Bitshuffle(cname="lz4")
+        self.outdir = Path(outdir)
+        self.name = name
+        self.filename = f"{name}_master.h5"
+        self.shape = tuple(int(n) for n in shape)
+        self.phi0, self.dphi, self.exposure_time = float(phi0), float(dphi), float(exposure_time)
+        self.gaps = gaps
+        n = self.shape[0]
+        self.slabs = [slice(s, min(s + self.FRAMES_PER_FILE, n)) for s in range(0, n, self.FRAMES_PER_FILE)]
+        self.sources = [f"{name}_data_{i + 1:06d}.h5" for i in range(len(self.slabs))]
+        self.outdir.mkdir(parents=True, exist_ok=True)
+
+    def write_slab(self, index: int, counts: np.ndarray) -> None:
+        frames = self.slabs[index]
+        raw = np.where(counts < 0, 65535, np.minimum(counts, 65534)).astype(np.uint16)
+        with atomic_path(self.outdir / self.sources[index]) as tmp, h5py.File(tmp, "w") as f:
+            ds = f.create_dataset(
+                "/entry/data/data", data=raw, chunks=(1, *self.shape[1:]), **self._compression
+            )
+            ds.attrs["image_nr_low"] = np.int32(frames.start + 1)
+            ds.attrs["image_nr_high"] = np.int32(frames.stop)
+
+    def finish(self) -> Path:
+        path = self.outdir / self.filename
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            data = f.create_group("/entry/data")
+            data.attrs["NX_class"] = "NXdata"
+            f["/entry"].attrs["NX_class"] = "NXentry"
+            for i, source in enumerate(self.sources):
+                data[f"data_{i + 1:06d}"] = h5py.ExternalLink(source, "/entry/data/data")
+            det = f.create_group("/entry/instrument/detector")
+            det["count_time"] = self.exposure_time
+            det["frame_time"] = self.exposure_time
+            det["saturation_value"] = np.int64(65534)
+            det["bit_depth_image"] = np.int32(16)
+            det.create_dataset(
+                "detectorSpecific/pixel_mask", data=self.gaps.astype(np.uint32), compression="gzip"
+            )
+            gon = f.create_group("/entry/sample/goniometer")
+            gon["omega"] = self.phi0 + self.dphi * np.arange(self.shape[0])
+            gon["omega_increment_set"] = self.dphi
+        return path
 
 
 @contextlib.contextmanager

@@ -2,8 +2,7 @@
 integrate end to end against mdx2 1.0.5, in one run.
 
     .venv/bin/diffuse simulate /tmp/e16 --preset eiger16m            # 10 frames of 18 M pixels
-    source ../shared/refkit/setup.sh                                   # only for --mdx2 (mdx2.integrate)
-    .venv/bin/python benchmarks/lz4_vs_gzip.py /tmp/e16 [--mdx2 REFKIT_DATASET] [--out DIR]
+    .venv/bin/python benchmarks/lz4_vs_gzip.py /tmp/e16 [--mdx2 REFKIT_DATASET --refkit ../shared/refkit]
 
 Decode (``decode.csv``): every chunk of the same frames read and decoded to pixels, by 1 and by 2
 threads of one process, for
@@ -151,7 +150,7 @@ def decode_benchmark(ds: Path, out: Path, repeat: int) -> list[dict]:
     return rows
 
 
-def end_to_end(ds: Path, out: Path, subdivide: list[str]) -> list[dict]:
+def end_to_end(ds: Path, out: Path, subdivide: list[str], refkit: Path) -> list[dict]:
     chunks = json.loads((ds / "dataset.json").read_text())["chunks"]
     eiger = out / "eiger"
     if not (eiger / "eiger_master.h5").exists():
@@ -163,8 +162,9 @@ def end_to_end(ds: Path, out: Path, subdivide: list[str]) -> list[dict]:
     opts = ["--mask", str(ds / "mask.nxs"), "--subdivide", *subdivide]
     runs = {
         "mdx2.integrate data.nxs (--nproc 2)": (
-            ["mdx2.integrate", "geometry.nxs", "data.nxs", "--nproc", "2", "--outfile", str(out / "mdx2.nxs"),
-             "--mask", "mask.nxs", "--subdivide", *subdivide],
+            ["bash", "-c", f"source {refkit}/setup.sh >/dev/null && exec mdx2.integrate geometry.nxs "
+             f"data.nxs --nproc 2 --outfile {out / 'mdx2.nxs'} --mask mask.nxs "
+             f"--subdivide {' '.join(subdivide)}"],
             out / "mdx2.nxs",
         ),
         "diffuse integrate data.nxs": (
@@ -228,6 +228,9 @@ def main() -> None:
         "--mdx2", type=Path, help="a refkit dataset for the end-to-end runs against mdx2.integrate"
     )
     ap.add_argument("--subdivide", nargs=3, default=["2", "2", "2"])
+    ap.add_argument(
+        "--refkit", type=Path, default=ROOT.parent / "shared" / "refkit", help="refkit (setup.sh)"
+    )
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lz4_vs_gzip")
     ap.add_argument("--work", type=Path, default=Path("/tmp/lz4_vs_gzip-work"), help="scratch (large files)")
@@ -237,7 +240,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     _write(a.out / "decode.csv", decode_benchmark(a.dataset.resolve(), work, a.repeat))
     if a.mdx2:
-        _write(a.out / "endtoend.csv", end_to_end(a.mdx2.resolve(), work, a.subdivide))
+        _write(a.out / "endtoend.csv", end_to_end(a.mdx2.resolve(), work, a.subdivide, a.refkit))
 
 
 if __name__ == "__main__":

@@ -362,3 +362,13 @@ def test_cli_integrate_master_with_chunks(eiger, tmp_path, scheduler_address):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert_same_table(tmp_path / "t.nxs", CUBIC / "mdx2" / "integrated_325.nxs")
+
+
+def test_chunks_option_is_validated():
+    from pipeline.config import IntegrateParams
+
+    ok = IntegrateParams(geometry="g.nxs", data="d.nxs", chunks=(10, -1, 100))
+    assert ok.chunks == (10, -1, 100)
+    for bad in ((0, 1, 1), (1, 2), (1.5, 1, 1), (-2, 1, 1)):
+        with pytest.raises(ConfigError, match="chunks"):
+            IntegrateParams(geometry="g.nxs", data="d.nxs", chunks=bad)

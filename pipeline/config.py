@@ -71,6 +71,26 @@ def _subdivide(value) -> tuple[int, int, int]:
     return tuple(out)
 
 
+def chunks_option(value, what: str = "chunks") -> tuple[int, int, int] | None:
+    """``--chunks F Y X``: three whole numbers, each >= 1 or -1 (the default for that axis); None."""
+    if value is None:
+        return None
+    try:
+        values = tuple(value)
+    except TypeError:
+        raise ConfigError(f"{what} must be 3 numbers (frames, y, x), got {value!r}") from None
+    if len(values) != 3:
+        raise ConfigError(f"{what} must be 3 numbers (frames, y, x), got {value!r}")
+    out = []
+    for axis, v in zip(("frames", "y", "x"), values, strict=True):
+        if isinstance(v, bool) or int(v) != v or not (int(v) >= 1 or int(v) == -1):
+            raise ConfigError(
+                f"{what} along {axis} must be a whole number >= 1 (or -1 for the default), got {v!r}"
+            )
+        out.append(int(v))
+    return tuple(out)
+
+
 def _positive(key: str, kind=float):
     value = get_default(key)
     try:
@@ -134,9 +154,11 @@ class IntegrateParams:
     resume: bool = False
     keep_workdir: bool = False
     tuning: Tuning = field(default_factory=Tuning.from_config, compare=False)
+    chunks: tuple[int, int, int] | None = None  # binning grid (frames, y, x); None: the data's chunks
 
     def __post_init__(self):
         set_ = object.__setattr__
+        set_(self, "chunks", chunks_option(self.chunks))
         set_(self, "geometry", _as_path(self.geometry, "geometry"))
         set_(self, "data", _as_path(self.data, "data"))
         masks = self.mask
@@ -429,3 +451,36 @@ class MaskPeaksParams:
         object.__setattr__(self, "sigma_cutoff", value)
         if not isinstance(self.bragg, bool):
             raise ConfigError(f"bragg must be True or False, got {self.bragg!r}")
+
+
+@dataclass(frozen=True)
+class ImportDataParams:
+    """What ``import-data`` needs: detector images in, mdx2's data.nxs layout out."""
+
+    images: str  # NXmx master file, CBF template/list, .expt naming them (kept as given: templates)
+    chunks: tuple[int, int, int] | None = None  # None: what mdx2.import_data would choose
+    datastore: str = "datastore"  # relative to the outfile's directory, as mdx2 writes it
+    outfile: str = "data.nxs"
+    exposure_time: float | None = None
+    overwrite: bool = False
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        if not isinstance(self.images, str | os.PathLike):
+            raise ConfigError(f"images must be a path, got {self.images!r}")
+        images = os.fspath(self.images)
+        set_(self, "images", images if ("#" in images or "*" in images) else os.path.abspath(images))
+        set_(self, "chunks", chunks_option(self.chunks))
+        store = os.fspath(self.datastore)
+        if not store or os.path.isabs(store) or ".." in Path(store).parts:
+            raise ConfigError(
+                f"datastore must be a directory name relative to the output file's directory (no absolute "
+                f"path, no '..'), got {store!r}: data.nxs names its source files relative to itself"
+            )
+        set_(self, "datastore", store)
+        set_(self, "outfile", _as_path(self.outfile, "outfile"))
+        if self.exposure_time is not None:
+            t = float(self.exposure_time)
+            if not t > 0 or t == float("inf"):
+                raise ConfigError(f"exposure_time must be > 0 seconds, got {self.exposure_time!r}")
+            set_(self, "exposure_time", t)

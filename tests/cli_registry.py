@@ -33,6 +33,8 @@ VALID_INPUT: dict[str, Path] = {
     "expt": DATA / "experiment.expt",
     "file": DATA / "dataset.json",
     "scales": DATA.parent / "merge" / "scales_111.nxs",
+    "images": DATA / "data.nxs",
+    "raw-images": DATA.parent / "rawinput" / "tiny_master.h5",
 }
 
 # an input of another kind, for the "wrong kind of file" case (an HDF5 file without the group)
@@ -49,4 +51,6 @@ WRONG_KIND: dict[str, Path] = {
     "table": DATA / "mask.nxs",
     "expt": DATA / "mask.nxs",
     "scales": DATA / "mask.nxs",
+    "images": DATA / "mask.nxs",
+    "raw-images": DATA / "mask.nxs",
 }

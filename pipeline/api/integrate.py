@@ -27,6 +27,7 @@ def integrate(
     max_spread: float | None = None,
     *,
     exposure_time: float | None = None,
+    chunks: Sequence[int] | None = None,
     outfile: PathLike | None = "integrated.nxs",
     parquet: PathLike | None = None,
     overwrite: bool = False,
@@ -44,9 +45,12 @@ def integrate(
     Writes ``outfile`` (NeXus ``/entry/hkl_table``, loadable by ``mdx2.io.loadobj``) and/or a parquet
     dataset ``parquet``; returns an :class:`~pipeline.graph.integrate.IntegrateResult`. ``mask`` may
     be one mask file or several (their union is excluded). ``exposure_time`` (seconds) replaces the
-    exposure time of every frame. Runs on ``client``, else on the cluster ``cluster`` (default: a
-    local cluster; a :class:`~pipeline.config.ClusterSpec` or its name: :func:`pipeline.cluster.connect`
-    explains them). ``log_file``: write a run log there (parameters,
+    exposure time of every frame. ``data`` may also be detector files (an NXmx/Eiger master file, CBF
+    files, or the DIALS ``.expt`` naming them); ``chunks`` (frames, y, x) sets the binning grid that
+    decides mdx2's partial-observation split (default: the data's storage chunks, or for detector
+    files the chunks mdx2.import_data would write). Runs on ``client``, else on the cluster
+    ``cluster`` (default: a local cluster; a :class:`~pipeline.config.ClusterSpec` or its name:
+    :func:`pipeline.cluster.connect` explains them). ``log_file``: write a run log there (parameters,
     versions, timings, peak memory; :mod:`pipeline.api.runlog`); ``performance_report``: dask's HTML
     performance report.
     """
@@ -60,6 +64,7 @@ def integrate(
         subdivide=subdivide,
         max_spread=max_spread,
         exposure_time=exposure_time,
+        chunks=chunks,
         outfile=None if outfile is None else os.fspath(outfile),
         parquet=None if parquet is None else os.fspath(parquet),
         overwrite=overwrite,

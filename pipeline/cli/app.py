@@ -136,6 +136,15 @@ ExposureTimeOpt = Annotated[
     float | None,
     typer.Option("--exposure-time", help="Exposure time per frame in seconds, for files that recorded 0."),
 ]
+ChunksOpt = Annotated[
+    tuple[int, int, int] | None,
+    typer.Option(
+        metavar="F Y X",
+        help="Binning grid (frames, y, x), which decides mdx2's split into partial observations; "
+        "-1 = the default for that axis (the data's chunks, or what mdx2.import_data would choose).",
+        show_default=False,
+    ),
+]
 LorentzOpt = Annotated[bool, typer.Option("--lorentz", help="Multiply intensities by rs_volume (Lorentz).")]
 P1Opt = Annotated[bool, typer.Option("--p1", help="Map to the P1 asymmetric unit (Friedel pairs only).")]
 

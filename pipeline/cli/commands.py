@@ -11,6 +11,7 @@ from pipeline.cli import (
     estimate,  # noqa: F401
     find_hot_pixels,  # noqa: F401
     find_peaks,  # noqa: F401
+    import_data,  # noqa: F401
     import_geometry,  # noqa: F401
     integrate,  # noqa: F401
     map,  # noqa: F401
@@ -27,7 +28,15 @@ from pipeline.cli.app import app
 PANELS = {
     "Reduce": ["run", "integrate", "correct", "merge", "reintegrate", "map", "estimate", "convert"],
     "Check": ["qc", "find-hot-pixels"],
-    "Prepare inputs": ["import-geometry", "find-peaks", "mask-peaks", "bin-background", "simulate", "demo"],
+    "Prepare inputs": [
+        "import-geometry",
+        "import-data",
+        "find-peaks",
+        "mask-peaks",
+        "bin-background",
+        "simulate",
+        "demo",
+    ],
     "Clusters": ["submit", "cluster-config"],
 }
 

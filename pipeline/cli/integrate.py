@@ -9,6 +9,7 @@ import typer
 
 from pipeline.cli.app import (
     AccountOpt,
+    ChunksOpt,
     ClusterOpt,
     ExposureTimeOpt,
     LogFileOpt,
@@ -34,12 +35,18 @@ from pipeline.config import ClusterSpec
 def integrate(
     geometry: Annotated[Path, typer.Argument(help="geometry.nxs (Miller-index grid) from import_geometry.")],
     data: Annotated[
-        Path, typer.Argument(help="data.nxs image stack (or a zarr cache from 'diffuse convert').")
+        Path,
+        typer.Argument(
+            help="data.nxs image stack (or a zarr cache from 'diffuse convert'), or the detector's files: "
+            "an NXmx/Eiger master file, CBF files ('img_#####.cbf', a glob, a list file), or the DIALS "
+            ".expt naming them (phi and exposure times then come from the .expt)."
+        ),
     ],
     mask: MaskOpt = None,
     subdivide: SubdivideOpt = None,
     max_spread: MaxSpreadOpt = None,
     exposure_time: ExposureTimeOpt = None,
+    chunks: ChunksOpt = None,
     outfile: Annotated[Path, typer.Option(help="NeXus output (mdx2's hkl_table layout).")] = Path(
         "integrated.nxs"
     ),
@@ -69,6 +76,8 @@ def integrate(
     """Integrate counts on a fractional Miller-index grid (same table as mdx2.integrate).
 
     Example: diffuse integrate geometry.nxs data.nxs --mask mask.nxs --subdivide 2 2 2 --outfile out.nxs
+
+    Example (Eiger): diffuse integrate geometry.nxs x_master.h5 --mask mask.nxs --chunks 10 550 1040
     """
     from pipeline.api.integrate import integrate as run
 
@@ -80,6 +89,7 @@ def integrate(
         subdivide=subdivide,
         max_spread=max_spread,
         exposure_time=exposure_time,
+        chunks=chunks,
         outfile=outfile,
         parquet=parquet,
         overwrite=overwrite,

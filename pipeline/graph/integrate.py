@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,12 +100,13 @@ def _worker_memory(client: Client) -> int:
 
 def _fingerprint(plan: IntegrationPlan, steps: RowSteps | None) -> dict:
     p = plan.params
-    files = [p.geometry, p.data, *p.mask, *plan.stack.sources]
+    files = [f for f in (p.geometry, p.data) if os.path.exists(f)] + [*p.mask, *plan.stack.sources]
     return {
         **({"steps": steps.fingerprint} if steps else {}),
         "inputs": fingerprint_files(files),
         "geometry_digest": plan.geometry.digest,
         "subdivide": list(p.subdivide),
+        "chunks": list(plan.stack.storage_chunks),
         "exposure_time": p.exposure_time,
         "tasks": [[t.index, len(t.chunks), t.chunks[0][0].start, t.chunks[-1][0].stop] for t in plan.tasks],
     }

@@ -7,6 +7,7 @@ pieces; the kernel still bins each storage chunk on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -127,12 +128,31 @@ def split_into_tasks(shape, chunks, target_pixels: float, min_tasks: int = 1) ->
     )
 
 
+def binning_chunks(chunks, stack: ImageStack) -> tuple[int, int, int]:
+    """``--chunks`` (-1: the stack's own for that axis), each at most the stack's size."""
+    if chunks is None:
+        return stack.storage_chunks
+    return tuple(
+        min(c if c > 0 else d, n) for c, d, n in zip(chunks, stack.storage_chunks, stack.shape, strict=True)
+    )
+
+
 def plan_integration(params: IntegrateParams, n_workers: int = 1) -> IntegrationPlan:
-    """Read and cross-check every input (before any work starts) and plan the map tasks."""
+    """Read and cross-check every input (before any work starts) and plan the map tasks.
+
+    The binning grid (mdx2's partial-observation split) is the data's storage chunks, or ``--chunks``.
+    """
     stack = open_image_stack(params.data, exposure_time=params.exposure_time)
+    stack = dataclasses.replace(stack, storage_chunks=binning_chunks(params.chunks, stack))
     check_exposure_times(stack)
     masks = open_masks(list(params.mask), stack.shape)
     grid = read_miller_grid(params.geometry)
+    if stack.raw is not None:  # detector files: their scan must be the one the geometry was made for
+        from pipeline.io.rawimages import check_scan_against_grid
+
+        check_scan_against_grid(
+            params.data, params.geometry, grid, stack.raw.phi0, stack.raw.dphi, stack.shape
+        )
     # Pixel and frame centres must lie inside the Miller grid, or interpolation would extrapolate.
     for name, axis, centres in (
         ("phi", grid.phi, stack.phi),

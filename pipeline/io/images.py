@@ -52,10 +52,11 @@ class ImageStack:
     ix: np.ndarray
     exposure_times: np.ndarray
     sources: tuple[str, ...] = ()
-    format: str = "hdf5"  # "hdf5" or "zarr"
+    format: str = "hdf5"  # "hdf5", "zarr", or detector files: "nxmx" (Eiger/NXmx master), "cbf"
     # (phi start, phi stop, file, dataset) of each phi slab stored whole in one file, so chunks can be
     # read from the slab's own file (the virtual dataset's sources, or the dataset itself)
     slabs: tuple[tuple[int, int, str, str], ...] = ()
+    raw: object = None  # detector files only: a pipeline.io.rawimages.RawInfo
 
     @property
     def n_pixels(self) -> int:
@@ -67,6 +68,14 @@ class ImageStack:
             import zarr
 
             return _ZarrHandle(zarr.open_array(self.path, mode="r"))
+        if self.format == "nxmx":
+            from pipeline.io.nxmx import NxmxHandle
+
+            return NxmxHandle(self)
+        if self.format == "cbf":
+            from pipeline.io.cbf import CbfHandle
+
+            return CbfHandle(self)
         return _H5Handle(self)
 
 
@@ -164,8 +173,46 @@ def storage_chunk_slices(shape: tuple[int, ...], chunks: tuple[int, ...], axis: 
     return [slice(start, min(start + c, n)) for start in range(0, n, c)]
 
 
+def is_detector_images(path: str | os.PathLike) -> bool:
+    """True for the detector's own files: a DIALS ``.expt``, an NXmx master file, CBF files (one file,
+    a ``#`` template, a glob pattern or a list file)."""
+    name = str(path)
+    if name.endswith((".expt", ".json")) or "#" in name or any(c in name for c in "*?["):
+        return True
+    if name.lower().endswith((".cbf", ".txt", ".lst", ".list")):
+        return True
+    from pipeline.io.nxmx import is_nxmx
+
+    return Path(name).is_file() and is_nxmx(name)
+
+
+def open_detector_images(path: str | os.PathLike, exposure_time: float | None = None) -> ImageStack:
+    """The image stack of detector files (see :func:`is_detector_images`); a ``.expt`` names the files
+    and gives phi and exposure times, else they come from the files."""
+    from pipeline.io import cbf, nxmx
+
+    name = str(path)
+    scan = None
+    if name.endswith((".expt", ".json")):
+        from pipeline.io.rawimages import read_expt_scan
+
+        scan = read_expt_scan(name)
+        name = scan.images[0]
+        if len(scan.images) == 1 and not name.lower().endswith(".cbf"):
+            if not Path(name).is_file():
+                raise InputError(f"{str(path)!r} names image file {name!r}, which does not exist")
+            return nxmx.open_nxmx_stack(name, exposure_time, scan=scan)
+        return cbf.open_cbf_stack(name, exposure_time, scan=scan)
+    if name.lower().endswith((".h5", ".hdf5", ".nxs", ".nx5")) or (
+        Path(name).is_file() and nxmx.is_nxmx(name)
+    ):
+        return nxmx.open_nxmx_stack(name, exposure_time)
+    return cbf.open_cbf_stack(name, exposure_time)
+
+
 def open_image_stack(path: str | os.PathLike, exposure_time: float | None = None) -> ImageStack:
-    """Describe the image stack in ``path`` (data.nxs or a zarr cache made by ``diffuse convert``).
+    """Describe the image stack in ``path`` (data.nxs or a zarr cache made by ``diffuse convert``, or
+    the detector's own files: an NXmx/Eiger master file, CBF files, or the DIALS ``.expt`` naming them).
 
     Checks that the axes and exposure times agree with the data's shape and that every source file of
     a virtual dataset exists (HDF5 would silently read a missing source as -1, i.e. as masked pixels).
@@ -176,6 +223,8 @@ def open_image_stack(path: str | os.PathLike, exposure_time: float | None = None
         from pipeline.io.zarr_cache import open_zarr_stack
 
         return open_zarr_stack(path, exposure_time=exposure_time)
+    if is_detector_images(path):
+        return open_detector_images(path, exposure_time)
     with open_nexus(path, "data file") as f:
         group = require(f, IMAGE_GROUP, "image series written by mdx2.import_data")
         signal = decode_str(group.attrs.get("signal", "data"))
@@ -271,7 +320,13 @@ def reads_release_the_gil(data: str | os.PathLike, masks=()) -> bool:
     h5py, which lets one thread at a time in. Any problem gives False (the run reports it properly)."""
     try:
         stack = open_image_stack(data)
-        if stack.format == "zarr":
+        if stack.format == "nxmx":
+            from pipeline.io.nxmx import fast_reads
+
+            if not fast_reads(stack):
+                return False
+            paths = []
+        elif stack.format in ("zarr", "cbf"):
             paths = []
         else:
             if not stack.slabs:

@@ -80,6 +80,16 @@ KINDS: dict[str, PathKind] = _kinds(
         what="image stack (data.nxs from mdx2.import_data, or a zarr cache from 'diffuse convert')",
     ),
     PathKind("data-file", groups=("/entry/image_series",), what="image stack (data.nxs, mdx2.import_data)"),
+    PathKind(
+        "images",
+        is_dir=None,
+        what="image stack (data.nxs, a zarr cache) or detector images (NXmx/Eiger master file, CBF "
+        "template/list, or the DIALS .expt naming them)",
+    ),
+    PathKind(
+        "raw-images",
+        what="detector images (NXmx/Eiger master file, CBF template/list, or the DIALS .expt naming them)",
+    ),
     PathKind("mask", groups=("/entry/mask",), what="mask file (mdx2 layout)"),
     PathKind(
         "peaks",
@@ -132,6 +142,8 @@ def check_input(path: str | os.PathLike, kind: PathKind | str, option: str = "")
     path = Path(path)
     label = f"{option} " if option else ""
     what = kind.what or kind.name
+    if kind.name in ("images", "raw-images"):
+        return _check_images(path, kind, label, what)
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -199,6 +211,38 @@ def _check_hdf5(path: Path, kind: PathKind, label: str, what: str) -> None:
         raise InputError(
             f"{label}{str(path)!r} has no {', '.join(missing)}; expected: {what} with {expected}"
         )
+
+
+def _check_images(path: Path, kind: PathKind, label: str, what: str) -> Path:
+    """Detector images (a CBF template or glob needs one matching file; a ``.expt`` valid JSON; an NXmx
+    master ``/entry/data``), or for ``images`` also an mdx2 image stack."""
+    name = str(path)
+    if "#" in name or any(c in name for c in "*?["):
+        from pipeline.io.cbf import expand_images
+
+        try:
+            expand_images(name)
+        except InputError as exc:
+            raise InputError(f"{label}{exc} (expected: {what})") from None
+        return path
+    if path.suffix in (".expt", ".json"):
+        return check_input(path, "expt", label.strip())
+    if path.suffix.lower() in (".cbf", ".txt", ".lst", ".list"):
+        return check_input(path, "file", label.strip())
+    if path.is_file():
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                nxmx = "/entry/data" in f and "/entry/image_series" not in f
+        except OSError:
+            nxmx = False
+        if nxmx:
+            return path
+    if kind.name == "raw-images":
+        check_input(path, PathKind("raw", groups=("/entry/data",), what=what), label.strip())
+        return path
+    return check_input(path, "data", label.strip())
 
 
 def _check_json(path: Path, label: str, what: str) -> None:

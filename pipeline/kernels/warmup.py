@@ -43,6 +43,17 @@ def _io() -> None:
     raw = np.zeros(16, dtype=np.uint8)
     _unshuffle(raw, 4, np.empty(16, dtype=np.uint8))
     _unshuffle(raw, 2, np.empty(16, dtype=np.uint8))
+    from pipeline.io.cbf import decode_byte_offset
+    from pipeline.io.rawimages import to_counts
+
+    decode_byte_offset(b"\x01\x01", 2)
+    mask = np.zeros((3, 3), dtype=bool)
+    for dtype in (np.uint16, np.uint32, np.int32):  # Eiger, Eiger, NXmx int32: whole chunks and parts
+        raw = np.zeros((1, 3, 3), dtype=dtype)
+        to_counts(raw, mask, 10)
+        to_counts(raw[:, :2, :2], mask[:2, :2], 10)
+        to_counts(raw[:, :2, :2], None, 10)
+    to_counts(np.zeros((1, 2, 2), dtype=np.int64), None, 10)  # CBF frames
 
 
 def _maps() -> None:

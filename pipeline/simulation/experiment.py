@@ -28,6 +28,8 @@ __all__ = [
 MODULE = (487, 195)  # pixels of one Pilatus module (fast, slow)
 GAP = (7, 17)  # pixels between modules (fast, slow)
 PIXEL_SIZE = 0.172  # mm
+# detector -> (module (fast, slow), gap (fast, slow), pixel size in mm)
+DETECTORS = {"pilatus": (MODULE, GAP, PIXEL_SIZE), "eiger": ((1028, 512), (12, 38), 0.075)}
 THICKNESS = 0.45  # mm of silicon
 MU_SILICON = 3.9596  # 1/mm, attenuation coefficient of Si near 12.7 keV
 
@@ -104,30 +106,33 @@ def random_orientation(rng: np.random.Generator) -> np.ndarray:
     return q
 
 
-def detector_size(modules: tuple[int, int]) -> tuple[int, int]:
+def detector_size(modules: tuple[int, int], detector: str = "pilatus") -> tuple[int, int]:
     """(nx, ny) of a grid of modules with gaps between them."""
+    (mx, my), (gx, gy), _ = DETECTORS[detector]
     nfast, nslow = modules
-    return nfast * MODULE[0] + (nfast - 1) * GAP[0], nslow * MODULE[1] + (nslow - 1) * GAP[1]
+    return nfast * mx + (nfast - 1) * gx, nslow * my + (nslow - 1) * gy
 
 
-def module_gap_mask(nx: int, ny: int) -> np.ndarray:
+def module_gap_mask(nx: int, ny: int, detector: str = "pilatus") -> np.ndarray:
     """True on the pixels between modules (no sensor there; mdx2 stores -1)."""
+    (mx, my), (gx, gy), _ = DETECTORS[detector]
     gaps = np.zeros((ny, nx), dtype=bool)
-    for x0 in range(MODULE[0], nx, MODULE[0] + GAP[0]):
-        gaps[:, x0 : x0 + GAP[0]] = True
-    for y0 in range(MODULE[1], ny, MODULE[1] + GAP[1]):
-        gaps[y0 : y0 + GAP[1], :] = True
+    for x0 in range(mx, nx, mx + gx):
+        gaps[:, x0 : x0 + gx] = True
+    for y0 in range(my, ny, my + gy):
+        gaps[y0 : y0 + gy, :] = True
     return gaps
 
 
 def build_experiment(preset: Preset, rng: np.random.Generator) -> Experiment:
     """The experiment of ``preset``, with a crystal orientation drawn from ``rng``."""
-    nx, ny = detector_size(preset.modules)
+    nx, ny = detector_size(preset.modules, preset.detector)
+    pixel_size = DETECTORS[preset.detector][2]
     cx, cy = preset.beam_center[0] * nx, preset.beam_center[1] * ny
     fast = np.array([1.0, 0.0, 0.0])
     slow = np.array([0.0, -1.0, 0.0])
     # the direct beam (along -z) hits pixel (cx, cy) of a panel normal to it at z = -distance
-    origin = -cx * PIXEL_SIZE * fast - cy * PIXEL_SIZE * slow + np.array([0.0, 0.0, -preset.distance])
+    origin = -cx * pixel_size * fast - cy * pixel_size * slow + np.array([0.0, 0.0, -preset.distance])
     real = (random_orientation(rng) @ orthogonalization_matrix(preset.unit_cell)).T
     return Experiment(
         nx=nx,
@@ -135,7 +140,7 @@ def build_experiment(preset: Preset, rng: np.random.Generator) -> Experiment:
         origin=origin,
         fast=fast,
         slow=slow,
-        pixel_size=PIXEL_SIZE,
+        pixel_size=pixel_size,
         thickness=THICKNESS,
         mu=MU_SILICON,
         wavelength=preset.wavelength,

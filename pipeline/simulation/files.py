@@ -19,79 +19,67 @@ import h5py
 import numpy as np
 
 from pipeline.io.atomic import atomic_path
-from pipeline.io.nexus import create_nxdata, write_mdx2_root_attrs
+from pipeline.io.image_writer import ImageSeriesWriter, _nxdata
+from pipeline.io.nexus import write_mdx2_root_attrs
 
-__all__ = ["ImageSeriesWriter", "mask_writer"]
-
-IMAGE_GROUP = "image_series"
-MASKED_VALUE = -1
+__all__ = ["EigerWriter", "ImageSeriesWriter", "mask_writer"]
 
 
-def _nxdata(parent: h5py.Group, name: str, module: str, cls: str, signal: str, axes) -> h5py.Group:
-    return create_nxdata(parent, name, axes=axes, signal=signal, mdx2_module=module, mdx2_class=cls)
+class EigerWriter:
+    """Write ``<name>_master.h5`` and ``<name>_data_<i>.h5`` as an Eiger detector does (NXmx).
 
-
-def _write_axes(group: h5py.Group, phi, iy, ix, exposure_times) -> None:
-    group.create_dataset("phi", data=np.asarray(phi, dtype=np.float64))
-    group.create_dataset("iy", data=np.asarray(iy, dtype=np.float64))
-    group.create_dataset("ix", data=np.asarray(ix, dtype=np.float64))
-    group.create_dataset("exposure_times", data=np.asarray(exposure_times, dtype=np.float64))
-
-
-class ImageSeriesWriter:
-    """Write ``<name>.nxs`` and ``datastore/<name>_<i>.nxs`` one phi slab at a time.
-
-    Call :meth:`write_slab` for every slice of :attr:`slabs`, then :meth:`finish`, which writes the
-    virtual ``<name>.nxs`` once every source exists.
+    uint16 counts in chunks of one frame, bitshuffle-LZ4; -1 (gaps) stored as 65535 and flagged in
+    ``pixel_mask``; counts above 65534 saturate; the master reaches the data files by external links
+    (relative names) and records the omega scan, count_time and saturation_value. Same interface as
+    :class:`ImageSeriesWriter`: :meth:`write_slab` per slab of :attr:`slabs`, then :meth:`finish`.
     """
 
-    def __init__(self, outdir: Path, name: str, phi, exposure_times, shape, chunks, datastore="datastore"):
+    FRAMES_PER_FILE = 10
+
+    def __init__(self, outdir: Path, name: str, phi0: float, dphi: float, exposure_time: float, shape, gaps):
+        import hdf5plugin
+
+        self._compression = hdf5plugin.Bitshuffle(cname="lz4")
         self.outdir = Path(outdir)
         self.name = name
-        self.phi = np.asarray(phi, dtype=np.float64)
-        self.exposure_times = np.asarray(exposure_times, dtype=np.float64)
+        self.filename = f"{name}_master.h5"
         self.shape = tuple(int(n) for n in shape)
-        self.chunks = tuple(min(int(c), n) for c, n in zip(chunks, self.shape, strict=True))
-        self.iy = np.arange(self.shape[1], dtype=np.float64)
-        self.ix = np.arange(self.shape[2], dtype=np.float64)
-        nphi, depth = self.shape[0], self.chunks[0]
-        self.slabs = [slice(start, min(start + depth, nphi)) for start in range(0, nphi, depth)]
-        self.sources = [f"{datastore}/{name}_{i}.nxs" for i in range(len(self.slabs))]
-        (self.outdir / datastore).mkdir(parents=True, exist_ok=True)
+        self.phi0, self.dphi, self.exposure_time = float(phi0), float(dphi), float(exposure_time)
+        self.gaps = gaps
+        n = self.shape[0]
+        self.slabs = [slice(s, min(s + self.FRAMES_PER_FILE, n)) for s in range(0, n, self.FRAMES_PER_FILE)]
+        self.sources = [f"{name}_data_{i + 1:06d}.h5" for i in range(len(self.slabs))]
+        self.outdir.mkdir(parents=True, exist_ok=True)
 
     def write_slab(self, index: int, counts: np.ndarray) -> None:
-        """Write slab ``index`` (int32 counts of its frames) to its own file in the datastore."""
         frames = self.slabs[index]
-        expected = (frames.stop - frames.start, *self.shape[1:])
-        if counts.shape != expected or counts.dtype != np.int32:
-            raise ValueError(f"slab {index}: expected int32 {expected}, got {counts.dtype} {counts.shape}")
+        raw = np.where(counts < 0, 65535, np.minimum(counts, 65534)).astype(np.uint16)
         with atomic_path(self.outdir / self.sources[index]) as tmp, h5py.File(tmp, "w") as f:
-            entry = write_mdx2_root_attrs(f)
-            group = _nxdata(entry, IMAGE_GROUP, "mdx2.data", "ImageSeries", "data", ["phi", "iy", "ix"])
-            group.create_dataset(
-                "data",
-                data=counts,
-                chunks=(expected[0], *self.chunks[1:]),
-                compression="gzip",
-                compression_opts=1,
-                shuffle=True,
+            ds = f.create_dataset(
+                "/entry/data/data", data=raw, chunks=(1, *self.shape[1:]), **self._compression
             )
-            _write_axes(group, self.phi[frames], self.iy, self.ix, self.exposure_times[frames])
+            ds.attrs["image_nr_low"] = np.int32(frames.start + 1)
+            ds.attrs["image_nr_high"] = np.int32(frames.stop)
 
     def finish(self) -> Path:
-        """Write the virtual dataset over all slabs (relative source paths); returns its path."""
-        layout = h5py.VirtualLayout(shape=self.shape, dtype=np.int32)
-        for frames, relative in zip(self.slabs, self.sources, strict=True):
-            source_shape = (frames.stop - frames.start, *self.shape[1:])
-            layout[frames, :, :] = h5py.VirtualSource(
-                relative, f"/entry/{IMAGE_GROUP}/data", shape=source_shape
-            )
-        path = self.outdir / f"{self.name}.nxs"
+        path = self.outdir / self.filename
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-            entry = write_mdx2_root_attrs(f)
-            group = _nxdata(entry, IMAGE_GROUP, "mdx2.data", "ImageSeries", "data", ["phi", "iy", "ix"])
-            group.create_virtual_dataset("data", layout, fillvalue=MASKED_VALUE)
-            _write_axes(group, self.phi, self.iy, self.ix, self.exposure_times)
+            data = f.create_group("/entry/data")
+            data.attrs["NX_class"] = "NXdata"
+            f["/entry"].attrs["NX_class"] = "NXentry"
+            for i, source in enumerate(self.sources):
+                data[f"data_{i + 1:06d}"] = h5py.ExternalLink(source, "/entry/data/data")
+            det = f.create_group("/entry/instrument/detector")
+            det["count_time"] = self.exposure_time
+            det["frame_time"] = self.exposure_time
+            det["saturation_value"] = np.int64(65534)
+            det["bit_depth_image"] = np.int32(16)
+            det.create_dataset(
+                "detectorSpecific/pixel_mask", data=self.gaps.astype(np.uint32), compression="gzip"
+            )
+            gon = f.create_group("/entry/sample/goniometer")
+            gon["omega"] = self.phi0 + self.dphi * np.arange(self.shape[0])
+            gon["omega_increment_set"] = self.dphi
         return path
 
 

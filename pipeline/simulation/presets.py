@@ -41,6 +41,11 @@ class Preset:
     background_dphi: float = 1.0
     background_exposure_time: float = 1.0
     background_bins: tuple[int, int, int] = (2, 20, 20)
+    # "pilatus" (487 x 195 modules of 0.172 mm) or "eiger" (1028 x 512 modules of 0.075 mm)
+    detector: str = "pilatus"
+    # "mdx2": data.nxs + datastore/ as mdx2.import_data writes it; "eiger": data_master.h5 + data files as
+    # an Eiger writes them (uint16, one frame per chunk, bitshuffle-LZ4, external links, gaps at 65535)
+    layout: str = "mdx2"
 
     def replace(self, **changes) -> Preset:
         """A copy with some fields changed (``None`` values are ignored)."""
@@ -54,6 +59,16 @@ PRESETS: dict[str, Preset] = {
     "demo": Preset(modules=(2, 2), frames=60, chunk_frames=20),
     # 2 x 3 modules, 10 degrees in mdx2's default slabs of 50 frames
     "small": Preset(modules=(2, 3), frames=100),
+    # an Eiger 16M (4 x 8 modules, 4148 x 4362 = 18 M pixels) as the detector writes it: for LZ4 benchmarks
+    "eiger16m": Preset(
+        modules=(4, 8),
+        frames=10,
+        detector="eiger",
+        layout="eiger",
+        distance=200.0,
+        hot_pixels=8,
+        background=False,
+    ),
 }
 
 

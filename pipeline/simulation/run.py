@@ -14,14 +14,13 @@ import numpy as np
 from pipeline.errors import ConfigError, InputError
 from pipeline.io.atomic import atomic_path
 from pipeline.simulation.experiment import (
-    GAP,
-    MODULE,
+    DETECTORS,
     Experiment,
     build_experiment,
     module_gap_mask,
     rotation_matrix,
 )
-from pipeline.simulation.files import ImageSeriesWriter, mask_writer
+from pipeline.simulation.files import EigerWriter, ImageSeriesWriter, mask_writer
 from pipeline.simulation.model import (
     CountModel,
     DetectorPixels,
@@ -154,8 +153,11 @@ def simulate(
     )
     e = build_experiment(p, orient_rng)
     files = {"experiment.expt": outdir / "experiment.expt"}
+    doc = e.to_dials()
+    if p.layout == "eiger":  # the .expt names the master file, as dials.import of Eiger data does
+        doc["imageset"] = [{"__id__": "ImageSequence", "template": "data_master.h5"}]
     with atomic_path(files["experiment.expt"]) as tmp:
-        tmp.write_text(json.dumps(e.to_dials(), indent=1))
+        tmp.write_text(json.dumps(doc, indent=1))
     if geometry:
         t = time.perf_counter()
         from pipeline.api.import_geometry import import_geometry
@@ -165,7 +167,8 @@ def simulate(
         seconds["geometry"] = time.perf_counter() - t
 
     # 2. what all images share
-    gaps = module_gap_mask(e.nx, e.ny)
+    gaps = module_gap_mask(e.nx, e.ny, p.detector)
+    (module_x, module_y), (gap_x, gap_y), _ = DETECTORS[p.detector]
     pixels = detector_pixels(e)
     scene = _Scene(
         experiment=e,
@@ -175,8 +178,8 @@ def simulate(
         hot=np.sort(hot_rng.choice(np.flatnonzero(~gaps.ravel()), size=p.hot_pixels, replace=False)),
         chunks=(
             p.chunk_frames or min(_mdx2_stack_depth(p.dphi), p.frames),
-            MODULE[1] + (GAP[1] if e.ny > MODULE[1] else 0),  # one module (and its gap) per chunk
-            MODULE[0] + (GAP[0] if e.nx > MODULE[0] else 0),
+            module_y + (gap_y if e.ny > module_y else 0),  # one module (and its gap) per chunk
+            module_x + (gap_x if e.nx > module_x else 0),
         ),
     )
 
@@ -205,7 +208,12 @@ def _write_crystal_images(outdir: Path, scene: _Scene, p: Preset, m: CountModel,
     shape = (p.frames, e.ny, e.nx)
     fm = frame_model(scene.pixels, scene.table, m, p.exposure_time)
     hot_y, hot_x = scene.hot // e.nx, scene.hot % e.nx
-    writer = ImageSeriesWriter(outdir, "data", e.phi, np.full(p.frames, p.exposure_time), shape, scene.chunks)
+    if p.layout == "eiger":
+        writer = EigerWriter(outdir, "data", p.phi0, p.dphi, p.exposure_time, shape, scene.gaps)
+    else:
+        writer = ImageSeriesWriter(
+            outdir, "data", e.phi, np.full(p.frames, p.exposure_time), shape, scene.chunks
+        )
     with mask_writer(outdir / "mask.nxs", e.phi, shape, scene.chunks) as mask_ds:
         for index, slab in enumerate(writer.slabs):
             counts = np.empty((slab.stop - slab.start, e.ny, e.nx), dtype=np.int32)
@@ -219,7 +227,7 @@ def _write_crystal_images(outdir: Path, scene: _Scene, p: Preset, m: CountModel,
             counts[:, scene.gaps] = -1
             writer.write_slab(index, counts)
             mask_ds[slab] = mask
-    return {"data.nxs": writer.finish(), "mask.nxs": outdir / "mask.nxs"}
+    return {writer.filename: writer.finish(), "mask.nxs": outdir / "mask.nxs"}
 
 
 def _write_background(outdir: Path, scene: _Scene, p: Preset, m: CountModel, rng) -> dict[str, Path]:

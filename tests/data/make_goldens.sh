@@ -25,3 +25,6 @@ python "$HERE/../mdx2_map_cases.py" goldens --refkit "$REFKIT"   # tests/data/ma
 # find-peaks / mask-peaks outputs (mdx2.find_peaks, mdx2.mask_peaks) on cubic and mono
 python "$HERE/make_peaks_goldens.py"
 python "$HERE/make_reintegrate_goldens.py"   # tests/data/reintegrate/ (mdx2.scale + mdx2.reintegrate)
+# the tiny Eiger-style master file of the CLI registry (raw-images kind): 2 frames of cubic, 1 per data file
+rm -rf "$HERE/rawinput"
+python "$HERE/../../scripts/nxs_to_eiger.py" "$HERE/cubic/data.nxs" "$HERE/rawinput" --frames 2 --frames-per-file 1 --name tiny

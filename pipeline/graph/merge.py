@@ -427,7 +427,7 @@ def run_merge(params: MergeParams, client=None, progress=None, threads: int | No
         # 5. export
         t = time.perf_counter()
         schema = merged_schema(params.split)
-        with NexusTableWriter(params.outfile, schema, None, ndiv) as writer:
+        with NexusTableWriter(params.outfile, schema, None, ndiv, compress=True) as writer:
             for i in range(len(pjobs)):
                 part = np.load(work.reduce_file(i))
                 writer.append({name: part[name] for name in schema})

@@ -125,7 +125,7 @@ def test_chained_random_split_equals_wrs(seed, n, n_vox, parts, split):
     cuts = _cuts(rng, len(part.keys), parts)
     for a, b in itertools.pairwise(cuts):
         sel = np.flatnonzero((part.ih >= a) & (part.ih < b))
-        g1, carry = km.random_split(part.ih[sel] - a, jitter[sel], w[sel], a, flips[a:b], carry)
+        g1, carry = km.random_split(part.ih[sel] - a, jitter[sel], w[sel], flips[a:b], carry)
         got[sel] = g1
     assert np.array_equal(got, expected)
 

@@ -175,20 +175,38 @@ def run_partition_task(job: PartitionJob, ndiv) -> dict:
         "outliers": part.outliers,
     }
     if job.split in RANDOM_SPLITS:
+        # wrs's order of the rows and the weights in that order (the running sum's input), for pass 2
+        order = km.split_order(part.ih, rows["jitter"])
+        save_npy_atomic(
+            _split_file(job.reduce_dir, "weights", job.index), km.split_weights(part, job.split)[order]
+        )
         state = np.empty(
             len(rows),
-            dtype=[("ih", "i8"), ("jitter", "f8"), ("mask", "?"), ("I_s", "f4"), ("sigma_s", "f4")],
+            dtype=[("ih", "i8"), ("order", "i8"), ("mask", "?"), ("I_s", "f4"), ("sigma_s", "f4")],
         )
-        state["ih"], state["jitter"], state["mask"] = part.ih, rows["jitter"], part.mask
+        state["ih"], state["order"], state["mask"] = part.ih, order, part.mask
         state["I_s"], state["sigma_s"] = part.I_s, part.sigma_s
-        save_npy_atomic(Path(job.reduce_dir) / f"state-{job.index:05d}.npy", state)
+        save_npy_atomic(_split_file(job.reduce_dir, "state", job.index), state)
     _save_part(Path(job.reduce_dir) / f"part-{job.index:05d}.npy", columns)
     return record
 
 
-def run_split_task(reduce_dir: str, index: int, split: str, j0: int, flip_state, carry) -> dict:
+def _split_file(reduce_dir: str, what: str, index: int) -> Path:
+    return Path(reduce_dir) / f"{what}-{index:05d}.npy"
+
+
+def run_carry_task(reduce_dir: str, index: int, carry):
+    """The global running sum of ``wrs`` after partition ``index``, from ``carry`` before it (None: 0)."""
+    sorted_w = np.load(_split_file(reduce_dir, "weights", index))
+    if carry is None:
+        carry = sorted_w.dtype.type(0)
+    return km.running_sum(sorted_w, carry)
+
+
+def run_split_task(reduce_dir: str, index: int, flip_state, carry) -> dict:
     """Pass 2 of a random split: ``wrs`` on one partition from the running sum ``carry``; add the halves."""
-    state = np.load(Path(reduce_dir) / f"state-{index:05d}.npy")
+    state = np.load(_split_file(reduce_dir, "state", index))
+    sorted_w = np.load(_split_file(reduce_dir, "weights", index))
     part_file = Path(reduce_dir) / f"part-{index:05d}.npy"
     done = np.load(part_file)
     n_vox = len(done)
@@ -196,17 +214,17 @@ def run_split_task(reduce_dir: str, index: int, split: str, j0: int, flip_state,
         keys=np.zeros(n_vox, np.int64), ih=state["ih"], mask=state["mask"], I_s=state["I_s"],
         sigma_s=state["sigma_s"], columns={}, outliers=0,
     )  # fmt: skip
-    w = km.split_weights(part, split)
     if carry is None:
-        carry = w.dtype.type(0)
+        carry = sorted_w.dtype.type(0)
     flips = km.RandomStream.flips(flip_state, n_vox)
-    in_group_1, carry = km.random_split(part.ih, state["jitter"], w, j0, flips, carry)
+    in_group_1 = km.split_from_order(part.ih, state["order"], sorted_w, flips, carry)
     columns = {name: done[name] for name in done.dtype.names}
     columns.update(km.group_merge(part, in_group_1, 0))
     columns.update(km.group_merge(part, ~in_group_1, 1))
     _save_part(part_file, columns)
-    (Path(reduce_dir) / f"state-{index:05d}.npy").unlink()
-    return {"index": index, "carry": carry}
+    _split_file(reduce_dir, "state", index).unlink()
+    _split_file(reduce_dir, "weights", index).unlink()
+    return {"index": index}
 
 
 def _save_part(path: Path, columns: dict[str, np.ndarray]) -> None:
@@ -408,26 +426,30 @@ def run_merge(params: MergeParams, client=None, progress=None, threads: int | No
         for f in work.map_dir.glob("run-*.npy"):
             f.unlink()
         seconds["merge"] = time.perf_counter() - t
-        # 4. random split: partitions in voxel order, each from the previous one's running sum
+        # 4. random split: the running sums at the partitions' starts, one after the other in voxel
+        # order (a cumsum of each partition's sorted weights), then every partition's halves at once
         if params.split in RANDOM_SPLITS:
             t = time.perf_counter()
             vox = [precs[i]["rows"] for i in range(len(pjobs))]
             j0s = np.cumsum([0, *vox])[:-1]
             flip_states = km.RandomStream(seed).flip_states(n_total, j0s)
-            carry = None
+            carries = [None]
+            for i in range(len(pjobs) - 1):
+                carries.append(ex.call(run_carry_task, str(work.reduce_dir), i, carries[-1]))
+            seconds["split_sums"] = time.perf_counter() - t
             bar = progress("merge: split", len(pjobs)) if progress else None
-            for i in range(len(pjobs)):
-                r = ex.call(
-                    run_split_task, str(work.reduce_dir), i, params.split, int(j0s[i]), flip_states[i], carry
-                )
-                carry = r["carry"]
-                if bar is not None:
-                    bar.advance()
+            n = len(pjobs)
+            with ex.map(
+                run_split_task, [str(work.reduce_dir)] * n, list(range(n)), flip_states, carries,
+                name=f"merge-split-{work.digest}", bar=bar,
+            ) as results:  # fmt: skip
+                for _ in results:
+                    pass
             seconds["split"] = time.perf_counter() - t
         # 5. export
         t = time.perf_counter()
         schema = merged_schema(params.split)
-        with NexusTableWriter(params.outfile, schema, None, ndiv) as writer:
+        with NexusTableWriter(params.outfile, schema, None, ndiv, compress=True) as writer:
             for i in range(len(pjobs)):
                 part = np.load(work.reduce_file(i))
                 writer.append({name: part[name] for name in schema})
@@ -448,4 +470,12 @@ def run_merge(params: MergeParams, client=None, progress=None, threads: int | No
     )
 
 
-__all__ += ["MapJob", "PartitionJob", "open_inputs", "run_map_task", "run_partition_task", "run_split_task"]
+__all__ += [
+    "MapJob",
+    "PartitionJob",
+    "open_inputs",
+    "run_carry_task",
+    "run_map_task",
+    "run_partition_task",
+    "run_split_task",
+]

@@ -101,7 +101,13 @@ class NexusTableWriter:
     APPEND_CHUNK = 1 << 16  # rows per HDF5 chunk of the resizable datasets (a small table wastes < 3 MB)
 
     def __init__(
-        self, path: str | os.PathLike, schema: dict[str, np.dtype], n_rows: int | None, ndiv, attrs=None
+        self,
+        path: str | os.PathLike,
+        schema: dict[str, np.dtype],
+        n_rows: int | None,
+        ndiv,
+        attrs=None,
+        compress: bool = False,
     ):
         self.path = Path(path)
         self.schema = schema
@@ -116,16 +122,18 @@ class NexusTableWriter:
         for key, value in (attrs or {}).items():
             group.attrs[key] = value
         group.create_dataset("ndiv", data=np.asarray(ndiv, dtype=np.int64))
+        # compress: gzip (readable everywhere; mdx2's nexusformat gzips large arrays too), fast level
+        packing = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if compress else {}
         if self.appending:
             self._datasets = {
                 name: group.create_dataset(
-                    name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(self.APPEND_CHUNK,)
+                    name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(self.APPEND_CHUNK,), **packing
                 )
                 for name, dt in schema.items()
             }
         else:
             self._datasets = {
-                name: group.create_dataset(name, shape=(self.n_rows,), dtype=dt)
+                name: group.create_dataset(name, shape=(self.n_rows,), dtype=dt, **packing)
                 for name, dt in schema.items()
             }
         self._written = 0

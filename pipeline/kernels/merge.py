@@ -16,10 +16,10 @@ rows of its voxels, in the table's order within each voxel, gives the same bits:
 
 Only the random half-splits (``wrs`` in mdx2) are not per voxel: the jitter (one
 ``random_sample`` per row in table order), the flips (one ``randint(2)`` per voxel in voxel order)
-and a running ``cumsum`` of the sorted weights over the *whole* table. :func:`random_split` takes
-the voxel offset ``j0``, the partition's flips and the running sum at the partition's start
-(``carry``) and returns the running sum at its end, so the partitions, run in voxel order, reproduce
-the global sums bit for bit; :mod:`pipeline.graph.merge` chains them.
+and a running ``cumsum`` of the sorted weights over the *whole* table. Each partition sorts its rows
+(:func:`split_order`); the running sums at the partitions' starts are chained in voxel order
+(:func:`running_sum`, a cumsum per partition), and then every partition finishes on its own
+(:func:`split_from_order`) with the global sums bit for bit; :mod:`pipeline.graph.merge` wires it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,10 @@ __all__ = [
     "merge_partition_oracle",
     "random_split",
     "random_split_oracle",
+    "running_sum",
     "scaled_rows",
+    "split_from_order",
+    "split_order",
     "split_weights",
     "voxel_keys",
     "voxels",
@@ -237,31 +240,52 @@ def split_weights(part: PartitionMerge, split: str) -> np.ndarray:
     return w.filled(fill_value=0)
 
 
-def random_split(ih, jitter, w, j0: int, flips, carry):
-    """mdx2's ``wrs`` on a partition holding whole voxels ``j0 .. j0 + n - 1`` (``ih`` local).
+def split_order(ih, jitter) -> np.ndarray:
+    """The order ``wrs`` visits a partition's rows in: by voxel, then by jitter.
 
-    ``jitter``: the rows' ``random_sample() * 0.2``; ``flips``: ``randint(2)`` of the partition's
-    voxels; ``carry``: the global running sum of sorted weights before this partition (``w.dtype``).
-    Returns (is in group 0, running sum after the partition). Rows are ordered by the float64 key
-    ``voxel + jitter`` as mdx2 orders them; exact ties (which mdx2's unstable sort orders
-    arbitrarily) keep table order.
+    mdx2 sorts the float64 keys ``voxel + jitter``; rounding is monotonic, so this is the same order
+    except where two jitters of one voxel round to the same key (mdx2's unstable sort then orders
+    them arbitrarily; here the smaller jitter comes first). Needs no global voxel offset, so each
+    partition sorts on its own.
     """
+    return np.lexsort((jitter, ih))
+
+
+def running_sum(sorted_w, carry):
+    """The global running sum after a partition's sorted weights, from ``carry`` before it (in order)."""
+    if len(sorted_w) == 0:
+        return carry
+    return np.cumsum(np.concatenate((np.asarray([carry], dtype=sorted_w.dtype), sorted_w)))[-1]
+
+
+def split_from_order(ih, order, sorted_w, flips, carry) -> np.ndarray:
+    """``wrs``'s group 0 of a partition, given :func:`split_order`, the weights in that order, the
+    partition's flips and the global running sum before it."""
     n_rows = len(ih)
     isgrp1 = np.zeros(n_rows, dtype=bool)
     if n_rows == 0:
-        return isgrp1, carry
-    index_map = ih + np.int64(j0)
-    sort_order = np.argsort(index_map + jitter, kind="stable")
-    sorted_ih = ih[sort_order]
-    sorted_w = w[sort_order]
+        return isgrp1
+    sorted_ih = ih[order]
     starts = np.flatnonzero(np.concatenate(([True], np.diff(sorted_ih) != 0)))
     stops = np.concatenate((starts[1:], [n_rows]))
     cs = np.cumsum(np.concatenate((np.asarray([carry], dtype=sorted_w.dtype), sorted_w)))[1:]
     dcs = cs - cs[starts][sorted_ih]
     isincl = dcs > 0.5 * dcs[stops - 1][sorted_ih]
     isincl = np.logical_xor(np.asarray(flips)[sorted_ih], isincl)
-    isgrp1[sort_order[isincl]] = True
-    return isgrp1, cs[-1]
+    isgrp1[order[isincl]] = True
+    return isgrp1
+
+
+def random_split(ih, jitter, w, flips, carry):
+    """mdx2's ``wrs`` on a partition holding whole voxels (``ih`` local, from 0).
+
+    ``jitter``: the rows' ``random_sample() * 0.2``; ``flips``: ``randint(2)`` of the partition's
+    voxels; ``carry``: the global running sum of sorted weights before this partition (``w.dtype``).
+    Returns (is in group 0, running sum after the partition).
+    """
+    order = split_order(ih, jitter)
+    sorted_w = w[order]
+    return split_from_order(ih, order, sorted_w, flips, carry), running_sum(sorted_w, carry)
 
 
 def wrs_global(index_map, w, jitter, flips):

@@ -7,7 +7,9 @@ import functools
 import inspect
 import logging
 import os
+import signal
 import sys
+import threading
 import typing
 from enum import Enum
 from pathlib import Path
@@ -198,6 +200,9 @@ def user_errors(func):
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except Terminated:  # SIGTERM, after every context's cleanup (temporaries, locks, cluster)
+            typer.echo("terminated", err=True)
+            raise typer.Exit(143) from None
         finally:  # setup_logging's handler lives as long as the command (commands also run in-process)
             logger.handlers[:], logger.level, logger.propagate = saved
 
@@ -301,10 +306,24 @@ def setup_logging(quiet: bool = False) -> None:
     root.propagate = False
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (``kill``, a batch system's time limit): raised in the main thread so that
+    every ``with`` block cleans up on the way out (temporary files removed, locks released, the
+    local cluster stopped); the command then exits with status 143 (128 + 15), as if killed."""
+
+
+def _terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM does not cut the cleanup short
+    raise Terminated()
+
+
 def main() -> None:
     """Entry point of the ``diffuse`` console script: this process may run a local run's threads, so it
-    gets the allocator tuning that worker processes get from their environment."""
+    gets the allocator tuning that worker processes get from their environment. SIGTERM ends a
+    command cleanly with status 143 (:class:`Terminated`)."""
     from pipeline.cluster.buffers import keep_large_buffers
 
     keep_large_buffers()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     app()

@@ -43,6 +43,14 @@ def _codec(cname: str, level: int):
     return BloscCodec(cname=cname, clevel=level, shuffle=BloscShuffle.bitshuffle)
 
 
+def _checksum():
+    """A CRC-32C of every stored chunk, after compression: a flipped byte in the cache is an error on
+    read (:mod:`pipeline.io.zarr_cache`), never silently wrong counts (blosc checks no content)."""
+    from zarr.codecs import Crc32cCodec
+
+    return Crc32cCodec()
+
+
 def _convert_chunk(slices, stack: ImageStack, masks: MaskStack | None, out: str) -> int:
     import zarr
 
@@ -74,7 +82,8 @@ def convert_to_zarr(
     all_chunks = [(a, b, c) for a in along[0] for b in along[1] for c in along[2]]
     with atomic_path(outfile, is_dir=True) as tmp:
         arr = zarr.create_array(
-            tmp, shape=stack.shape, chunks=stack.storage_chunks, dtype="int32", compressors=compressor,
+            tmp, shape=stack.shape, chunks=stack.storage_chunks, dtype="int32",
+            compressors=[compressor, _checksum()],
             fill_value=-1, overwrite=True,
         )  # fmt: skip
         arr.attrs["diffuse"] = {
@@ -85,7 +94,7 @@ def convert_to_zarr(
             "iy": stack.iy.tolist(),
             "ix": stack.ix.tolist(),
             "exposure_times": stack.exposure_times.tolist(),
-            "codec": {"blosc": codec, "level": level, "shuffle": "bitshuffle"},
+            "codec": {"blosc": codec, "level": level, "shuffle": "bitshuffle", "checksum": "crc32c"},
         }
         bar = progress("convert", len(all_chunks)) if progress else None
         with run_tasks(

@@ -107,13 +107,15 @@ def estimate_integration(
     n_samples: int = 12,
     pairs_per_axis: int = 2,
     threads: bool = False,
+    plan=None,
 ) -> Estimate:
     """Estimate partial and output rows, memory, scratch and output size (see the module docstring).
 
     ``n_workers`` tasks run at once, as threads of one process (``threads``) or as worker processes;
-    ``worker_memory`` is the memory one task may use (a process's limit / its threads)."""
+    ``worker_memory`` is the memory one task may use (a process's limit / its threads). ``plan``: the
+    run's plan, if it is made already (else it is made here)."""
     t0 = time.perf_counter()
-    plan = plan_integration(params, n_workers)
+    plan = plan or plan_integration(params, n_workers)
     grid = _chunk_grid(plan.stack.shape, plan.stack.storage_chunks)
     binned = _Binned(grid, MapContext(plan.stack, plan.masks, plan.geometry, plan.ndiv, plan.h_range, "", 0))
     # 1. partial rows from a sample of chunks spread evenly along every axis

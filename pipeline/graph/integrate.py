@@ -22,7 +22,7 @@ import numpy as np
 from distributed import Client
 
 from pipeline.config import IntegrateParams, Tuning
-from pipeline.errors import PipelineError
+from pipeline.errors import DiskFullError, PipelineError
 from pipeline.graph.plan import IntegrationPlan, plan_integration
 from pipeline.graph.run_tasks import run_tasks
 from pipeline.graph.tasks import MapContext, ReduceContext, RowSteps, run_map_task, run_reduce_task
@@ -128,12 +128,28 @@ def run_integration(
     n_slots = _task_slots(client)
     plan = plan_integration(params, n_slots)
     anchor = Path(params.outfile or params.parquet)
-    work = WorkDir(
-        params.workdir or anchor.with_name(f".{anchor.name}.work"), _fingerprint(plan, steps), params.resume
-    )
+    workdir = params.workdir or anchor.with_name(f".{anchor.name}.work")
+    from pipeline.graph.space import check_free_space, explain_disk_full
+
+    memory = _worker_memory(client)
+    estimate = check_free_space(plan, workdir, n_slots, memory)
+    try:
+        work = WorkDir(workdir, _fingerprint(plan, steps), params.resume)
+    except DiskFullError as exc:
+        raise explain_disk_full(exc, plan, workdir, n_slots, memory, estimate) from None
     seconds["plan"] = time.perf_counter() - t0
     try:
         result = _run(plan, work, client, progress, seconds, steps)
+    except DiskFullError as exc:
+        # Temporaries are gone (atomic writers). The work directory is removed when it is on the
+        # filesystem that filled up (it is what fills it); else it is kept for --resume.
+        keep = params.keep_workdir or not _same_filesystem(work.path, exc.path)
+        if not keep:
+            work.remove()
+        full = explain_disk_full(exc, plan, work.path, n_slots, memory, estimate)
+        if keep and not params.keep_workdir:
+            full.needs += f"; --resume reuses the finished tasks in {str(work.path)!r}"
+        raise full from None
     except PipelineError:
         # A bad input found by a task (e.g. a corrupt chunk) cannot be resumed past: repairing the file
         # changes the inputs' fingerprint. Leave nothing behind, as for errors found while planning.
@@ -148,6 +164,12 @@ def run_integration(
     seconds["total"] = time.perf_counter() - t0
     result.seconds = {k: round(v, 3) for k, v in seconds.items()}
     return result
+
+
+def _same_filesystem(a, b) -> bool:
+    from pipeline.graph.space import _device
+
+    return _device(a) == _device(b)
 
 
 def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds, steps) -> IntegrateResult:

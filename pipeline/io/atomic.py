@@ -9,8 +9,10 @@ parts and directories, run logs, reports, work-directory records) goes through t
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -18,12 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import InputError
+from pipeline.errors import DiskFullError, InputError
 
 __all__ = [
+    "as_disk_full",
     "atomic_path",
     "check_output_path",
     "discard",
+    "disk_full",
+    "free_bytes",
     "prepare_outdir",
     "publish",
     "save_figure_atomic",
@@ -79,6 +84,50 @@ def prepare_outdir(path: str | os.PathLike) -> Path:
     return path
 
 
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# how libraries report ENOSPC when they drop the errno: numpy's short write, HDF5 and Arrow messages
+_FULL_TEXT = re.compile(
+    r"No space left on device|Disk quota exceeded|\d+ requested and \d+ written|errno = 28\b"
+)
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Bytes an unprivileged writer may still use on the filesystem of ``path`` (or of its nearest
+    existing parent); None when it cannot be told."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """True when ``exc`` (or an exception it was raised from) says a write ran out of space."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DiskFullError):
+            return True
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return True
+        if isinstance(exc, OSError | RuntimeError) and _FULL_TEXT.search(str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def as_disk_full(exc: BaseException, path: str | os.PathLike) -> DiskFullError | None:
+    """A :class:`DiskFullError` for ``path`` if ``exc`` is a write that ran out of space, else None."""
+    if isinstance(exc, DiskFullError):
+        return exc
+    if not disk_full(exc):
+        return None
+    return DiskFullError(str(path), free_bytes(path))
+
+
 def temp_sibling(path: str | os.PathLike, *, is_dir: bool = False, suffix: str = "") -> Path:
     """Create (empty) and return a new hidden temporary file or directory next to ``path``."""
     path = Path(path)
@@ -113,12 +162,22 @@ def publish(tmp: Path, path: str | os.PathLike) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, is_dir: bool = False, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; rename it to ``path`` only if the block succeeds."""
-    tmp = temp_sibling(path, is_dir=is_dir, suffix=suffix)
+    """Yield a temporary sibling of ``path``; rename it to ``path`` only if the block succeeds.
+    A write that runs out of space is raised as :class:`~pipeline.errors.DiskFullError` naming ``path``."""
+    try:
+        tmp = temp_sibling(path, is_dir=is_dir, suffix=suffix)
+    except OSError as exc:
+        if (full := as_disk_full(exc, path)) is not None:
+            raise full from exc
+        raise
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
         discard(tmp)
+        full = as_disk_full(exc, path)
+        if full is not None and (full is not exc or full.path.startswith(str(tmp))):
+            # name the output, not the temporary (or a file inside a temporary directory)
+            raise DiskFullError(str(path), free_bytes(path)) from exc
         raise
     publish(tmp, path)
 

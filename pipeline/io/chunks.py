@@ -32,7 +32,13 @@ try:  # libdeflate; optional (falls back to zlib, same output)
 except ImportError:  # pragma: no cover - deflate is a dependency, but keep working without it
     _libdeflate = None
 
-__all__ = ["ChunkReader", "inflate"]
+__all__ = ["ChunkReader", "CorruptChunkError", "inflate"]
+
+
+class CorruptChunkError(OSError):
+    """A stored chunk that cannot be decoded (a deflate stream error, a checksum that does not match,
+    a decoded size that is wrong, a file that ends early); the message names the file, the dataset
+    and the chunk."""
 
 
 def inflate(data: bytes, size: int) -> bytes:
@@ -148,22 +154,51 @@ class ChunkReader:
             address, size, filter_mask = entry
             data = os.pread(self._fd, size, address)
             if len(data) != size:
-                raise OSError(f"chunk at {origin}: file ends {size - len(data)} bytes early (truncated?)")
+                raise self._corrupt(origin, f"the file ends {size - len(data)} bytes early (truncated file?)")
             return filter_mask, data
         if self.ds.id.get_chunk_info_by_coord(origin).byte_offset is None:
             return None
         return self.ds.id.read_direct_chunk(origin)
 
+    def _corrupt(self, origin, detail: str) -> CorruptChunkError:
+        where = "" if origin is None else f", chunk at {tuple(int(o) for o in origin)}"
+        return CorruptChunkError(f"{self.ds.file.filename!r}, dataset {self.ds.name}{where}: {detail}")
+
+    def _h5py(self, slices: tuple[slice, ...]) -> np.ndarray:
+        """``ds[slices]`` through h5py; a chunk HDF5 cannot decode is named (found by reading the
+        chunks of ``slices`` one by one, only after a failure)."""
+        try:
+            return self.ds[slices]
+        except OSError as exc:
+            failed = exc
+        origin = None
+        if self.chunks:
+            bounds = [(s.start or 0, s.stop) for s in slices]
+            grid = [range(a // c * c, b, c) for (a, b), c in zip(bounds, self.chunks, strict=True)]
+            for o in itertools.product(*grid):
+                one = tuple(
+                    slice(max(a, x), min(b, x + c))
+                    for (a, b), x, c in zip(bounds, o, self.chunks, strict=True)
+                )
+                try:
+                    self.ds[one]
+                except OSError:
+                    origin = o
+                    break
+        raise self._corrupt(
+            origin, f"HDF5 cannot decode it (corrupt or truncated file?): {failed}"
+        ) from failed
+
     def read(self, slices: tuple[slice, ...]) -> np.ndarray:
         """The array ``ds[slices]`` (slices with unit steps)."""
         if not self.fast:
-            return self.ds[slices]
+            return self._h5py(slices)
         bounds = [(s.start, s.stop) for s in slices]
         grid = [range(a // c * c, b, c) for (a, b), c in zip(bounds, self.chunks, strict=True)]
         if all(len(g) == 1 for g in grid):  # one chunk: return (a view of) it without copying
             chunk = self._chunk(tuple(g[0] for g in grid))
             if chunk is None:
-                return self.ds[slices]
+                return self._h5py(slices)
             return chunk[tuple(slice(a - g[0], b - g[0]) for (a, b), g in zip(bounds, grid, strict=True))]
         out = np.empty(tuple(b - a for a, b in bounds), dtype=self.ds.dtype)
         for origin in itertools.product(*grid):
@@ -173,7 +208,7 @@ class ChunkReader:
             dst = tuple(slice(x0 - a, x1 - a) for x0, x1, (a, _) in zip(lo, hi, bounds, strict=True))
             chunk = self._chunk(origin)
             if chunk is None:
-                out[dst] = self.ds[tuple(slice(x0, x1) for x0, x1 in zip(lo, hi, strict=True))]
+                out[dst] = self._h5py(tuple(slice(x0, x1) for x0, x1 in zip(lo, hi, strict=True)))
             else:
                 src = tuple(slice(x0 - o, x1 - o) for x0, x1, o in zip(lo, hi, origin, strict=True))
                 out[dst] = chunk[src]
@@ -199,14 +234,16 @@ class ChunkReader:
             elif self.filters[i] == _DEFLATE:
                 try:  # HDF5 stores edge chunks whole, so every chunk inflates to chunk_bytes
                     data = inflate(data, self.chunk_bytes)
-                except ValueError as exc:  # not an OSError, as h5py's would be
-                    raise OSError(f"chunk at {origin} does not inflate (corrupt file?): {exc}") from exc
+                except ValueError as exc:  # an OSError, as h5py's would be
+                    raise self._corrupt(origin, f"corrupt compressed data, {exc}") from exc
             elif self.itemsize > 1:  # shuffle (a no-op for one-byte elements such as masks)
                 out = np.empty(len(data), dtype=np.uint8)
                 _unshuffle(np.frombuffer(data, dtype=np.uint8), self.itemsize, out)
                 data = out
         if len(data) != self.chunk_bytes:
-            raise OSError(f"chunk at {origin} decodes to {len(data)} bytes, expected {self.chunk_bytes}")
+            raise self._corrupt(
+                origin, f"decodes to {len(data)} bytes, expected {self.chunk_bytes} (corrupt file?)"
+            )
         chunk = np.frombuffer(data, dtype=self.ds.dtype).reshape(self.chunks)
         if self._cache_limit:
             if len(self._cache) >= self._cache_limit:

@@ -147,8 +147,8 @@ class _H5Handle:
                     self._readers[i] = ChunkReader(self._file(path)[dataset])
                 return self._readers[i].read((slice(p.start - start, p.stop - start), *slices[1:]))
         if self._ds is None:
-            self._ds = self._file(self._stack.path)[self._stack.dataset]
-        return self._ds[slices]
+            self._ds = ChunkReader(self._file(self._stack.path)[self._stack.dataset])
+        return self._ds.read(slices)
 
 
 class _ZarrHandle:

@@ -16,6 +16,7 @@ metadata; :func:`read_table` puts it in ``DataFrame.attrs["ndiv"]``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -26,7 +27,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.io.atomic import atomic_path, publish, temp_sibling
+from pipeline.io.atomic import as_disk_full, atomic_path, publish, temp_sibling
 from pipeline.io.nexus import open_nexus, read_array, require, write_mdx2_root_attrs
 
 if TYPE_CHECKING:
@@ -96,6 +97,11 @@ class NexusTableWriter:
     The file is created under a temporary name, filled part by part with :meth:`write` (rows at known
     offsets, when ``n_rows`` is known) or :meth:`append` (``n_rows=None``: resizable, chunked
     datasets), and renamed to ``path`` by :meth:`commit`; closing without commit removes it.
+
+    Appended rows are written to HDF5 in whole chunks (the rest waits in memory for the next part or
+    :meth:`commit`) and the file has no chunk cache: HDF5 then holds no unwritten data, so a file whose
+    disk filled up still closes cleanly (with dirty cached chunks, closing such a file crashes h5py).
+    A write that runs out of space raises :class:`~pipeline.errors.DiskFullError` naming ``path``.
     """
 
     APPEND_CHUNK = 1 << 16  # rows per HDF5 chunk of the resizable datasets (a small table wastes < 3 MB)
@@ -113,8 +119,25 @@ class NexusTableWriter:
         self.schema = schema
         self.appending = n_rows is None
         self.n_rows = 0 if n_rows is None else int(n_rows)
-        self._tmp = temp_sibling(self.path)
-        self._file = h5py.File(self._tmp, "w")
+        try:
+            self._tmp = temp_sibling(self.path)
+        except OSError as exc:
+            raise (as_disk_full(exc, self.path) or exc) from exc
+        self._pending: dict[str, list[np.ndarray]] = {name: [] for name in schema}
+        self._pending_rows = 0
+        self._file = None
+        try:
+            with self._on_full():
+                self._file = h5py.File(self._tmp, "w", rdcc_nbytes=0)
+                self._create(ndiv, attrs)
+        except BaseException:
+            self.close()
+            raise
+        self._written = 0
+        self._lock = threading.Lock()
+
+    def _create(self, ndiv, attrs) -> None:
+        schema = self.schema
         entry = write_mdx2_root_attrs(self._file)
         group = entry.create_group("hkl_table")
         group.attrs["mdx2_module"] = "mdx2.data"
@@ -136,20 +159,46 @@ class NexusTableWriter:
                 name: group.create_dataset(name, shape=(self.n_rows,), dtype=dt, **packing)
                 for name, dt in schema.items()
             }
-        self._written = 0
-        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _on_full(self):
+        try:
+            yield
+        except Exception as exc:
+            full = as_disk_full(exc, self.path)
+            if full is None:
+                raise
+            raise full from exc
 
     def append(self, columns: dict[str, np.ndarray]) -> None:
         """Add rows at the end (only for a writer made with ``n_rows=None``)."""
         if not self.appending:
             raise RuntimeError("append() needs a writer made with n_rows=None")
-        size = len(columns[next(iter(self.schema))])
+        sizes = {len(columns[name]) for name in self.schema}
+        if len(sizes) != 1:
+            raise ValueError(f"columns have different lengths {sizes}")
+        for name, dt in self.schema.items():
+            self._pending[name].append(np.asarray(columns[name], dtype=dt))
+        self._pending_rows += sizes.pop()
+        self._flush(whole_chunks=True)
+
+    def _flush(self, whole_chunks: bool) -> None:
+        """Write the rows waiting in memory: only whole chunks of them, or (at the end) all."""
+        n = self._pending_rows
+        if whole_chunks:
+            n -= n % self.APPEND_CHUNK
+        if n == 0:
+            return
+        rows = {name: np.concatenate(parts) for name, parts in self._pending.items()}
         with self._lock:
             start = self.n_rows
-            self.n_rows += size
-            for ds in self._datasets.values():
-                ds.resize((self.n_rows,))
-        self.write(start, columns)
+            self.n_rows += n
+            with self._on_full():
+                for ds in self._datasets.values():
+                    ds.resize((self.n_rows,))
+        self.write(start, {name: a[:n] for name, a in rows.items()})
+        self._pending = {name: [a[n:]] for name, a in rows.items()}
+        self._pending_rows -= n
 
     def write(self, start: int, columns: dict[str, np.ndarray]) -> None:
         """Write rows ``start : start + len`` of every column (all columns of the schema are required).
@@ -162,20 +211,26 @@ class NexusTableWriter:
         (size,) = sizes
         if start + size > self.n_rows:
             raise ValueError(f"rows {start}:{start + size} exceed the table's {self.n_rows} rows")
-        with self._lock:
+        with self._lock, self._on_full():
             for name, ds in self._datasets.items():
                 ds[start : start + size] = np.asarray(columns[name], dtype=self.schema[name])
             self._written += size
 
     def commit(self) -> Path:
+        if self.appending:
+            self._flush(whole_chunks=False)
         if self._written != self.n_rows:
             raise RuntimeError(f"wrote {self._written} of {self.n_rows} rows to {self.path}")
-        self._file.close()
+        with self._on_full():
+            self._file.close()
         return publish(self._tmp, self.path)
 
     def close(self) -> None:
-        if self._file.id.valid:
-            self._file.close()
+        if self._file is not None and self._file.id.valid:
+            try:
+                self._file.close()
+            except (OSError, RuntimeError):  # a full disk: the temporary is removed anyway
+                pass
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self):

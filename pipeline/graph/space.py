@@ -1,0 +1,122 @@
+"""Disk space of an integration: a check before the run starts, and the need stated when a write
+runs out of space.
+
+A run writes three things that may sit on different filesystems: the NeXus table (``--outfile``), the
+parquet dataset (``--parquet``) and the work directory (spilled partial rows and reduced parts).
+:func:`check_free_space` compares the free space of each filesystem with what the run will put there
+and warns when it is short. Most runs are far from full: first a bound that costs nothing (every
+pixel read makes at most one partial row and one output row) is compared with the free space; only
+when that bound does not fit is the need estimated by binning a few chunks
+(:func:`pipeline.graph.estimate.estimate_integration`, about a second). When a write still fails
+(:class:`~pipeline.errors.DiskFullError`), :func:`explain_disk_full` adds to its message how much
+space the run needs on that filesystem.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from pipeline.errors import DiskFullError, _size
+from pipeline.io.atomic import free_bytes
+
+__all__ = ["check_free_space", "explain_disk_full", "space_needs"]
+
+log = logging.getLogger(__name__)
+
+# bytes per pixel read that a run can at most put on disk: a partial row (PARTIAL_DTYPE, 48 bytes) and
+# a NeXus (44) + parquet (~8) output row per pixel
+_BOUND = {"work directory": 56, "output": 44, "parquet dataset": 16}
+
+
+def _device(path: str | os.PathLike) -> int | None:
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return os.stat(p).st_dev
+    except OSError:
+        return None
+
+
+def space_needs(
+    params, workdir: str | os.PathLike, estimate=None, n_pixels: int = 0
+) -> list[tuple[str, str, int]]:
+    """(what, path, bytes) the run writes: from ``estimate`` if given, else the per-pixel bound."""
+    items = []
+    if params.outfile:
+        items.append(("output", params.outfile, estimate.output_nexus_bytes if estimate else None))
+    if params.parquet:
+        items.append(("parquet dataset", params.parquet, estimate.output_parquet_bytes if estimate else None))
+    items.append(("work directory", str(workdir), estimate.scratch_bytes if estimate else None))
+    return [(what, path, int(n if n is not None else _BOUND[what] * n_pixels)) for what, path, n in items]
+
+
+def _by_filesystem(needs):
+    groups: dict[int | None, list] = {}
+    for item in needs:
+        groups.setdefault(_device(item[1]), []).append(item)
+    return groups
+
+
+def _shortfalls(needs) -> list[tuple[list, int, int]]:
+    out = []
+    for items in _by_filesystem(needs).values():
+        free = free_bytes(items[0][1])
+        total = sum(n for _, _, n in items)
+        if free is not None and free < total:
+            out.append((items, free, total))
+    return out
+
+
+def _describe(items, total: int) -> str:
+    parts = ", ".join(f"{what} {_size(n)}" for what, _, n in items)
+    return f"about {_size(total)} ({parts})"
+
+
+def check_free_space(plan, workdir: str | os.PathLike, n_workers: int, worker_memory: int):
+    """Warn (log) for each filesystem with less free space than the run will write there; return the
+    estimate if one was made (see the module docstring), else None."""
+    if not _shortfalls(space_needs(plan.params, workdir, n_pixels=plan.stack.n_pixels)):
+        return None
+    from pipeline.graph.estimate import estimate_integration
+
+    try:
+        est = estimate_integration(
+            plan.params, n_workers, worker_memory, n_samples=6, pairs_per_axis=1, plan=plan
+        )
+    except Exception as exc:  # only a warning: the run itself reports bad input properly
+        log.debug("free-space estimate failed: %s", exc)
+        return None
+    for items, free, total in _shortfalls(space_needs(plan.params, workdir, est)):
+        where = ", ".join(repr(p) for _, p, _ in items)
+        log.warning(
+            "only %s free on the filesystem of %s; this run needs %s there: it may run out of space",
+            _size(free), where, _describe(items, total),
+        )  # fmt: skip
+    return est
+
+
+def explain_disk_full(
+    exc: DiskFullError, plan, workdir: str | os.PathLike, n_workers: int, worker_memory: int, estimate=None
+) -> DiskFullError:
+    """``exc`` with what the run needs on the filesystem that filled up (estimated now if need be)."""
+    if estimate is None:
+        from pipeline.graph.estimate import estimate_integration
+
+        try:
+            estimate = estimate_integration(
+                plan.params, n_workers, worker_memory, n_samples=6, pairs_per_axis=1, plan=plan
+            )
+        except Exception as err:  # the message without the need is still right
+            log.debug("estimate for the disk-full message failed: %s", err)
+            return exc
+    needs = space_needs(plan.params, workdir, estimate)
+    device = _device(exc.path)
+    items = [item for item in needs if _device(item[1]) == device] or needs
+    total = sum(n for _, _, n in items)
+    exc.needs = (
+        f"this run needs {_describe(items, total)} on that filesystem ('diffuse estimate' tells before a run)"
+    )
+    return exc

@@ -27,7 +27,7 @@ class OutputInUseError(PipelineError):
     that run (command, PID, host, start time)."""
 
 
-class DiskFullError(PipelineError, OSError):
+class DiskFullError(PipelineError):
     """A write failed for lack of space (ENOSPC, a quota, or a short write) on the filesystem of
     ``path``. ``needs`` (set by the step that knows, from :mod:`pipeline.graph.estimate`) says how much
     space the run needs; the message names the path, the free space and, when known, the need."""

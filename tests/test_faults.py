@@ -171,8 +171,8 @@ def integrate_args(out: Path, *extra):
     cubic = DATA / "cubic"
     return [
         "integrate", cubic / "geometry.nxs", cubic / "data.nxs", "--mask", cubic / "mask.nxs",
-        "--subdivide", *SUBDIVIDE, "--outfile", out / "integrated.nxs", "--parquet", out / "integrated.parquet",
-        "--workers", "2", "--quiet", *extra,
+        "--subdivide", *SUBDIVIDE, "--outfile", out / "integrated.nxs",
+        "--parquet", out / "integrated.parquet", "--workers", "2", "--quiet", *extra,
     ]  # fmt: skip
 
 
@@ -305,7 +305,7 @@ def test_worker_killed_mid_map_and_mid_reduce_gives_the_same_table(tmp_path, ref
                 m.unlink()
             errors: list[BaseException] = []
 
-            def run(out=out):
+            def run(out=out, errors=errors):
                 try:
                     api_integrate(out, c)
                 except BaseException as exc:  # pragma: no cover - reported below

@@ -136,7 +136,9 @@ def read_cluster_config(spec: str) -> ClusterFile:
         with open(path) as f:
             content = yaml.safe_load(f)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"cluster config {str(path)!r} is not valid YAML: {exc}") from None
+        # one line; safe_load builds plain data only: python tags (!!python/object ...) are errors here
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"cluster config {str(path)!r} is not valid YAML (or uses tags): {detail}") from None
     if content is None:
         content = {}
     if not isinstance(content, dict):

@@ -273,6 +273,20 @@ def open_image_stack(path: str | os.PathLike, exposure_time: float | None = None
     )
 
 
+def _check_source_name(path: Path, name: str) -> None:
+    """A virtual dataset's source must lie in the directory of ``path`` or below it, named relative to
+    it (as mdx2.import_data writes ``datastore/...``): an absolute path or one that climbs out with
+    ``..`` is refused, so a data file cannot make us read files elsewhere on the machine. The check is
+    on the name as written; a symlink the user placed under the directory is followed."""
+    parts = Path(name).parts
+    if os.path.isabs(name) or ".." in parts:
+        raise InputError(
+            f"{str(path)!r}: virtual dataset source {name!r} is outside the directory of the data file "
+            "(absolute or with '..'); refused: keep the sources (or symlinks to them) in that directory "
+            "and name them relative to it"
+        )
+
+
 def _check_virtual_sources(path: Path, ds: h5py.Dataset):
     """Resolve each virtual source next to data.nxs; return the sources, the first one's chunks and
     the phi slabs that are stored whole in one source (for direct chunk reads)."""
@@ -281,9 +295,8 @@ def _check_virtual_sources(path: Path, ds: h5py.Dataset):
     first_chunks = None
     for i, vds in enumerate(ds.virtual_sources()):
         name = vds.file_name
-        src = Path(name) if os.path.isabs(name) else path.parent / name
-        if name == ".":
-            src = path
+        _check_source_name(path, name)
+        src = path if name == "." else path.parent / name
         if not src.exists():
             raise InputError(
                 f"{str(path)!r}: virtual dataset source {name!r} not found (looked for {str(src)!r}); "
@@ -293,7 +306,7 @@ def _check_virtual_sources(path: Path, ds: h5py.Dataset):
             with h5py.File(src, "r") as sf:
                 if vds.dset_name not in sf:
                     raise InputError(f"virtual dataset source {str(src)!r} has no dataset {vds.dset_name!r}")
-                sds = sf[vds.dset_name]
+                sds = require(sf, vds.dset_name, "image data")
                 if vds.src_space.shape and sds.shape != vds.src_space.shape:
                     raise InputError(
                         f"virtual dataset source {str(src)!r}: {vds.dset_name} has shape {sds.shape}, "

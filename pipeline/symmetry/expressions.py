@@ -74,7 +74,8 @@ def _check(node: ast.AST, text: str, depth: int = 0) -> None:
     elif isinstance(node, ast.Name):
         ok = node.id in _NAMES and isinstance(node.ctx, ast.Load)
     elif isinstance(node, ast.Constant):
-        ok = isinstance(node.value, bool | int | float)
+        # integers beyond int64 would overflow numpy's arithmetic (an OverflowError, not an answer)
+        ok = isinstance(node.value, bool | float) or (isinstance(node.value, int) and abs(node.value) < 2**62)
     elif isinstance(node, ast.operator | ast.unaryop | ast.cmpop | ast.boolop | ast.expr_context):
         ok = True
     if not ok:
@@ -205,5 +206,9 @@ def parse_miller_expression(text: str) -> MillerExpression:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
         raise InputError(f"cannot parse Miller-index expression {text!r}: {exc.msg}") from None
+    except (RecursionError, MemoryError):  # e.g. thousands of unary minus signs in a row
+        raise InputError(
+            f"Miller-index expression nests deeper than {MAX_DEPTH} levels: {text[:200]!r}..."
+        ) from None
     _check(tree, text)
     return MillerExpression(text, tree)

@@ -66,7 +66,11 @@ def _subdivide(value) -> tuple[int, int, int]:
         if int(v) <= 0:
             raise ConfigError(f"subdivide along {axis} must be >= 1, got {v!r}")
         if int(v) > 1000:
-            raise ConfigError(f"subdivide along {axis} must be <= 1000, got {v!r}")
+            raise ConfigError(
+                f"subdivide along {axis} must be <= 1000, got {v!r} (each voxel index must fit a 21-bit "
+                f"field of the sort key; {int(v)}^3 voxels per cell, "
+                f"{8 * int(v) ** 3 / 1e9:.3g} GB at 8 bytes per voxel of one cell, far finer than pixels)"
+            )
         out.append(int(v))
     return tuple(out)
 

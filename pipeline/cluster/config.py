@@ -138,7 +138,9 @@ def read_cluster_config(spec: str) -> ClusterFile:
     except yaml.YAMLError as exc:
         # one line; safe_load builds plain data only: python tags (!!python/object ...) are errors here
         detail = " ".join(str(exc).split())
-        raise ConfigError(f"cluster config {str(path)!r} is not valid YAML (or uses tags): {detail}") from None
+        raise ConfigError(
+            f"cluster config {str(path)!r} is not valid YAML (or uses tags): {detail}"
+        ) from None
     if content is None:
         content = {}
     if not isinstance(content, dict):

@@ -138,7 +138,7 @@ def read_array(
     nbytes = int(np.prod(ds.shape, dtype=object)) * ds.dtype.itemsize if ds.shape is not None else 0
     if nbytes > max_read_bytes():
         raise InputError(
-            f"{f.file.filename!r}: dataset {name!r} declares shape {ds.shape} ({nbytes / 1e9:.3g} GB), "
+            f"{f.file.filename!r}: dataset {ds.name} declares shape {ds.shape} ({nbytes / 1e9:.3g} GB), "
             f"more than this machine can hold; refused before reading (damaged or hostile file?)"
         )
     try:

@@ -474,3 +474,19 @@ def test_resume_refuses_a_workdir_of_another_dataset(dataset_copy, tmp_path, cli
             outfile=tmp_path / "b.nxs", workdir=work, resume=True, client=client,
         )  # fmt: skip
     assert not (tmp_path / "b.nxs").exists()
+
+
+def test_correct_disk_full_while_tasks_still_write(tmp_path):
+    """correct's threads write parquet parts into the same small filesystem while the NeXus table
+    fails: the table is discarded without a crash (h5py crashes when a close fails for lack of space)."""
+    disk = tmp_path / "disk"
+    with tmpfs(disk, "400k"):
+        cubic = DATA / "cubic"
+        result = cli(
+            "correct", cubic / "geometry.nxs", cubic / "mdx2/integrated_325.nxs", "--outfile", disk / "c.nxs",
+            "--parquet", disk / "c.parquet", "--quiet",
+        )  # fmt: skip
+        assert result.exit_code == 1, result.output
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("error: no space left on the device writing") and str(disk) in line, line
+        assert sorted(p.name for p in disk.iterdir()) == []

@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.io.atomic import as_disk_full, atomic_path, publish, temp_sibling
+from pipeline.io.atomic import as_disk_full, atomic_path, free_bytes, publish, temp_sibling
 from pipeline.io.nexus import open_nexus, read_array, require, write_mdx2_root_attrs
 
 if TYPE_CHECKING:
@@ -105,6 +105,7 @@ class NexusTableWriter:
     """
 
     APPEND_CHUNK = 1 << 16  # rows per HDF5 chunk of the resizable datasets (a small table wastes < 3 MB)
+    RESERVE_BYTES = 4 << 20  # disk space held back for HDF5's metadata on close (see _reserve_space)
 
     def __init__(
         self,
@@ -119,13 +120,19 @@ class NexusTableWriter:
         self.schema = schema
         self.appending = n_rows is None
         self.n_rows = 0 if n_rows is None else int(n_rows)
+        self._reserve = None
         try:
             self._tmp = temp_sibling(self.path)
+            self._reserve = self._reserve_space()
         except OSError as exc:
+            if getattr(self, "_tmp", None) is not None:
+                self._tmp.unlink(missing_ok=True)
             raise (as_disk_full(exc, self.path) or exc) from exc
         self._pending: dict[str, list[np.ndarray]] = {name: [] for name in schema}
         self._pending_rows = 0
         self._file = None
+        self._closed = False
+        self._lock = threading.Lock()
         try:
             with self._on_full():
                 self._file = h5py.File(self._tmp, "w", rdcc_nbytes=0)
@@ -134,7 +141,6 @@ class NexusTableWriter:
             self.close()
             raise
         self._written = 0
-        self._lock = threading.Lock()
 
     def _create(self, ndiv, attrs) -> None:
         schema = self.schema
@@ -159,6 +165,28 @@ class NexusTableWriter:
                 name: group.create_dataset(name, shape=(self.n_rows,), dtype=dt, **packing)
                 for name, dt in schema.items()
             }
+
+    def _reserve_space(self) -> Path:
+        """A file of ``RESERVE_BYTES`` next to the table, given back before the table is closed: HDF5
+        must write its metadata on close, and a close that fails crashes h5py later."""
+        reserve = temp_sibling(self.path, suffix=".reserve")
+        try:
+            fd = os.open(reserve, os.O_WRONLY)
+            try:
+                # a quarter of the free space on a small filesystem, so the reserve alone does not fill it
+                free = free_bytes(self.path) or self.RESERVE_BYTES
+                os.posix_fallocate(fd, 0, max(min(self.RESERVE_BYTES, free // 4), 1))
+            finally:
+                os.close(fd)
+        except BaseException:
+            reserve.unlink(missing_ok=True)
+            raise
+        return reserve
+
+    def _release(self) -> None:
+        if self._reserve is not None:
+            self._reserve.unlink(missing_ok=True)
+            self._reserve = None
 
     @contextlib.contextmanager
     def _on_full(self):
@@ -212,6 +240,8 @@ class NexusTableWriter:
         if start + size > self.n_rows:
             raise ValueError(f"rows {start}:{start + size} exceed the table's {self.n_rows} rows")
         with self._lock, self._on_full():
+            if self._closed:  # closed after another thread's error: its writes stop here
+                raise RuntimeError(f"{self.path}: the table writer is closed")
             for name, ds in self._datasets.items():
                 ds[start : start + size] = np.asarray(columns[name], dtype=self.schema[name])
             self._written += size
@@ -221,15 +251,35 @@ class NexusTableWriter:
             self._flush(whole_chunks=False)
         if self._written != self.n_rows:
             raise RuntimeError(f"wrote {self._written} of {self.n_rows} rows to {self.path}")
+        self._release()
         with self._on_full():
+            self._file.flush()  # a flush that fails leaves the file closable (a close that fails does not)
             self._file.close()
         return publish(self._tmp, self.path)
 
     def close(self) -> None:
+        """Close and remove the temporary (after :meth:`commit`: nothing to do). Waits for a write
+        running in another thread: closing under a write crashes HDF5."""
+        with self._lock:
+            self._closed = True
+            self._close()
+
+    def _close(self) -> None:
+        self._release()
         if self._file is not None and self._file.id.valid:
+            # A table closed without commit is discarded: point HDF5's file descriptor at an anonymous
+            # in-memory file first, so that what HDF5 writes on close cannot fail. (A close that fails
+            # for lack of space, e.g. while other tasks fill the disk, crashes h5py.)
+            with contextlib.suppress(AttributeError, OSError, RuntimeError, ValueError):
+                fd = self._file.id.get_vfd_handle()
+                sink = os.memfd_create("discarded-table")
+                try:
+                    os.dup2(sink, fd)
+                finally:
+                    os.close(sink)
             try:
                 self._file.close()
-            except (OSError, RuntimeError):  # a full disk: the temporary is removed anyway
+            except (OSError, RuntimeError):  # the temporary is removed anyway
                 pass
         self._tmp.unlink(missing_ok=True)
 

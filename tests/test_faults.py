@@ -487,6 +487,8 @@ def test_correct_disk_full_while_tasks_still_write(tmp_path):
             "--parquet", disk / "c.parquet", "--quiet",
         )  # fmt: skip
         assert result.exit_code == 1, result.output
-        (line,) = result.stderr.strip().splitlines()
+        *warnings, line = result.stderr.strip().splitlines()
         assert line.startswith("error: no space left on the device writing") and str(disk) in line, line
+        assert "this run needs about" in line, line
+        assert all("may run out of space" in w for w in warnings), warnings
         assert sorted(p.name for p in disk.iterdir()) == []

@@ -145,7 +145,12 @@ def run_correction(
     ranges = _row_ranges(source, params.tuning.correct_rows_per_task)
     seconds = {"plan": time.perf_counter() - t0}
     bar = progress("correct", len(ranges)) if progress else None
-    with contextlib.ExitStack() as outputs:
+    from pipeline.graph.space import correct_needs, explained, warn_if_short
+
+    anchor = Path(params.outfile or params.parquet)
+    needs = correct_needs(params, source.n_rows, anchor.with_name(f".{anchor.name}.work") if client else None)
+    warn_if_short(needs)
+    with explained(needs), contextlib.ExitStack() as outputs:
         parquet_tmp = (
             outputs.enter_context(atomic_path(params.parquet, is_dir=True)) if params.parquet else None
         )

@@ -144,6 +144,8 @@ def run_integration(
         # Temporaries are gone (atomic writers). The work directory is removed when it is on the
         # filesystem that filled up (it is what fills it); else it is kept for --resume.
         keep = params.keep_workdir or not _same_filesystem(work.path, exc.path)
+        if Path(exc.path).is_relative_to(work.path):  # name the work directory, not a file inside
+            exc.path = str(work.path)
         if not keep:
             work.remove()
         full = explain_disk_full(exc, plan, work.path, n_slots, memory, estimate)

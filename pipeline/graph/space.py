@@ -14,6 +14,7 @@ space the run needs on that filesystem.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -21,7 +22,15 @@ from pathlib import Path
 from pipeline.errors import DiskFullError, _size
 from pipeline.io.atomic import free_bytes
 
-__all__ = ["check_free_space", "explain_disk_full", "space_needs"]
+__all__ = [
+    "check_free_space",
+    "correct_needs",
+    "explain_disk_full",
+    "explained",
+    "space_needs",
+    "warn_if_short",
+    "with_needs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +98,7 @@ def check_free_space(plan, workdir: str | os.PathLike, n_workers: int, worker_me
     except Exception as exc:  # only a warning: the run itself reports bad input properly
         log.debug("free-space estimate failed: %s", exc)
         return None
-    for items, free, total in _shortfalls(space_needs(plan.params, workdir, est)):
-        where = ", ".join(repr(p) for _, p, _ in items)
-        log.warning(
-            "only %s free on the filesystem of %s; this run needs %s there: it may run out of space",
-            _size(free), where, _describe(items, total),
-        )  # fmt: skip
+    warn_if_short(space_needs(plan.params, workdir, est))
     return est
 
 
@@ -112,11 +116,53 @@ def explain_disk_full(
         except Exception as err:  # the message without the need is still right
             log.debug("estimate for the disk-full message failed: %s", err)
             return exc
-    needs = space_needs(plan.params, workdir, estimate)
+    return with_needs(exc, space_needs(plan.params, workdir, estimate))
+
+
+def warn_if_short(needs) -> None:
+    """Log a warning for each filesystem with less free space than ``needs`` (what, path, bytes) put there."""
+    for items, free, total in _shortfalls(needs):
+        where = ", ".join(repr(str(p)) for _, p, _ in items)
+        log.warning(
+            "only %s free on the filesystem of %s; this run needs %s there: it may run out of space",
+            _size(free), where, _describe(items, total),
+        )  # fmt: skip
+
+
+def with_needs(exc: DiskFullError, needs) -> DiskFullError:
+    """``exc`` with the space ``needs`` puts on its filesystem, and the free space measured now (after
+    the temporaries were removed)."""
     device = _device(exc.path)
-    items = [item for item in needs if _device(item[1]) == device] or needs
+    items = [item for item in needs if _device(item[1]) == device] or list(needs)
     total = sum(n for _, _, n in items)
+    exc.free = free_bytes(exc.path)
     exc.needs = (
         f"this run needs {_describe(items, total)} on that filesystem ('diffuse estimate' tells before a run)"
     )
     return exc
+
+
+@contextlib.contextmanager
+def explained(needs):
+    """Add ``needs`` to a :class:`DiskFullError` leaving the block (put it outside the blocks that
+    remove temporaries, so the free space it reports is measured after them)."""
+    try:
+        yield
+    except DiskFullError as exc:
+        raise with_needs(exc, needs) from None
+
+
+#: bytes per row of correct's outputs: 12 four-byte columns in NeXus (and the cluster's parts); parquet
+CORRECTED_ROW = {"output": 48, "parquet dataset": 24, "work directory": 48}
+
+
+def correct_needs(params, n_rows: int, workdir=None) -> list[tuple[str, str, int]]:
+    """(what, path, bytes) that correct writes for ``n_rows`` rows."""
+    items = []
+    if params.outfile:
+        items.append(("output", params.outfile, n_rows * CORRECTED_ROW["output"]))
+    if params.parquet:
+        items.append(("parquet dataset", params.parquet, n_rows * CORRECTED_ROW["parquet dataset"]))
+    if workdir is not None:
+        items.append(("work directory", str(workdir), n_rows * CORRECTED_ROW["work directory"]))
+    return items

@@ -139,7 +139,9 @@ def run_integration(
         raise explain_disk_full(exc, plan, workdir, n_slots, memory, estimate) from None
     seconds["plan"] = time.perf_counter() - t0
     try:
-        result = _run(plan, work, client, progress, seconds, steps)
+        result = _run(
+            plan, work, client, progress, seconds, steps, check_space=estimate == "after-first-task"
+        )
     except DiskFullError as exc:
         # Temporaries are gone (atomic writers). The work directory is removed when it is on the
         # filesystem that filled up (it is what fills it); else it is kept for --resume.
@@ -174,7 +176,9 @@ def _same_filesystem(a, b) -> bool:
     return _device(a) == _device(b)
 
 
-def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds, steps) -> IntegrateResult:
+def _run(
+    plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds, steps, check_space: bool = False
+) -> IntegrateResult:
     params = plan.params
     name = steps.name if steps else "integrate"
     # 1. map
@@ -201,6 +205,13 @@ def _run(plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds
     ) as results:  # fmt: skip
         for record in results:
             records[record["index"]] = record
+            if check_space:  # the free-space check deferred to the first finished task
+                from pipeline.graph.space import RowsSoFar, space_needs, warn_if_short
+
+                so_far = RowsSoFar(plan.stack.n_pixels)
+                so_far.add(record)
+                warn_if_short(space_needs(params, work.path, so_far.estimate()))
+                check_space = False
     seconds["map"] = time.perf_counter() - t
     # 2. partitions
     ordered = [records[task.index] for task in plan.tasks]

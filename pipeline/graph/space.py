@@ -6,8 +6,10 @@ parquet dataset (``--parquet``) and the work directory (spilled partial rows and
 :func:`check_free_space` compares the free space of each filesystem with what the run will put there
 and warns when it is short. Most runs are far from full: first a bound that costs nothing (every
 pixel read makes at most one partial row and one output row) is compared with the free space; only
-when that bound does not fit is the need estimated by binning a few chunks
-(:func:`pipeline.graph.estimate.estimate_integration`, about a second). When a write still fails
+when that bound does not fit is the need estimated: by binning a few chunks
+(:func:`pipeline.graph.estimate.estimate_integration`) when they are small, else from the rows of
+the first finished map task (:class:`RowsSoFar`; binning whole large chunks first would cost as much
+as a good part of the run). When a write still fails
 (:class:`~pipeline.errors.DiskFullError`), :func:`explain_disk_full` adds to its message how much
 space the run needs on that filesystem.
 """
@@ -84,16 +86,52 @@ def _describe(items, total: int) -> str:
     return f"about {_size(total)} ({parts})"
 
 
+class RowsSoFar:
+    """Partial rows per pixel read, from the map tasks finished so far: the same ratio estimator as
+    :mod:`pipeline.graph.estimate`, at no cost (used when sampling chunks first would be expensive)."""
+
+    def __init__(self, n_pixels: int):
+        self.n_pixels, self.rows, self.pixels = n_pixels, 0, 0
+
+    def add(self, record: dict) -> None:
+        self.rows += int(record["rows"])
+        self.pixels += int(record["pixels_read"])
+
+    def estimate(self):
+        from pipeline.graph.estimate import MEMORY
+        from pipeline.kernels.binning import PARTIAL_DTYPE
+
+        partial = self.rows / max(self.pixels, 1) * self.n_pixels
+        # output rows <= partial rows: an upper bound of the outputs
+
+        class _E:
+            scratch_bytes = int(partial * PARTIAL_DTYPE.itemsize)
+            output_nexus_bytes = int(partial * MEMORY["nexus_row"])
+            output_parquet_bytes = int(partial * MEMORY["parquet_row"])
+
+        return _E()
+
+
+# sampling more than this many pixels before a run costs too much: check after the first map task
+CHEAP_SAMPLE_PIXELS = 2_000_000
+
+
 def check_free_space(plan, workdir: str | os.PathLike, n_workers: int, worker_memory: int):
-    """Warn (log) for each filesystem with less free space than the run will write there; return the
-    estimate if one was made (see the module docstring), else None."""
+    """Warn (log) for each filesystem with less free space than the run will write there (see the
+    module docstring). Returns the estimate if one was made, ``"after-first-task"`` when sampling
+    chunks now would be expensive (the caller checks again with :class:`RowsSoFar`), else None."""
     if not _shortfalls(space_needs(plan.params, workdir, n_pixels=plan.stack.n_pixels)):
         return None
+    import math
+
+    samples = 4
+    if samples * math.prod(plan.stack.storage_chunks) > max(CHEAP_SAMPLE_PIXELS, plan.stack.n_pixels // 100):
+        return "after-first-task"
     from pipeline.graph.estimate import estimate_integration
 
     try:
         est = estimate_integration(
-            plan.params, n_workers, worker_memory, n_samples=6, pairs_per_axis=1, plan=plan
+            plan.params, n_workers, worker_memory, n_samples=samples, pairs_per_axis=0, plan=plan
         )
     except Exception as exc:  # only a warning: the run itself reports bad input properly
         log.debug("free-space estimate failed: %s", exc)
@@ -106,12 +144,12 @@ def explain_disk_full(
     exc: DiskFullError, plan, workdir: str | os.PathLike, n_workers: int, worker_memory: int, estimate=None
 ) -> DiskFullError:
     """``exc`` with what the run needs on the filesystem that filled up (estimated now if need be)."""
-    if estimate is None:
+    if estimate is None or isinstance(estimate, str):
         from pipeline.graph.estimate import estimate_integration
 
         try:
             estimate = estimate_integration(
-                plan.params, n_workers, worker_memory, n_samples=6, pairs_per_axis=1, plan=plan
+                plan.params, n_workers, worker_memory, n_samples=4, pairs_per_axis=0, plan=plan
             )
         except Exception as err:  # the message without the need is still right
             log.debug("estimate for the disk-full message failed: %s", err)

@@ -365,19 +365,26 @@ def test_disk_full_is_one_line_with_the_space_needed(tmp_path, scheduler_address
             assert "--resume" in error and paths["workdir"].exists()
 
 
-def test_free_space_is_checked_before_the_run(tmp_path, scheduler_address):
-    """A filesystem too small for the run is reported before any task runs (as a warning: the estimate
-    may be high), then the run fails on it with the one-line error."""
+@pytest.mark.parametrize("how", ["sampled", "first-task"])
+def test_free_space_is_checked_before_the_run(tmp_path, scheduler_address, monkeypatch, how):
+    """A filesystem too small for the run is reported as a warning (the estimate may be high) before
+    the run fails on it with the one-line error: before any task runs when a few chunks are cheap to
+    sample, else as soon as the first map task is done."""
+    import pipeline.graph.space as space
+
+    if how == "first-task":  # as for a dataset with large storage chunks
+        monkeypatch.setattr(space, "CHEAP_SAMPLE_PIXELS", 0)
     disk = tmp_path / "disk"
     with tmpfs(disk, "64k"):
         cubic = DATA / "cubic"
         result = cli(
             "integrate", cubic / "geometry.nxs", cubic / "data.nxs", "--subdivide", 4, 4, 4,
-            "--outfile", disk / "integrated.nxs", "--cluster", scheduler_address, "--quiet",
+            "--outfile", disk / "integrated.nxs", "--workdir", tmp_path / "work",
+            "--cluster", scheduler_address, "--quiet",
         )  # fmt: skip
     lines = result.stderr.strip().splitlines()
     assert "WARNING" in lines[0] and "free on the filesystem of" in lines[0] and "needs about" in lines[0]
-    assert result.exit_code == 1 and lines[-1].startswith("error: no space left")
+    assert result.exit_code == 1 and lines[-1].startswith("error: no space left"), result.stderr
 
 
 # --- damaged inputs ----------------------------------------------------------------------------------

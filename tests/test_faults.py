@@ -204,7 +204,8 @@ def test_client_killed_then_resume_and_rerun_give_the_same_table(
 ):
     out = tmp_path / "out"
     out.mkdir()
-    proc, marks = slow_diffuse(*integrate_args(out))
+    # map tasks slow enough that 2 of 6 are done while the rest run (the lock check below takes time)
+    proc, marks = slow_diffuse(*integrate_args(out), delay=1.0 if stage == "map" else 0.3)
     work = out / ".integrated.nxs.work"
     if stage == "map":  # some map tasks done, not all (6 tasks, 2 at a time)
         wait_for(lambda: len(list((work / "map").glob("task-*.json"))) >= 2, "two map tasks done")

@@ -135,14 +135,17 @@ class NexusTableWriter:
         self._lock = threading.Lock()
         try:
             with self._on_full():
-                self._file = h5py.File(self._tmp, "w", rdcc_nbytes=0)
-                self._create(ndiv, attrs)
+                # no chunk cache for plain datasets (whole chunks are written directly); compressed ones
+                # keep HDF5's, as partial chunks would be decompressed again on every write
+                cache = {} if compress else {"rdcc_nbytes": 0}
+                self._file = h5py.File(self._tmp, "w", **cache)
+                self._create(ndiv, attrs, compress)
         except BaseException:
             self.close()
             raise
         self._written = 0
 
-    def _create(self, ndiv, attrs) -> None:
+    def _create(self, ndiv, attrs, compress: bool) -> None:
         schema = self.schema
         entry = write_mdx2_root_attrs(self._file)
         group = entry.create_group("hkl_table")

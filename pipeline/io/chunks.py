@@ -230,7 +230,7 @@ class ChunkReader:
                 try:
                     data = bitshuffle.decode_bitshuffle_lz4(data, self.chunk_bytes, self.itemsize)
                 except ValueError as exc:
-                    raise OSError(f"chunk at {origin} does not decode (corrupt file?): {exc}") from exc
+                    raise self._corrupt(origin, f"corrupt LZ4 data, {exc}") from exc
             elif self.filters[i] == _DEFLATE:
                 try:  # HDF5 stores edge chunks whole, so every chunk inflates to chunk_bytes
                     data = inflate(data, self.chunk_bytes)

@@ -281,3 +281,36 @@ def test_held_out_live(name, tmp_path):
         outfile=ds / "ours.nxs",
     )
     assert_same(read_mdx2(ds / "ref.nxs"), pipeline.read_table(ds / "ours.nxs"))
+
+
+def test_scaling_model_kernels_equal_numpy_path(monkeypatch):
+    """The numba path of interp1/2/3 (float64 points) gives numpy's path's values bit for bit, at
+    random points, on control points, on the grid's edges and outside it (float32 axes, as mdx2.scale
+    writes them)."""
+    from pipeline.kernels import scaling_models as sm
+
+    rng = np.random.default_rng(3)
+
+    def points(w, n=4000):
+        w64 = w.astype(np.float64)
+        return rng.permutation(
+            np.concatenate([rng.uniform(w64[0] - 3, w64[-1] + 3, n - 2 * w.size), w64, w64])
+        )
+
+    axes = [np.sort(rng.uniform(0, 50, n)).astype(np.float32) for n in (5, 4, 3)]
+    u = [rng.normal(size=tuple(a.size for a in axes[:d])) for d in (1, 2, 3)]
+    coords = [points(a) for a in axes]
+    fast = [
+        sm.interp1(coords[0], axes[0], u[0]),
+        sm.interp2(coords[0], coords[1], axes[0], axes[1], u[1]),
+        sm.interp3(*coords, *axes, u[2]),
+    ]
+    monkeypatch.setattr(sm, "_fast", lambda x, u: False)
+    slow = [
+        sm.interp1(coords[0], axes[0], u[0]),
+        sm.interp2(coords[0], coords[1], axes[0], axes[1], u[1]),
+        sm.interp3(*coords, *axes, u[2]),
+    ]
+    for d, (a, b) in enumerate(zip(fast, slow, strict=True), start=1):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b, err_msg=f"interp{d}")

@@ -42,7 +42,6 @@ from pipeline.symmetry.expressions import MillerExpression
 
 __all__ = [
     "REINTEGRATE_DTYPE",
-    "GridPoints",
     "ReintegrateModel",
     "accumulate_sorted",
     "asu_grid_range",
@@ -97,64 +96,83 @@ def asu_grid_range(h, k, l, ndiv, ops, asu) -> tuple[tuple[int, int], ...]:
 # -- interpolation, as scipy.ndimage.map_coordinates(order=1, mode="constant") -----------------------
 
 
-def _axis_weights(x: np.ndarray, axis: np.ndarray):
-    """Per point along one grid axis: the two grid indices and weights map_coordinates uses.
+def _fractions(x: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """mdx2's fractional grid coordinate ``f = np.interp(x, axis, arange(n))`` (within [0, n-1])."""
+    n = np.size(axis)
+    return np.interp(np.asarray(x, dtype=np.float64), np.asarray(axis, dtype=np.float64), np.arange(n))
 
-    ``f = np.interp(x, axis, arange(n))`` (mdx2's fractional coordinate, within [0, n-1]);
-    ``start = floor(f)``, ``w0 = 1 - (f - start)``, ``w1 = 1 - w0`` (scipy's spline weights: the last
-    weight is 1 minus the others). At ``f == n - 1`` the second index lies past the grid and scipy
-    mirrors it to ``n - 2`` (weight 0, but a NaN or inf there still makes the value NaN).
-    """
-    n = axis.size
-    f = np.interp(np.asarray(x, dtype=np.float64), np.asarray(axis, dtype=np.float64), np.arange(n))
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _cell(f, n):
+    """scipy's order-1 spline cell: ``start = floor(f)``, ``w0 = 1 - (f - start)``, ``w1 = 1 - w0``
+    (the last weight is 1 minus the others, not ``f - start``); at ``f == n - 1`` the second index
+    lies past the grid and scipy mirrors it to ``n - 2`` (weight 0, but a NaN there gives NaN)."""
     start = np.floor(f)
     w0 = 1.0 - (f - start)
     w1 = 1.0 - w0
-    i0 = start.astype(np.int64)
+    i0 = np.int64(start)
     i1 = i0 + 1
-    if n == 1:
-        i1[:] = 0
-    else:
-        i1[i1 >= n] = n - 2
-    return (i0, i1), (w0, w1)
+    if i1 >= n:
+        i1 = 0 if n == 1 else n - 2
+    return i0, i1, w0, w1
 
 
-class GridPoints:
-    """Points on a 2-D or 3-D grid, with the corners and weights ``map_coordinates(order=1)`` uses
-    for them: several grids with the same axes are interpolated at the same points for the price of
-    one set of weights."""
+@numba.njit(nogil=True, cache=True)
+def _interp2(fy, fx, ny, nx, grids, out):
+    """Each grid of ``grids`` (k, ny * nx) at the points: corners in C order, ``(v * wy) * wx``
+    added to 0.0 in turn, as map_coordinates."""
+    for i in range(fy.size):
+        y0, y1, wy0, wy1 = _cell(fy[i], ny)
+        x0, x1, wx0, wx1 = _cell(fx[i], nx)
+        for g in range(grids.shape[0]):
+            t = 0.0
+            t += grids[g, y0 * nx + x0] * wy0 * wx0
+            t += grids[g, y0 * nx + x1] * wy0 * wx1
+            t += grids[g, y1 * nx + x0] * wy1 * wx0
+            t += grids[g, y1 * nx + x1] * wy1 * wx1
+            out[g, i] = t
 
-    def __init__(self, axes, points):
-        self.shape = tuple(np.size(a) for a in axes)
-        self.weights = []
-        strides = np.cumprod((1, *self.shape[:0:-1]))[::-1]
-        per_axis = [_axis_weights(x, a) for x, a in zip(points, axes, strict=True)]
-        self.corners = []  # (flat index, per-axis weight arrays), in C order of the corners
-        for corner in np.ndindex(*(2,) * len(axes)):
-            index = per_axis[0][0][corner[0]] * int(strides[0])
-            for d in range(1, len(axes)):
-                index = index + per_axis[d][0][corner[d]] * int(strides[d])
-            self.corners.append((index, [per_axis[d][1][c] for d, c in enumerate(corner)]))
 
-    def __call__(self, values: np.ndarray) -> np.ndarray:
-        """``values`` (a grid of the axes' shape) at the points, as :func:`interp_scipy`."""
-        if values.shape != self.shape:
-            raise ValueError(f"grid of shape {values.shape}, expected {self.shape}")
-        flat = np.ascontiguousarray(values, dtype=np.float64).ravel()
-        total = None
-        for index, weights in self.corners:
-            term = flat.take(index)
-            for w in weights:
-                term *= w
-            total = term if total is None else np.add(total, term, out=total)
-        return total + 0.0  # scipy starts from t = 0.0 (turns -0.0 into 0.0)
+@numba.njit(nogil=True, cache=True)
+def _interp3(fz, fy, fx, nz, ny, nx, grid, out):
+    """``grid`` (nz * ny * nx) at the points: corners in C order, ``((v * wz) * wy) * wx``."""
+    for i in range(fz.size):
+        z0, z1, wz0, wz1 = _cell(fz[i], nz)
+        y0, y1, wy0, wy1 = _cell(fy[i], ny)
+        x0, x1, wx0, wx1 = _cell(fx[i], nx)
+        t = 0.0
+        for zc in range(2):
+            z = z0 if zc == 0 else z1
+            wz = wz0 if zc == 0 else wz1
+            for yc in range(2):
+                y = y0 if yc == 0 else y1
+                wy = wy0 if yc == 0 else wy1
+                base = (z * ny + y) * nx
+                t += grid[base + x0] * wz * wy * wx0
+                t += grid[base + x1] * wz * wy * wx1
+        out[i] = t
 
 
 def interp_scipy(values: np.ndarray, axes, points) -> np.ndarray:
-    """Linear interpolation of a 2-D or 3-D grid ``values`` (float64) at ``points`` (one array per
-    axis), bit for bit as mdx2's ``interp2``/``interp3`` (``map_coordinates(order=1)``): the corners
-    in C order, each ``value * w_axis0 * w_axis1 [* w_axis2]`` left to right, added to 0.0 in turn."""
-    return GridPoints(axes, points)(values)
+    """Linear interpolation of a 2-D grid, a stack of 2-D grids (k, ny, nx) or a 3-D grid (with
+    ``len(axes) == 3``), float64, at ``points`` (one array per axis), bit for bit as mdx2's
+    ``interp2``/``interp3`` (``map_coordinates(order=1)``): the corners in C order, each
+    ``value * w_axis0 * w_axis1 [* w_axis2]`` left to right, added to 0.0 in turn."""
+    values = np.asarray(values, dtype=np.float64)
+    f = [_fractions(x, a) for x, a in zip(points, axes, strict=True)]
+    shape = tuple(np.size(a) for a in axes)
+    if len(axes) == 3:
+        if values.shape != shape:
+            raise ValueError(f"grid of shape {values.shape}, expected {shape}")
+        out = np.empty(f[0].size)
+        _interp3(*f, *shape, np.ascontiguousarray(values).ravel(), out)
+        return out
+    if values.shape[-2:] != shape or values.ndim not in (2, 3):
+        raise ValueError(f"grid(s) of shape {values.shape}, expected {shape} or (k, *{shape})")
+    stack = np.ascontiguousarray(values.reshape(-1, shape[0] * shape[1]))
+    out = np.empty((stack.shape[0], f[0].size))
+    _interp2(*f, *shape, stack, out)
+    return out[0] if values.ndim == 2 else out
 
 
 # -- one chunk ----------------------------------------------------------------------------------------
@@ -171,12 +189,13 @@ def _row_values(rows: np.ndarray, model: ReintegrateModel) -> dict[str, np.ndarr
     seconds = rows["seconds"]
     ub = np.asarray(model.ub_matrix, dtype=np.float64)
     grid = model.corrections
-    at = GridPoints((grid.iy, grid.ix), (iy, ix))
-    sa = at(grid["solid_angle"])
-    sa *= at(grid["attenuation"])
-    sa *= at(grid["polarization"])
-    sa *= at(grid["efficiency"])
-    d3s = at(grid["d3s"])
+    names = ("solid_angle", "attenuation", "polarization", "efficiency", "d3s")
+    factors = interp_scipy(np.stack([grid[n] for n in names]), (grid.iy, grid.ix), (iy, ix))
+    sa = factors[0]
+    sa *= factors[1]
+    sa *= factors[2]
+    sa *= factors[3]
+    d3s = factors[4]
     multiplicity = pixels * d3s * np.prod(ndiv) / np.linalg.det(ub)
     scales = model.scales
     scaling = getattr(scales, "scaling", None)

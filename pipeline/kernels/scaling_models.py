@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 __all__ = [
@@ -57,9 +58,74 @@ def _floor_bins(f: np.ndarray, n: int):
     return b, f - b
 
 
+def _fast(x: np.ndarray, u: np.ndarray) -> bool:
+    """The numba kernels below (same operations, in one pass) serve float64 coordinates and values;
+    other dtypes take numpy's path, whose dtype rules they do not reproduce."""
+    return x.dtype == np.float64 and u.dtype == np.float64 and x.ndim == 1
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _bin(f, n):
+    b = np.int64(np.floor(f))
+    if b == n - 1:
+        b -= 1
+    return b, f - b
+
+
+@numba.njit(nogil=True, cache=True)
+def _interp1_points(f, u, out):
+    for i in range(f.size):
+        if np.isnan(f[i]):
+            continue
+        b, fr = _bin(f[i], u.shape[0])
+        out[i] = u[b] * (1 - fr) + u[b + 1] * fr
+
+
+@numba.njit(nogil=True, cache=True)
+def _interp2_points(fx, fy, u, out):
+    nx, ny = u.shape
+    for i in range(fx.size):
+        if np.isnan(fx[i]) or np.isnan(fy[i]):
+            continue
+        xb, xf = _bin(fx[i], nx)
+        yb, yf = _bin(fy[i], ny)
+        out[i] = (
+            u[xb, yb] * (1 - xf) * (1 - yf)
+            + u[xb + 1, yb] * xf * (1 - yf)
+            + u[xb, yb + 1] * (1 - xf) * yf
+            + u[xb + 1, yb + 1] * xf * yf
+        )
+
+
+@numba.njit(nogil=True, cache=True)
+def _interp3_points(x, y, z, wx, wy, wz, fx, fy, fz, u, out):
+    nx, ny, nz = u.shape
+    for i in range(x.size):
+        inside = (x[i] >= wx[0]) & (x[i] <= wx[-1]) & (y[i] >= wy[0]) & (y[i] <= wy[-1])
+        if not (inside & (z[i] >= wz[0]) & (z[i] <= wz[-1])):
+            continue
+        xb, xf = _bin(fx[i], nx)  # fractions are >= 0 inside: floor is InterpLin3's truncation
+        yb, yf = _bin(fy[i], ny)
+        zb, zf = _bin(fz[i], nz)
+        out[i] = (
+            u[xb, yb, zb] * (1 - zf) * (1 - xf) * (1 - yf)
+            + u[xb + 1, yb, zb] * (1 - zf) * xf * (1 - yf)
+            + u[xb, yb + 1, zb] * (1 - zf) * (1 - xf) * yf
+            + u[xb + 1, yb + 1, zb] * (1 - zf) * xf * yf
+            + u[xb, yb, zb + 1] * zf * (1 - xf) * (1 - yf)
+            + u[xb + 1, yb, zb + 1] * zf * xf * (1 - yf)
+            + u[xb, yb + 1, zb + 1] * zf * (1 - xf) * yf
+            + u[xb + 1, yb + 1, zb + 1] * zf * xf * yf
+        )
+
+
 def interp1(x: np.ndarray, w: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Piecewise-linear ``u`` on axis ``w`` at ``x`` (mdx2's InterpLin1.interp)."""
     x = np.asarray(x)
+    if _fast(x, u):
+        out = np.zeros_like(x)
+        _interp1_points(_bins_outside_nan(x, w), u, out)
+        return out
     f = _bins_outside_nan(x, w)
     ind = np.nonzero(~np.isnan(f))[0]
     b, frac = _floor_bins(f[ind], w.size)
@@ -71,6 +137,10 @@ def interp1(x: np.ndarray, w: np.ndarray, u: np.ndarray) -> np.ndarray:
 def interp2(x: np.ndarray, y: np.ndarray, wx: np.ndarray, wy: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Bilinear ``u[(Nx, Ny)]`` at ``(x, y)`` (mdx2's InterpLin2.interp)."""
     x = np.asarray(x)
+    if _fast(x, u):
+        out = np.zeros_like(x)
+        _interp2_points(_bins_outside_nan(x, wx), _bins_outside_nan(np.asarray(y), wy), u, out)
+        return out
     fx = _bins_outside_nan(x, wx)
     fy = _bins_outside_nan(np.asarray(y), wy)
     ind = np.nonzero(~np.isnan(fx) & ~np.isnan(fy))[0]
@@ -100,6 +170,12 @@ def interp3(
     InterpLin3 differs from InterpLin1/2 in two details kept here: points are selected by comparing
     the coordinates with the end control points (not by NaN), and bins are found by truncation."""
     x, y, z = np.asarray(x), np.asarray(y), np.asarray(z)
+    if _fast(x, u) and y.dtype == z.dtype == np.float64:
+        # np.interp is elementwise: on every point it gives the inside points' fractions unchanged
+        f = [np.interp(c, w, np.arange(w.size)) for c, w in ((x, wx), (y, wy), (z, wz))]
+        out = np.zeros_like(x)
+        _interp3_points(x, y, z, wx, wy, wz, *f, u, out)
+        return out
     inside = (x >= wx[0]) & (x <= wx[-1]) & (y >= wy[0]) & (y <= wy[-1]) & (z >= wz[0]) & (z <= wz[-1])
     ind = np.nonzero(inside)[0]
     bins = []

@@ -25,6 +25,7 @@ __all__ = [
     "MaskPeaksParams",
     "MergeParams",
     "ReintegrateParams",
+    "ScaleParams",
     "Tuning",
     "get_default",
     "non_default_items",
@@ -122,6 +123,7 @@ class Tuning:
     bytes_per_partial_row: float = 200
     max_partition_rows: int = 4_000_000
     correct_rows_per_task: int = 524288
+    scale_rows_per_partition: int = 2_000_000
 
     @classmethod
     def from_config(cls) -> Tuning:
@@ -133,6 +135,7 @@ class Tuning:
             bytes_per_partial_row=_positive("reduce.bytes-per-partial-row"),
             max_partition_rows=_positive("reduce.max-partition-rows", int),
             correct_rows_per_task=_positive("correct.rows-per-task", int),
+            scale_rows_per_partition=_positive("scale.rows-per-partition", int),
         )
 
     def rows_in(self, worker_memory: int, cap: int) -> int:
@@ -488,3 +491,189 @@ class ImportDataParams:
             if not t > 0 or t == float("inf"):
                 raise ConfigError(f"exposure_time must be > 0 seconds, got {self.exposure_time!r}")
             set_(self, "exposure_time", t)
+
+
+# ------------------------------------------------------------------------------------------- scale
+
+
+def _check_fields(obj, what: str, positive=(), nonnegative=(), counts=(), flags=()):
+    for name in positive:
+        v = getattr(obj, name)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0 or v == float("inf"):
+            raise ConfigError(f"{what}.{name} must be a number > 0, got {v!r}")
+    for name in nonnegative:
+        v = getattr(obj, name)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0 or v == float("inf"):
+            raise ConfigError(f"{what}.{name} must be a number >= 0, got {v!r}")
+    for name, low in counts:
+        v = getattr(obj, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ConfigError(f"{what}.{name} must be a whole number >= {low}, got {v!r}")
+    for name in flags:
+        if not isinstance(getattr(obj, name), bool):
+            raise ConfigError(f"{what}.{name} must be True or False, got {getattr(obj, name)!r}")
+
+
+@dataclass(frozen=True)
+class ScalingOptions:
+    """mdx2.scale ``--scaling.*``: smooth scale factor vs. phi (model b)."""
+
+    enable: bool = True
+    alpha: float = 1.0
+    dphi: float = 1.0
+    niter: int = 10
+    x2tol: float = 1.0e-4
+    outlier: float = 10.0
+
+    def __post_init__(self):
+        _check_fields(
+            self,
+            "scaling",
+            positive=("alpha", "dphi", "outlier"),
+            nonnegative=("x2tol",),
+            counts=(("niter", 1),),
+            flags=("enable",),
+        )
+
+
+@dataclass(frozen=True)
+class OffsetOptions:
+    """mdx2.scale ``--offset.*``: smooth offset vs. s and phi (model c)."""
+
+    enable: bool = False
+    alpha_x: float = 1.0
+    alpha_y: float = 1.0
+    alpha_min: float = 0.001
+    min: float = 0.0
+    dphi: float = 2.5
+    ns: int = 31
+    niter: int = 5
+    x2tol: float = 1.0e-3
+    outlier: float = 5.0
+
+    def __post_init__(self):
+        _check_fields(
+            self,
+            "offset",
+            positive=("alpha_x", "alpha_y", "dphi", "outlier"),
+            nonnegative=("alpha_min", "x2tol"),
+            counts=(("ns", 3), ("niter", 1)),
+            flags=("enable",),
+        )
+        if isinstance(self.min, bool) or not isinstance(self.min, int | float) or self.min != self.min:
+            raise ConfigError(f"offset.min must be a number, got {self.min!r}")
+
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    """mdx2.scale ``--detector.*``: smooth scale vs. detector position (model d)."""
+
+    enable: bool = False
+    alpha: float = 1.0
+    nx: int = 200
+    ny: int = 200
+    niter: int = 5
+    x2tol: float = 1.0e-3
+    outlier: float = 5.0
+
+    def __post_init__(self):
+        _check_fields(
+            self,
+            "detector",
+            positive=("alpha", "outlier"),
+            nonnegative=("x2tol",),
+            counts=(("nx", 2), ("ny", 2), ("niter", 1)),
+            flags=("enable",),
+        )
+
+
+@dataclass(frozen=True)
+class AbsorptionOptions:
+    """mdx2.scale ``--absorption.*``: smooth scale vs. detector position and phi (model a)."""
+
+    enable: bool = False
+    alpha_xy: float = 10.0
+    alpha_z: float = 1.0
+    nx: int = 20
+    ny: int = 20
+    dphi: float = 5.0
+    niter: int = 5
+    x2tol: float = 1.0e-4
+    outlier: float = 5.0
+
+    def __post_init__(self):
+        _check_fields(
+            self,
+            "absorption",
+            positive=("alpha_xy", "alpha_z", "dphi", "outlier"),
+            nonnegative=("x2tol",),
+            counts=(("nx", 2), ("ny", 2), ("niter", 1)),
+            flags=("enable",),
+        )
+
+
+@dataclass(frozen=True)
+class ScaleParams:
+    """What ``scale`` needs: mdx2.scale's options (``mca2020`` enables all four models) and the outputs."""
+
+    hkl: tuple[str, ...]
+    outfile: tuple[str, ...] | None = None  # None: mdx2's default names (scales.nxs beside the input)
+    scaling: ScalingOptions = field(default_factory=ScalingOptions)
+    offset: OffsetOptions = field(default_factory=OffsetOptions)
+    detector: DetectorOptions = field(default_factory=DetectorOptions)
+    absorption: AbsorptionOptions = field(default_factory=AbsorptionOptions)
+    mca2020: bool = False
+    overwrite: bool = False
+    tuning: Tuning = field(default_factory=Tuning.from_config, compare=False)
+
+    def __post_init__(self):
+        from dataclasses import replace
+
+        set_ = object.__setattr__
+        hkl = (self.hkl,) if isinstance(self.hkl, str | os.PathLike) else tuple(self.hkl or ())
+        if not hkl:
+            raise ConfigError("scale needs at least one corrected table")
+        hkl = tuple(_as_path(p, "hkl") for p in hkl)
+        if len(set(hkl)) != len(hkl):
+            raise ConfigError(f"the same corrected table is given twice: {list(hkl)}")
+        set_(self, "hkl", hkl)
+        for name in ("mca2020", "overwrite"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.mca2020:
+            for name in ("scaling", "offset", "detector", "absorption"):
+                set_(self, name, replace(getattr(self, name), enable=True))
+        if not any(getattr(self, n).enable for n in ("scaling", "offset", "detector", "absorption")):
+            raise ConfigError("at least one model must be enabled: scaling, absorption, detector or offset")
+        out = self.outfile
+        if out is None:
+            out = _default_scale_outfiles(hkl)
+            if out is None:
+                raise ConfigError(
+                    "cannot name the outputs: the tables share a directory but their names do not end in "
+                    "unique _SUFFIX parts; give one --outfile per table"
+                )
+        out = (out,) if isinstance(out, str | os.PathLike) else tuple(out)
+        if len(out) != len(hkl):
+            raise ConfigError(
+                f"{len(out)} output file(s) for {len(hkl)} table(s): give one --outfile per table"
+            )
+        set_(self, "outfile", tuple(_as_path(p, "outfile") for p in out))
+
+    @property
+    def rows_per_partition(self) -> int:
+        return self.tuning.scale_rows_per_partition
+
+
+def _default_scale_outfiles(infiles) -> tuple[str, ...] | None:
+    """mdx2.scale's ``generate_default_outfiles``."""
+    dirs = [os.path.dirname(fn) for fn in infiles]
+    if len(set(dirs)) == len(dirs):
+        return tuple(os.path.join(d, "scales.nxs") for d in dirs)
+    if len(set(dirs)) == 1:
+        roots = [os.path.splitext(os.path.split(fn)[-1])[0] for fn in infiles]
+        if all("_" in root for root in roots):
+            postfix = [root.split("_")[-1] for root in roots]
+            if len(set(postfix)) == len(postfix):
+                return tuple(os.path.join(dirs[0], f"scales_{pf}.nxs") for pf in postfix)
+    return None

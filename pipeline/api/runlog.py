@@ -66,7 +66,7 @@ _PACKAGES = (
     "zarr",
     "matplotlib",
 )
-_PATH_PARAMS = ("geometry", "data", "mask", "background", "integrated", "merged")
+_PATH_PARAMS = ("geometry", "data", "mask", "background", "integrated", "merged", "hkl")
 
 
 def versions() -> dict[str, str]:
@@ -137,8 +137,8 @@ def _inputs(params) -> dict:
             out[name] = os.path.abspath(value)
     for name in ("outfile", "parquet"):
         value = getattr(params, name, None)
-        if value:
-            out.setdefault("outputs", []).append(os.path.abspath(value))
+        for v in value if isinstance(value, tuple | list) else [value] if value else []:
+            out.setdefault("outputs", []).append(os.path.abspath(v))
     return out
 
 
@@ -315,9 +315,11 @@ def check_outputs(params, log_file=None, performance_report_file=None) -> None:
 def _refused(params) -> bool:
     if getattr(params, "overwrite", True):
         return False
-    return any(
-        Path(p).exists() for p in (getattr(params, "outfile", None), getattr(params, "parquet", None)) if p
-    )
+    paths = []
+    for name in ("outfile", "parquet"):
+        value = getattr(params, name, None)
+        paths += list(value) if isinstance(value, tuple | list) else [value]
+    return any(Path(p).exists() for p in paths if p)
 
 
 def read_run_log(path: str | os.PathLike) -> dict | None:

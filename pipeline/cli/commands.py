@@ -20,13 +20,14 @@ from pipeline.cli import (
     qc,  # noqa: F401
     reintegrate,  # noqa: F401
     run,  # noqa: F401
+    scale,  # noqa: F401
     simulate,  # noqa: F401
     submit,  # noqa: F401
 )
 from pipeline.cli.app import app
 
 PANELS = {
-    "Reduce": ["run", "integrate", "correct", "merge", "reintegrate", "map", "estimate", "convert"],
+    "Reduce": ["run", "integrate", "correct", "scale", "merge", "reintegrate", "map", "estimate", "convert"],
     "Check": ["qc", "find-hot-pixels"],
     "Prepare inputs": [
         "import-geometry",

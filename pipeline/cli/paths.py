@@ -47,6 +47,7 @@ PATHS: dict[str, dict[str, str]] = {
     "demo": {},
     "submit": {},
     "cluster-config": {},
+    "scale": {"corrected": "table", "report": "outfile"},
     "bench sweep": {"geometry": "geometry", "data": "data", "mask": "mask"},
 }
 

@@ -28,3 +28,4 @@ python "$HERE/make_reintegrate_goldens.py"   # tests/data/reintegrate/ (mdx2.sca
 # the tiny Eiger-style master file of the CLI registry (raw-images kind): 2 frames of cubic, 1 per data file
 rm -rf "$HERE/rawinput"
 python "$HERE/../../scripts/nxs_to_eiger.py" "$HERE/cubic/data.nxs" "$HERE/rawinput" --frames 2 --frames-per-file 1 --name tiny
+bash "$HERE/scale/make_scale_goldens.sh"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Regenerate tests/data/scale/ with mdx2 1.0.5 (run by tests/data/make_goldens.sh, refkit on PATH).
+# mdx2.scale on the committed mono corrected table (I 2y; 12 frames of 0.1 degrees), the default model
+# and --mca2020 with grids small enough for 1.2 degrees of phi and a fast test (MCA_OPTIONS below, the
+# same options tests/test_scale.py passes to diffuse scale).
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+TABLE="$HERE/../mono/mdx2/corrected_222_bkg.nxs"
+MCA_OPTIONS=(--mca2020 --offset.dphi 0.5 --absorption.dphi 0.5 --absorption.nx 6 --absorption.ny 6
+             --detector.nx 30 --detector.ny 30)
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+cp "$TABLE" "$TMP/corrected.nxs"
+(cd "$TMP" && mdx2.scale corrected.nxs --outfile scales_default.nxs > /dev/null 2>&1)
+(cd "$TMP" && mdx2.scale corrected.nxs "${MCA_OPTIONS[@]}" --outfile scales_mca2020.nxs > /dev/null 2>&1)
+cp "$TMP/scales_default.nxs" "$TMP/scales_mca2020.nxs" "$HERE/"

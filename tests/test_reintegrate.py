@@ -156,6 +156,25 @@ def test_bad_options(tmp_path):
     assert not (tmp_path / "r.nxs").exists() and not (tmp_path / "z.nxs").exists()
 
 
+def test_scales_of_another_dataset_are_refused(tmp_path):
+    """Scales whose phi axis misses the data's scan (fitted to another dataset) are refused before any
+    work; outside its control points a model is 0, which mdx2 would apply silently."""
+    import shutil
+
+    ds = DATA / "cubic"
+    other = tmp_path / "other_scales.nxs"
+    shutil.copy(DATA / MANIFEST["scales"]["cubic"]["file"], other)
+    with h5py.File(other, "r+") as f:
+        for group in f["entry"]:
+            if "phi" in f["entry"][group]:
+                f["entry"][group]["phi"][...] = f["entry"][group]["phi"][()] + 180
+    with pytest.raises(InputError, match="were these scales fitted to another dataset"):
+        pipeline.reintegrate(
+            ds / "geometry.nxs", ds / "data.nxs", subdivide=(1, 1, 1), scale=other, outfile=tmp_path / "r.nxs"
+        )
+    assert not (tmp_path / "r.nxs").exists()
+
+
 # -- kernels ------------------------------------------------------------------------------------------
 
 

@@ -78,9 +78,12 @@ def build_model(params: ReintegrateParams) -> ReintegrateModel:
     grid = read_miller_grid(params.geometry)
     scales = None
     if params.scale:
-        from pipeline.io.scales import read_scales
+        from pipeline.io.images import open_image_stack
+        from pipeline.io.scales import check_scales_cover, read_scales
 
         scales = read_scales(params.scale)
+        stack = open_image_stack(params.data, exposure_time=params.exposure_time)
+        check_scales_cover(scales, params.scale, stack.phi, stack.shape[1:])
     asu_range = asu_grid_range(grid.h, grid.k, grid.l, params.subdivide, ops, asu)
     log.info("ASU grid of mdx2: H %s, K %s, L %s", *asu_range)
     return ReintegrateModel(

@@ -22,7 +22,7 @@ from pipeline.io.atomic import atomic_path
 from pipeline.io.nexus import create_nxdata, decode_str, open_nexus, read_array, write_mdx2_root_attrs
 from pipeline.kernels.scaling_models import AbsorptionModel, DetectorModel, OffsetModel, ScalingModel
 
-__all__ = ["GROUPS", "Scales", "read_scales", "write_scales"]
+__all__ = ["GROUPS", "Scales", "check_scales_cover", "read_scales", "write_scales"]
 
 #: group name in the file -> model class
 GROUPS = {
@@ -112,3 +112,28 @@ def write_scales(path: str | os.PathLike, scales: Scales) -> Path:
                 g.create_dataset(name, data=getattr(model, name))
             g.create_dataset("u", data=np.asarray(model.u, dtype=np.float64))
     return Path(path)
+
+
+def check_scales_cover(
+    scales: Scales, path: str | os.PathLike, phi: np.ndarray, image_shape: tuple[int, int] | None = None
+) -> None:
+    """Refuse scales that were fitted to another dataset: each model's control points must span at least
+    half of the data's phi range (and, for the detector and absorption models, of the detector's ix, iy).
+
+    Outside its control points a model evaluates to 0 (mdx2 does not extrapolate), so scales from
+    another scan would silently give infinite or zero intensities; mdx2 applies them anyway."""
+    data = {"phi": (float(np.nanmin(phi)), float(np.nanmax(phi)))}
+    if image_shape is not None:
+        data["iy"], data["ix"] = (0.0, float(image_shape[0] - 1)), (0.0, float(image_shape[1] - 1))
+    for group, model in scales.items():
+        for axis in model.AXES:
+            if axis not in data:
+                continue
+            lo, hi = data[axis]
+            w = np.asarray(getattr(model, axis), dtype=np.float64)
+            overlap = min(hi, w[-1]) - max(lo, w[0])
+            if overlap < 0.5 * (hi - lo) or (hi == lo and not w[0] <= lo <= w[-1]):
+                raise InputError(
+                    f"scales file {str(path)!r}: /entry/{group} spans {axis} {w[0]:g} to {w[-1]:g}, but the "
+                    f"data's {axis} runs from {lo:g} to {hi:g}; were these scales fitted to another dataset?"
+                )

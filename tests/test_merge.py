@@ -453,3 +453,20 @@ def test_held_out_with_scales(held_out, name, tmp_path):
         outfile=tmp_path / "w.nxs",
     )
     assert_identical(tmp_path / "w.nxs", d / "ref_wrh.nxs")
+
+
+def test_scales_of_another_dataset_are_refused(tmp_path):
+    """Scales whose phi axis misses the table's (fitted to another dataset) are refused before any work."""
+    import shutil
+
+    from pipeline.api.merge import merge
+
+    other = tmp_path / "other_scales.nxs"
+    shutil.copy(GOLD / "scales_325.nxs", other)
+    with h5py.File(other, "r+") as f:
+        for group in f["entry"]:
+            if "phi" in f["entry"][group]:
+                f["entry"][group]["phi"][...] = f["entry"][group]["phi"][()] + 180
+    with pytest.raises(InputError, match="were these scales fitted to another dataset"):
+        merge(C325, other, outfile=tmp_path / "m.nxs")
+    assert not (tmp_path / "m.nxs").exists()

@@ -274,8 +274,34 @@ def _batch_models(params: MergeParams, sources: list[TableSource]) -> list:
                 raise InputError(
                     f"{table.path!r} lacks the columns {missing} that the scales of {path!r} need"
                 )
+            _check_cover(table, path)
         models.append(m)
     return models
+
+
+def _column_ranges(source: TableSource, names: list[str], rows: int = 4_000_000) -> dict[str, tuple]:
+    """(min, max) of columns ``names`` of a table, read in slices of ``rows``."""
+    lo = dict.fromkeys(names, np.inf)
+    hi = dict.fromkeys(names, -np.inf)
+    for start in range(0, source.n_rows, rows):
+        part = source.read(start, min(start + rows, source.n_rows), names)
+        for name in names:
+            v = np.asarray(part[name], dtype=np.float64)
+            if v.size:
+                lo[name], hi[name] = min(lo[name], np.nanmin(v)), max(hi[name], np.nanmax(v))
+    return {name: (lo[name], hi[name]) for name in names}
+
+
+def _check_cover(table: TableSource, path: str) -> None:
+    """Refuse scales fitted to another dataset (:func:`pipeline.io.scales.check_scales_cover`): their
+    control points must span at least half of the table's phi, ix and iy ranges."""
+    from pipeline.io.scales import check_scales_cover, read_scales
+
+    ranges = _column_ranges(table, ["phi", "iy", "ix"])
+    if not np.isfinite(ranges["phi"][0]):
+        return  # no rows
+    shape = (int(ranges["iy"][1]) + 1, int(ranges["ix"][1]) + 1)
+    check_scales_cover(read_scales(path), path, np.array(ranges["phi"]), shape)
 
 
 def _read_models(path: str, params: MergeParams):

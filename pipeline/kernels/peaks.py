@@ -85,33 +85,17 @@ def interp_points(axes, values: np.ndarray, phi, iy, ix) -> np.ndarray:
     """Trilinear interpolation of ``values`` (nphi, ny, nx[, ncol]) at points, as mdx2's ``interp3``.
 
     Returns (npoints,) or (npoints, ncol). Bit-identical to ``scipy.ndimage.map_coordinates(v,
-    coords, order=1)`` for coordinates in [0, n - 1] (which ``np.interp`` guarantees); at the upper
-    edge the out-of-range neighbour has weight exactly 0, and is read clamped.
+    coords, order=1)``: each column through :func:`pipeline.kernels.reintegrate.interp_scipy`, the one
+    implementation of that arithmetic.
     """
+    from pipeline.kernels.reintegrate import interp_scipy
+
     values = np.asarray(values, dtype=np.float64)
-    coords = [grid_coordinate(c, a) for c, a in zip((phi, iy, ix), axes, strict=True)]
-    base, w = [], []
-    for c, n in zip(coords, values.shape[:3], strict=True):
-        fl = np.floor(c)
-        t = c - fl
-        w0 = 1.0 - t
-        w1 = 1.0 - w0
-        b = fl.astype(np.int64)
-        base.append((b, np.minimum(b + 1, n - 1)))
-        w.append((w0, w1))
-    extra = values.shape[3:]
-    shape = (coords[0].size, *extra)
-    total = np.zeros(shape, dtype=np.float64)
-
-    def expand(a):
-        return a.reshape(a.shape + (1,) * len(extra))
-
-    for a in (0, 1):
-        for b in (0, 1):
-            for c in (0, 1):
-                v = values[base[0][a], base[1][b], base[2][c]]
-                total = total + ((v * expand(w[0][a])) * expand(w[1][b])) * expand(w[2][c])
-    return total
+    points = (phi, iy, ix)
+    if values.ndim == 3:
+        return interp_scipy(values, axes, points)
+    columns = [interp_scipy(values[..., j], axes, points) for j in range(values.shape[3])]
+    return np.stack(columns, axis=1)
 
 
 def interp_points_oracle(axes, values: np.ndarray, phi, iy, ix) -> np.ndarray:

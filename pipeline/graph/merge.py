@@ -266,15 +266,18 @@ def _batch_models(params: MergeParams, sources: list[TableSource]) -> list:
     if not params.scales:
         return [None] * len(sources)
     models = []
+    from pipeline.io.scales import read_scales
+
     for table, path in zip(sources, params.scales, strict=True):
-        m = _read_models(path, params)
+        scales = read_scales(path)
+        m = _kept_models(scales, params)
         if m is not None:
             missing = [c for c in MODEL_COLUMNS if c not in table.columns]
             if missing:
                 raise InputError(
                     f"{table.path!r} lacks the columns {missing} that the scales of {path!r} need"
                 )
-            _check_cover(table, path)
+            _check_cover(table, scales, path)
         models.append(m)
     return models
 
@@ -292,23 +295,20 @@ def _column_ranges(source: TableSource, names: list[str], rows: int = 4_000_000)
     return {name: (lo[name], hi[name]) for name in names}
 
 
-def _check_cover(table: TableSource, path: str) -> None:
+def _check_cover(table: TableSource, scales, path: str) -> None:
     """Refuse scales fitted to another dataset (:func:`pipeline.io.scales.check_scales_cover`): their
     control points must span at least half of the table's phi, ix and iy ranges."""
-    from pipeline.io.scales import check_scales_cover, read_scales
+    from pipeline.io.scales import check_scales_cover
 
     ranges = _column_ranges(table, ["phi", "iy", "ix"])
     if not np.isfinite(ranges["phi"][0]):
         return  # no rows
     shape = (int(ranges["iy"][1]) + 1, int(ranges["ix"][1]) + 1)
-    check_scales_cover(read_scales(path), path, np.array(ranges["phi"]), shape)
+    check_scales_cover(scales, path, np.array(ranges["phi"]), shape)
 
 
-def _read_models(path: str, params: MergeParams):
+def _kept_models(scales, params: MergeParams):
     """The models of one scales file that the flags keep (None if none is kept)."""
-    from pipeline.io.scales import read_scales
-
-    scales = read_scales(path)
     m = km.BatchModels(
         scaling=scales.scaling if params.scaling else None,
         absorption=scales.absorption if params.absorption else None,

@@ -88,7 +88,11 @@ def chunks_option(value, what: str = "chunks") -> tuple[int, int, int] | None:
         raise ConfigError(f"{what} must be 3 numbers (frames, y, x), got {value!r}")
     out = []
     for axis, v in zip(("frames", "y", "x"), values, strict=True):
-        if isinstance(v, bool) or int(v) != v or not (int(v) >= 1 or int(v) == -1):
+        try:
+            whole = not isinstance(v, bool) and int(v) == v
+        except (TypeError, ValueError):
+            whole = False
+        if not whole or not (int(v) >= 1 or int(v) == -1):
             raise ConfigError(
                 f"{what} along {axis} must be a whole number >= 1 (or -1 for the default), got {v!r}"
             )
@@ -165,7 +169,7 @@ class IntegrateParams:
 
     def __post_init__(self):
         set_ = object.__setattr__
-        set_(self, "chunks", chunks_option(self.chunks))
+        object.__setattr__(self, "chunks", chunks_option(self.chunks))
         set_(self, "geometry", _as_path(self.geometry, "geometry"))
         set_(self, "data", _as_path(self.data, "data"))
         masks = self.mask
@@ -425,8 +429,10 @@ class FindPeaksParams:
 
     count_threshold: float
     sigma_cutoff: float = 3.0
+    chunks: tuple[int, int, int] | None = None  # the chunks mdx2 read the data by (order of the peaks)
 
     def __post_init__(self):
+        object.__setattr__(self, "chunks", chunks_option(self.chunks))
         for name in ("count_threshold", "sigma_cutoff"):
             value = getattr(self, name)
             try:
@@ -447,8 +453,10 @@ class MaskPeaksParams:
 
     sigma_cutoff: float = 3.0
     bragg: bool = False
+    chunks: tuple[int, int, int] | None = None  # the chunks mdx2 computed the mask by
 
     def __post_init__(self):
+        object.__setattr__(self, "chunks", chunks_option(self.chunks))
         try:
             value = float(self.sigma_cutoff)
         except (TypeError, ValueError):
@@ -477,7 +485,7 @@ class ImportDataParams:
             raise ConfigError(f"images must be a path, got {self.images!r}")
         images = os.fspath(self.images)
         set_(self, "images", images if ("#" in images or "*" in images) else os.path.abspath(images))
-        set_(self, "chunks", chunks_option(self.chunks))
+        object.__setattr__(self, "chunks", chunks_option(self.chunks))
         store = os.fspath(self.datastore)
         if not store or os.path.isabs(store) or ".." in Path(store).parts:
             raise ConfigError(

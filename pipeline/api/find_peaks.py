@@ -4,6 +4,7 @@ model, as ``mdx2.find_peaks`` (see docs/PEAKS.md)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -19,7 +20,7 @@ from pipeline.io.peaks import PeakTable, write_peaks
 from pipeline.kernels.peaks import fit_gaussian, interp_points
 from pipeline.progress import progress_bar
 
-__all__ = ["find_peaks", "local_threads", "maybe_cluster"]
+__all__ = ["find_peaks", "local_threads", "maybe_cluster", "open_stack"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,14 @@ def local_threads(cluster: ClusterSpec | str | None) -> int:
     """Threads for a run in this process: ``workers`` if given, else the cores (at most 4)."""
     spec = ClusterSpec.of(cluster)
     return int(spec.workers or min(4, os.cpu_count() or 1))
+
+
+def open_stack(data: PathLike, chunks: tuple[int, int, int] | None = None):
+    """The image stack of ``data`` with ``chunks`` (-1: the default for that axis) as its binning grid."""
+    from pipeline.graph.plan import binning_chunks
+
+    stack = open_image_stack(data)
+    return dataclasses.replace(stack, storage_chunks=binning_chunks(chunks, stack))
 
 
 @contextlib.contextmanager
@@ -53,6 +62,7 @@ def find_peaks(
     count_threshold: float,
     *,
     sigma_cutoff: float = 3.0,
+    chunks: tuple[int, int, int] | None = None,
     outfile: PathLike | None = "peaks.nxs",
     overwrite: bool = False,
     cluster: ClusterSpec | str | None = None,
@@ -65,12 +75,17 @@ def find_peaks(
     Same result as ``mdx2.find_peaks GEOM DATA --count_threshold T --sigma_cutoff S``: the same peak
     pixels in the same order, the same outliers and model. Writes ``outfile`` (mdx2's peaks.nxs
     layout) unless it is None.
+
+    ``data`` is a data.nxs, a zarr cache, or the detector's own files (NXmx/Eiger master, CBF, or the
+    DIALS ``.expt`` naming them); mdx2 lists peak pixels chunk by chunk, so the order follows
+    ``chunks`` (frames, y, x; default: the data's storage chunks, or for detector files the chunks
+    mdx2.import_data would write).
     """
-    params = FindPeaksParams(count_threshold=count_threshold, sigma_cutoff=sigma_cutoff)
+    params = FindPeaksParams(count_threshold=count_threshold, sigma_cutoff=sigma_cutoff, chunks=chunks)
     if outfile is not None:
         check_output_path(outfile, overwrite)
     grid = read_miller_grid(geometry)
-    stack = open_image_stack(data)
+    stack = open_stack(data, params.chunks)
     t0 = time.perf_counter()
     from pipeline.graph.peaks import search_peaks
 

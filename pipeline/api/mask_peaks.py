@@ -10,12 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.api.find_peaks import local_threads, maybe_cluster
+from pipeline.api.find_peaks import local_threads, maybe_cluster, open_stack
 from pipeline.config import ClusterSpec, MaskPeaksParams
 from pipeline.errors import InputError
 from pipeline.io.atomic import check_output_path
 from pipeline.io.geometry import read_miller_grid, read_symmetry
-from pipeline.io.images import open_image_stack
 from pipeline.io.peaks import read_peaks, write_mask
 from pipeline.progress import progress_bar
 from pipeline.symmetry.expressions import parse_miller_expression
@@ -55,6 +54,7 @@ def mask_peaks(
     *,
     sigma_cutoff: float = 3.0,
     bragg: bool = False,
+    chunks: tuple[int, int, int] | None = None,
     outfile: PathLike = "mask.nxs",
     overwrite: bool = False,
     cluster: ClusterSpec | str | None = None,
@@ -65,11 +65,13 @@ def mask_peaks(
     the threshold peaks of ``peaks`` (with ``bragg``: keep the Bragg peaks, mask everything else).
 
     Same mask as ``mdx2.mask_peaks GEOM DATA PEAKS --sigma_cutoff S [--bragg]``, bit for bit; written
-    to ``outfile`` as ``/entry/mask`` (for ``integrate --mask`` here and in mdx2).
+    to ``outfile`` as ``/entry/mask`` (for ``integrate --mask`` here and in mdx2). ``data`` and
+    ``chunks`` as for :func:`~pipeline.api.find_peaks.find_peaks`: mdx2 computes the mask per chunk
+    of its data.nxs, so pass that data.nxs's chunks when ``data`` is the detector's own files.
     """
     from pipeline.graph.peaks import mask_chunks, plan_mask, run_local_or_cluster, run_mask_task
 
-    params = MaskPeaksParams(sigma_cutoff=sigma_cutoff, bragg=bragg)
+    params = MaskPeaksParams(sigma_cutoff=sigma_cutoff, bragg=bragg, chunks=chunks)
     check_output_path(outfile, overwrite)
     grid = read_miller_grid(geometry)
     symmetry = read_symmetry(geometry)
@@ -79,7 +81,7 @@ def mask_peaks(
             "(a geometry file from mdx2 before 1.0 or not from import_geometry); re-import the geometry"
         )
     is_reflection = parse_miller_expression(symmetry.reflection_conditions)
-    stack = open_image_stack(data)
+    stack = open_stack(data, params.chunks)
     table = read_peaks(peaks)
     axes = (stack.phi, stack.iy, stack.ix)
     index = None if params.bragg else peak_indices(table, axes)

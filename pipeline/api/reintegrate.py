@@ -29,6 +29,7 @@ def reintegrate(
     background: PathLike | None = None,
     output: str = "counts",
     exposure_time: float | None = None,
+    chunks: Sequence[int] | None = None,
     outfile: PathLike | None = "reintegrated.nxs",
     parquet: PathLike | None = None,
     overwrite: bool = False,
@@ -48,7 +49,8 @@ def reintegrate(
     Writes ``outfile`` (NeXus ``/entry/hkl_table``: h k l counts background_counts scale
     multiplicity, or with ``output="intensity"`` h k l intensity intensity_error multiplicity) and/or
     a parquet dataset; returns an :class:`~pipeline.graph.integrate.IntegrateResult`. Other options
-    as :func:`pipeline.integrate` (``workdir``, ``resume``, ``cluster``, ``log_file`` ...).
+    as :func:`pipeline.integrate` (``chunks`` for detector files, ``workdir``, ``resume``, ``cluster``,
+    ``log_file`` ...).
     """
     from pipeline.cluster import connect, default_workdir
     from pipeline.graph.reintegrate import build_model, run_reintegration
@@ -59,6 +61,7 @@ def reintegrate(
         mask=mask,
         subdivide=subdivide,
         exposure_time=exposure_time,
+        chunks=chunks,
         outfile=None if outfile is None else os.fspath(outfile),
         parquet=None if parquet is None else os.fspath(parquet),
         overwrite=overwrite,

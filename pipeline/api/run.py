@@ -143,6 +143,7 @@ def run_pipeline(
     subdivide: Sequence[int] | int | None = None,
     max_spread: float | None = None,
     exposure_time: float | None = None,
+    chunks: Sequence[int] | None = None,
     p1: bool = False,
     lorentz: bool = False,
     overwrite: bool = False,
@@ -209,6 +210,7 @@ def run_pipeline(
             subdivide,
             max_spread,
             exposure_time=exposure_time,
+            chunks=chunks,
             outfile=paths["integrated.nxs"],
             parquet=paths["integrated.parquet"],
             client=c,
@@ -261,16 +263,15 @@ def run_pipeline(
             quiet=quiet,
             **qc_inputs,
         )
-        _after_correct(
-            after, result, paths, geometry, data, mask, background, exposure_time, c, runlog, common
-        )
+        reading = {"exposure_time": exposure_time, "chunks": chunks}  # how the images are read
+        _after_correct(after, result, paths, geometry, data, mask, background, reading, c, runlog, common)
         result.seconds["total"] = round(time.perf_counter() - t0, 3)
         runlog.record("run.verdict", result.verdict)
     return result
 
 
 def _after_correct(
-    after: AfterCorrect, result, paths, geometry, data, mask, background, exposure_time, c, runlog, common
+    after: AfterCorrect, result, paths, geometry, data, mask, background, reading, c, runlog, common
 ):
     """scale -> merge -> reintegrate -> map, as ``after`` asks, on the run's client."""
     scales = after.scale
@@ -303,7 +304,7 @@ def _after_correct(
             scale=scales,
             background=background,
             output="intensity",
-            exposure_time=exposure_time,
+            **reading,
             outfile=paths["reintegrated.nxs"],
             client=c,
             log_file=runlog,

@@ -138,6 +138,10 @@ ExposureTimeOpt = Annotated[
     float | None,
     typer.Option("--exposure-time", help="Exposure time per frame in seconds, for files that recorded 0."),
 ]
+IMAGES_HELP = (
+    "data.nxs image stack, a zarr cache, or detector images (NXmx/Eiger master file, CBF template, or the "
+    "DIALS .expt naming them)."
+)
 ChunksOpt = Annotated[
     tuple[int, int, int] | None,
     typer.Option(

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import (
+    IMAGES_HELP,
     OverwriteOpt,
     QuietOpt,
     app,
@@ -20,7 +21,8 @@ from pipeline.cli.app import (
 @user_errors
 def bin_background(
     data: Annotated[
-        Path, typer.Argument(help="Background image series (data.nxs layout, e.g. bkg_data.nxs).")
+        Path,
+        typer.Argument(help="Background images: " + IMAGES_HELP),
     ],
     bins: Annotated[tuple[int, int, int], typer.Argument(help="Frames, y pixels and x pixels per bin.")],
     mask: Annotated[Path | None, typer.Option("--mask", help="Mask file (True = exclude).")] = None,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import MaskOpt, MaxSpreadOpt, SubdivideOpt, app, setup_logging, user_errors
+from pipeline.cli.app import IMAGES_HELP, MaskOpt, MaxSpreadOpt, SubdivideOpt, app, setup_logging, user_errors
 
 
 def _size(n: float) -> str:
@@ -23,7 +23,10 @@ def _size(n: float) -> str:
 @user_errors
 def estimate(
     geometry: Annotated[Path, typer.Argument(help="geometry.nxs (Miller-index grid).")],
-    data: Annotated[Path, typer.Argument(help="data.nxs image stack (or a zarr cache).")],
+    data: Annotated[
+        Path,
+        typer.Argument(help=IMAGES_HELP),
+    ],
     mask: MaskOpt = None,
     subdivide: SubdivideOpt = None,
     max_spread: MaxSpreadOpt = None,

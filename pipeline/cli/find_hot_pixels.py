@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import (
+    IMAGES_HELP,
     ClusterOpt,
     MemoryLimitOpt,
     OverwriteOpt,
@@ -23,7 +24,10 @@ from pipeline.config import ClusterSpec
 @app.command("find-hot-pixels")
 @user_errors
 def find_hot_pixels(
-    data: Annotated[Path, typer.Argument(help="data.nxs image stack.")],
+    data: Annotated[
+        Path,
+        typer.Argument(help=IMAGES_HELP),
+    ],
     mask: Annotated[
         list[Path] | None,
         typer.Option(

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import (
+    IMAGES_HELP,
+    ChunksOpt,
     ClusterOpt,
     MemoryLimitOpt,
     OverwriteOpt,
@@ -24,7 +26,10 @@ from pipeline.config import ClusterSpec
 @user_errors
 def find_peaks(
     geometry: Annotated[Path, typer.Argument(help="geometry.nxs (Miller index grid).")],
-    data: Annotated[Path, typer.Argument(help="data.nxs image stack.")],
+    data: Annotated[
+        Path,
+        typer.Argument(help=IMAGES_HELP),
+    ],
     count_threshold: Annotated[
         float,
         typer.Option("--count-threshold", help="Pixels with counts above this are peak pixels (required)."),
@@ -33,6 +38,7 @@ def find_peaks(
         float, typer.Option("--sigma-cutoff", help="Outlier rejection in the Gaussian peak fit (sigmas).")
     ] = 3.0,
     outfile: Annotated[Path, typer.Option(help="Peaks file to write (mdx2 layout).")] = Path("peaks.nxs"),
+    chunks: ChunksOpt = None,
     cluster: ClusterOpt = None,
     workers: WorkersOpt = None,
     memory_limit: MemoryLimitOpt = None,
@@ -42,6 +48,8 @@ def find_peaks(
     """Find pixels above a count threshold and fit the Gaussian peak model, as mdx2.find_peaks.
 
     Example: diffuse find-peaks geometry.nxs data.nxs --count-threshold 20 --outfile peaks.nxs
+
+    Example (Eiger): diffuse find-peaks geometry.nxs x_master.h5 --count-threshold 20
     """
     from pipeline.api.find_peaks import find_peaks as run
     from pipeline.config import FindPeaksParams
@@ -49,7 +57,7 @@ def find_peaks(
 
     setup_logging(quiet)
     try:
-        FindPeaksParams(count_threshold=count_threshold, sigma_cutoff=sigma_cutoff)
+        FindPeaksParams(count_threshold=count_threshold, sigma_cutoff=sigma_cutoff, chunks=chunks)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
     table = run(
@@ -58,6 +66,7 @@ def find_peaks(
         count_threshold,
         sigma_cutoff=sigma_cutoff,
         outfile=outfile,
+        chunks=chunks,
         overwrite=overwrite,
         cluster=ClusterSpec(cluster, workers, memory_limit),
         quiet=quiet,

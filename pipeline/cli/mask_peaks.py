@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import (
+    IMAGES_HELP,
+    ChunksOpt,
     ClusterOpt,
     MemoryLimitOpt,
     OverwriteOpt,
@@ -24,7 +26,10 @@ from pipeline.config import ClusterSpec
 @user_errors
 def mask_peaks(
     geometry: Annotated[Path, typer.Argument(help="geometry.nxs (Miller index grid, symmetry).")],
-    data: Annotated[Path, typer.Argument(help="data.nxs image stack.")],
+    data: Annotated[
+        Path,
+        typer.Argument(help=IMAGES_HELP),
+    ],
     peaks: Annotated[Path, typer.Argument(help="peaks.nxs from find-peaks (or mdx2.find_peaks).")],
     sigma_cutoff: Annotated[
         float, typer.Option("--sigma-cutoff", help="Contour level of the peak model that is masked (sigmas).")
@@ -35,6 +40,7 @@ def mask_peaks(
     outfile: Annotated[Path, typer.Option(help="Mask file to write (mdx2 layout, True = masked).")] = Path(
         "mask.nxs"
     ),
+    chunks: ChunksOpt = None,
     cluster: ClusterOpt = None,
     workers: WorkersOpt = None,
     memory_limit: MemoryLimitOpt = None,
@@ -51,7 +57,7 @@ def mask_peaks(
 
     setup_logging(quiet)
     try:
-        MaskPeaksParams(sigma_cutoff=sigma_cutoff, bragg=bragg)
+        MaskPeaksParams(sigma_cutoff=sigma_cutoff, bragg=bragg, chunks=chunks)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
     result = run(
@@ -61,6 +67,7 @@ def mask_peaks(
         sigma_cutoff=sigma_cutoff,
         bragg=bragg,
         outfile=outfile,
+        chunks=chunks,
         overwrite=overwrite,
         cluster=ClusterSpec(cluster, workers, memory_limit),
         quiet=quiet,

@@ -41,7 +41,11 @@ def qc(
         Path | None, typer.Option(help="Where to write qc.html, qc.json and the PNGs (default: TABLE_qc/).")
     ] = None,
     data: Annotated[
-        Path | None, typer.Option(help="data.nxs the table was integrated from (default: from the run log).")
+        Path | None,
+        typer.Option(
+            help="The images the table was integrated from (data.nxs or detector files; default: from "
+            "the run log)."
+        ),
     ] = None,
     mask: MaskOpt = None,
     background: Annotated[

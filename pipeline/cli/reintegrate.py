@@ -10,6 +10,7 @@ import typer
 
 from pipeline.cli.app import (
     AccountOpt,
+    ChunksOpt,
     ClusterOpt,
     ExposureTimeOpt,
     LogFileOpt,
@@ -41,7 +42,11 @@ def reintegrate(
         Path, typer.Argument(help="geometry.nxs (Miller-index grid, corrections, crystal, symmetry).")
     ],
     data: Annotated[
-        Path, typer.Argument(help="data.nxs image stack (or a zarr cache from 'diffuse convert').")
+        Path,
+        typer.Argument(
+            help="data.nxs image stack, a zarr cache from 'diffuse convert', or detector images "
+            "(NXmx/Eiger master, CBF template, or the DIALS .expt naming them)."
+        ),
     ],
     mask: MaskOpt = None,
     subdivide: SubdivideOpt = None,
@@ -55,6 +60,7 @@ def reintegrate(
         Output, typer.Option(help="counts: sums per voxel; intensity: (counts - background) / scale.")
     ] = Output.counts,
     exposure_time: ExposureTimeOpt = None,
+    chunks: ChunksOpt = None,
     outfile: Annotated[Path, typer.Option(help="NeXus output (mdx2's hkl_table layout).")] = Path(
         "reintegrated.nxs"
     ),
@@ -99,6 +105,7 @@ def reintegrate(
         background=background,
         output=output.value,
         exposure_time=exposure_time,
+        chunks=chunks,
         outfile=outfile,
         parquet=parquet,
         overwrite=overwrite,

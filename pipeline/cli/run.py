@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import (
+    IMAGES_HELP,
     AccountOpt,
+    ChunksOpt,
     ClusterOpt,
     ExposureTimeOpt,
     LorentzOpt,
@@ -36,13 +38,17 @@ from pipeline.config import ClusterSpec
 @user_errors
 def run(
     geometry: Annotated[Path, typer.Argument(help="geometry.nxs from import_geometry.")],
-    data: Annotated[Path, typer.Argument(help="data.nxs image stack.")],
+    data: Annotated[
+        Path,
+        typer.Argument(help=IMAGES_HELP),
+    ],
     outdir: Annotated[Path, typer.Option(help="Directory for the tables, QC reports and run.log.")],
     mask: MaskOpt = None,
     background: Annotated[Path | None, typer.Option(help="Binned background count rate for correct.")] = None,
     subdivide: SubdivideOpt = None,
     max_spread: MaxSpreadOpt = None,
     exposure_time: ExposureTimeOpt = None,
+    chunks: ChunksOpt = None,
     lorentz: LorentzOpt = False,
     p1: P1Opt = False,
     scan_images: ScanImagesOpt = None,
@@ -106,6 +112,7 @@ def run(
         subdivide=subdivide,
         max_spread=max_spread,
         exposure_time=exposure_time,
+        chunks=chunks,
         lorentz=lorentz,
         p1=p1,
         overwrite=overwrite,

@@ -12,6 +12,9 @@ if __name__ == "__main__":  # worker processes are spawned: guard the script's o
 # before the first pipeline run override them rather than replace them.
 from pipeline import config as _config  # noqa: F401
 from pipeline._version import __version__
+from pipeline.errors import quiet_worker_reports as _quiet_worker_reports
+
+_quiet_worker_reports()  # a worker's task failing on bad input is reported once, by the client
 
 __all__ = ["__version__", "correct", "integrate", "make_map", "read_table", "reintegrate", "simulate"]
 

@@ -1,10 +1,21 @@
 """The exceptions a user can cause, apart from the ones that are bugs.
 
 The CLI prints a :class:`PipelineError` as one line and exits with status 1; any other exception is a
-bug and keeps its traceback.
+bug and keeps its traceback. A task that fails on a worker with a :class:`PipelineError` is reported
+once, by the client: the worker's own "Compute Failed" log record (a traceback on the worker's stderr,
+which for a local cluster is the user's terminal) is dropped by :func:`quiet_worker_reports`.
 """
 
-__all__ = ["ConfigError", "DiskFullError", "InputError", "OutputInUseError", "PipelineError"]
+import logging
+
+__all__ = [
+    "ConfigError",
+    "DiskFullError",
+    "InputError",
+    "OutputInUseError",
+    "PipelineError",
+    "quiet_worker_reports",
+]
 
 
 class PipelineError(Exception):
@@ -40,6 +51,36 @@ class DiskFullError(PipelineError):
         free = "" if self.free is None else f" ({_size(self.free)} free)"
         needs = f"; {self.needs}" if self.needs else ""
         return f"no space left on the device writing {self.path!r}{free}{needs}"
+
+
+def _is_user_error_report(record: logging.LogRecord) -> bool:
+    """A worker's "Compute Failed" record whose exception (its repr, the record's 4th argument) is one of
+    ours: the client re-raises it and the CLI prints it as one line."""
+    if not str(record.msg).startswith("Compute Failed") or not isinstance(record.args, tuple):
+        return False
+    text = str(record.args[3]) if len(record.args) > 3 else ""
+    return text.startswith(tuple(f"{cls.__name__}(" for cls in _user_errors()))
+
+
+def _user_errors() -> list[type]:
+    found, todo = [], [PipelineError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def _drop_user_error_reports(record: logging.LogRecord) -> bool:
+    return not _is_user_error_report(record)
+
+
+def quiet_worker_reports() -> None:
+    """Drop dask workers' "Compute Failed" records of our errors (idempotent; called when the package
+    is imported, so in every worker process that runs one of our tasks)."""
+    logger = logging.getLogger("distributed.worker")
+    if _drop_user_error_reports not in logger.filters:
+        logger.addFilter(_drop_user_error_reports)
 
 
 def _size(n: float) -> str:

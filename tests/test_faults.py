@@ -500,3 +500,70 @@ def test_correct_disk_full_while_tasks_still_write(tmp_path):
         assert "this run needs about" in line, line
         assert all("may run out of space" in w for w in warnings), warnings
         assert sorted(p.name for p in disk.iterdir()) == []
+
+
+# --- one message: workers do not print tracebacks of our errors ------------------------------------
+
+
+def test_worker_reports_of_user_errors_are_dropped_others_kept():
+    import logging
+
+    from pipeline.errors import _drop_user_error_reports
+
+    def record(exception_text):
+        return logging.LogRecord(
+            "distributed.worker", logging.ERROR, __file__, 1,
+            "Compute Failed\nKey: %s\nState: %s\nTask: %s\nException: %r\nTraceback: %r\n",
+            ("k", "executing", "task", exception_text, "tb"), None,
+        )  # fmt: skip
+
+    assert not _drop_user_error_reports(record("InputError('data.nxs: corrupt')"))
+    assert not _drop_user_error_reports(record("DiskFullError('/x', 0, '')"))
+    assert _drop_user_error_reports(record("ZeroDivisionError('division by zero')"))  # a bug: kept
+    assert _drop_user_error_reports(logging.LogRecord("x", 40, __file__, 1, "other", (), None))
+
+
+_PROCESS_WORKER_SCRIPT = """
+import operator
+import sys
+from distributed import Client, LocalCluster
+from pipeline.config import chunks_option
+
+if __name__ == "__main__":
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            # our error (a ConfigError), then a bug (a ZeroDivisionError)
+            for func, args in ((chunks_option, ([0, 1, 1],)), (operator.truediv, (1, 0))):
+                future = client.submit(func, *args, pure=False)
+                try:
+                    future.result()
+                except Exception as exc:
+                    print(type(exc).__name__, file=sys.stderr, flush=True)
+"""
+
+
+def test_process_workers_do_not_print_tracebacks_of_user_errors(tmp_path):
+    """In a worker process (a local cluster with processes, or a SLURM job), a task failing on bad
+    input logs nothing; the client gets the error. A bug still logs "Compute Failed" with its traceback."""
+    script = tmp_path / "s.py"
+    script.write_text(_PROCESS_WORKER_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    err = done.stderr
+    assert "ConfigError" in err and "ZeroDivisionError" in err, err
+    assert err.count("Compute Failed") == 1, err
+    failed = err[err.index("Compute Failed") :]
+    assert "ZeroDivisionError" in failed and "ConfigError(" not in failed, err
+
+
+def test_cli_error_in_a_task_is_one_line(dataset_copy, tmp_path):
+    """The default local cluster (threads in the CLI's process): only the error line on stderr."""
+    ds = dataset_copy("cubic")
+    _flip_first_chunk(ds / "datastore/data_1.nxs")
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "integrate", str(ds / "geometry.nxs"), str(ds / "data.nxs"),
+         "--outfile", str(tmp_path / "o.nxs"), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "data_1.nxs" in line, done.stderr

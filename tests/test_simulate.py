@@ -167,3 +167,25 @@ def test_cli_simulate(tmp_path):
     assert json.loads((out / "dataset.json").read_text())["frames"] == 6
     again = CliRunner().invoke(app, ["simulate", str(out), "--preset", "tiny"])
     assert again.exit_code == 1 and "--overwrite" in again.output
+
+
+def test_cli_background_follows_the_preset_unless_given(monkeypatch, tmp_path):
+    """`simulate --preset eiger16m` writes no background (the preset's choice); the flag overrides."""
+    import pipeline.simulation
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.simulation.run import _check_options
+
+    seen = []
+
+    def fake(outdir, **kw):  # records the options and stops before any work
+        seen.append(kw)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(pipeline.simulation, "simulate", fake)
+    for flags in ([], ["--background"], ["--no-background"]):
+        CliRunner().invoke(app, ["simulate", str(tmp_path / "s"), "--preset", "eiger16m", *flags])
+    assert [kw["background"] for kw in seen] == [None, True, False]
+    assert _check_options("eiger16m", 0, None, None, None).background is False
+    assert _check_options("tiny", 0, None, None, None).background is True

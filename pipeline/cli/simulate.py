@@ -32,9 +32,13 @@ def simulate(
         int | None, typer.Option("--hot-pixels", min=0, help="Unmasked hot pixels (overrides the preset).")
     ] = None,
     background: Annotated[
-        bool,
-        typer.Option("--background/--no-background", help="Also write bkg_data.nxs and bkg_data_binned.nxs."),
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--background/--no-background",
+            help="Also write bkg_data.nxs and bkg_data_binned.nxs (default: as the preset; all but eiger16m).",
+            show_default=False,
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:

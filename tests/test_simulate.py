@@ -171,9 +171,9 @@ def test_cli_simulate(tmp_path):
 
 def test_cli_background_follows_the_preset_unless_given(monkeypatch, tmp_path):
     """`simulate --preset eiger16m` writes no background (the preset's choice); the flag overrides."""
-    import pipeline.simulation
     from typer.testing import CliRunner
 
+    import pipeline.simulation
     from pipeline.cli import app
     from pipeline.simulation.run import _check_options
 

@@ -35,7 +35,7 @@ def simulate(
         bool | None,
         typer.Option(
             "--background/--no-background",
-            help="Also write bkg_data.nxs and bkg_data_binned.nxs (default: as the preset; all but eiger16m).",
+            help="Also write bkg_data.nxs and bkg_data_binned.nxs (default: the preset's; all but eiger16m).",
             show_default=False,
         ),
     ] = None,

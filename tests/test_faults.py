@@ -567,3 +567,55 @@ def test_cli_error_in_a_task_is_one_line(dataset_copy, tmp_path):
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: ") and "data_1.nxs" in line, done.stderr
+
+
+# --- a full disk, for every command that writes -----------------------------------------------------
+
+_CUBIC = DATA / "cubic"
+_FULL_DISK_CASES = {
+    "scale": ["scale", DATA / "cubic/mdx2/corrected_325_bkg.nxs", "--outfile", "{out}/s.nxs"],
+    "merge": ["merge", DATA / "cubic/mdx2/corrected_325_bkg.nxs", "--outfile", "{out}/m.nxs"],
+    "map": ["map", _CUBIC / "geometry.nxs", DATA / "merge/merged_325_noscale.nxs",
+            "--limits", -2, 2, -2, 2, 0, 0, "--outfile", "{out}/map.nxs"],
+    "reintegrate": ["reintegrate", _CUBIC / "geometry.nxs", _CUBIC / "data.nxs", "--subdivide", 2, 2, 2,
+                    "--outfile", "{out}/r.nxs"],
+    "find-peaks": ["find-peaks", _CUBIC / "geometry.nxs", _CUBIC / "data.nxs", "--count-threshold", 20,
+                   "--outfile", "{out}/p.nxs"],
+    "mask-peaks": ["mask-peaks", _CUBIC / "geometry.nxs", _CUBIC / "data.nxs", DATA / "peaks/cubic/peaks.nxs",
+                   "--outfile", "{out}/mask.nxs"],
+    "bin-background": ["bin-background", _CUBIC / "data.nxs", 4, 20, 20, "--outfile", "{out}/b.nxs"],
+    "find-hot-pixels": ["find-hot-pixels", _CUBIC / "data.nxs", "--outfile", "{out}/h.nxs"],
+    "import-geometry": ["import-geometry", _CUBIC / "experiment.expt", "--outfile", "{out}/g.nxs"],
+    "run": ["run", _CUBIC / "geometry.nxs", _CUBIC / "data.nxs", "--outdir", "{out}/run"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("room", ["none", "some"])
+@pytest.mark.parametrize("command", sorted(_FULL_DISK_CASES))
+def test_full_disk_is_one_message_and_leaves_nothing(command, room, tmp_path):
+    """On a nearly full filesystem (4 kB or 44 kB left of 64 kB): exit 1, the last line of stderr is
+    the one-line error naming the output, no traceback, and nothing left but what was there (a run
+    that fits is fine too; ``run`` keeps its run.log, which records the failed step). Before, h5py
+    crashed (exit 139) for map, scale and import-geometry, a full disk at the lock or the run log was
+    a traceback, and temporaries were left behind."""
+    with tmpfs(tmp_path / "disk", "64k") as disk:
+        (disk / "filler").write_bytes(b"\0" * (60_000 if room == "none" else 20_000))
+        args = [str(a).format(out=disk) for a in _FULL_DISK_CASES[command]]
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", *args, "--quiet", "--workers", "1"]
+            if command in ("reintegrate", "run") else [sys.executable, "-m", "pipeline", *args, "--quiet"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        left = sorted(p.name for p in disk.iterdir())
+        if done.returncode == 0:  # it fitted
+            assert room == "some", done.stderr
+            return
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert lines[-1].startswith("error: no space left on the device writing"), done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        if command == "run" and "run" in left:  # the batch run's record: run.log, with the failed step
+            assert sorted(p.name for p in (disk / "run").iterdir()) == ["run.log"]
+            assert 'status: "error: DiskFullError' in (disk / "run/run.log").read_text()
+            left.remove("run")
+        assert left == ["filler"], left

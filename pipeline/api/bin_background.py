@@ -22,11 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.io.atomic import atomic_path, check_output_path
+from pipeline.io.atomic import atomic_h5, check_output_path
 from pipeline.io.nexus import create_nxdata, write_mdx2_root_attrs
 from pipeline.kernels.background import bin_counts, section_slices
 
@@ -132,7 +131,7 @@ def bin_series(
 
 def write_binned(path: str | os.PathLike, binned: BinnedSeries) -> Path:
     """Write ``/entry/binned_image_series`` in mdx2's GridData layout."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_h5(path) as f:
         entry = write_mdx2_root_attrs(f)
         group = create_nxdata(entry, "binned_image_series", axes=["phi", "iy", "ix"])
         group.create_dataset("signal", data=binned.rate)

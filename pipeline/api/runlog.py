@@ -36,8 +36,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.config import non_default_items
-from pipeline.errors import ConfigError, PipelineError
-from pipeline.io.atomic import atomic_path, check_output_path, discard, publish, temp_sibling
+from pipeline.errors import ConfigError, DiskFullError, PipelineError
+from pipeline.io.atomic import (
+    as_disk_full,
+    atomic_path,
+    check_output_path,
+    discard,
+    publish,
+    temp_sibling,
+)
 
 __all__ = [
     "RunLog",
@@ -160,7 +167,7 @@ class RunLog:
         # atomic: write under a temporary name, renamed to ``path`` by close() (discard() drops it)
         self._written = temp_sibling(self.path) if atomic else self.path
         self._file = open(self._written, "w", encoding="utf-8")
-        self._handler = logging.StreamHandler(self._file)
+        self._handler = _LogFileHandler(self._file)
         self._handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
         )
@@ -173,20 +180,27 @@ class RunLog:
                 h.setLevel(max(h.level, self._logger.getEffectiveLevel()))
             self._logger.setLevel(logging.INFO)
         self._logger.addHandler(self._handler)
-        self._file.write(HEADER + "\n")
-        self.record("command", command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
-        self.record("started", datetime.datetime.now().isoformat(timespec="seconds"))
-        self.record("versions", versions())
-        from pipeline.io.lock import take_notes
+        try:
+            self._file.write(HEADER + "\n")
+            self.record("command", command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+            self.record("started", datetime.datetime.now().isoformat(timespec="seconds"))
+            self.record("versions", versions())
+            from pipeline.io.lock import take_notes
 
-        for note in take_notes():
-            self.record("note", note)
+            for note in take_notes():
+                self.record("note", note)
+        except BaseException:  # e.g. a full disk: nothing is left behind
+            self.close(keep=False)
+            raise
 
     def record(self, key: str, value) -> None:
+        """Write ``key: value`` (JSON) and flush; a full disk raises :class:`DiskFullError` naming the log."""
         self._handler.acquire()
         try:
             self._file.write(f"{key}: {json.dumps(value, default=_jsonable)}\n")
             self._file.flush()
+        except OSError as exc:
+            raise (as_disk_full(exc, self.path) or exc) from exc
         finally:
             self._handler.release()
 
@@ -224,12 +238,22 @@ class RunLog:
         """Finish the log (renamed into place if atomic); ``keep=False`` deletes it instead."""
         if self._file.closed:
             return
-        self.record("finished", datetime.datetime.now().isoformat(timespec="seconds"))
         self._logger.removeHandler(self._handler)
         self._logger.setLevel(self._saved_level)
         for h, level in self._saved_handler_levels:
             h.setLevel(level)
-        self._file.close()
+        try:
+            if self._handler.error is not None:  # a log record was lost: the log is not complete
+                raise self._handler.error
+            self.record("finished", datetime.datetime.now().isoformat(timespec="seconds"))
+            self._file.close()
+        except (OSError, DiskFullError) as exc:  # e.g. a full disk: no half-written log is left
+            with contextlib.suppress(OSError):
+                self._file.close()
+            discard(self._written)
+            if keep:
+                raise (as_disk_full(exc, self.path) or exc) from exc
+            return
         if not keep:
             discard(self._written)
         elif self._written != self.path:
@@ -244,6 +268,16 @@ class RunLog:
 
 class _Step:
     result = None
+
+
+class _LogFileHandler(logging.StreamHandler):
+    """The run log's handler of the package's log records: a record that cannot be written (a full
+    disk) is noted in ``error`` (the log is then discarded by :meth:`RunLog.close`), not printed."""
+
+    error: BaseException | None = None
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.error = sys.exc_info()[1]
 
 
 @contextlib.contextmanager

@@ -188,14 +188,15 @@ def run_map(params: MapParams, client=None, progress=None, threads: int | None =
         else:
             records = _run_cluster(params, blocks, lookup, model, writer, bar, client)
         seconds["map"] = time.perf_counter() - t
-        writer.commit()
-    png = None
-    if params.png_path:
-        from pipeline.qc.map_slice import plot_map_slice
+        complete = writer.finish()
+        png = None
+        if params.png_path:  # drawn before the map is published: a failed PNG leaves neither
+            from pipeline.qc.map_slice import plot_map_slice
 
-        t = time.perf_counter()
-        png = str(plot_map_slice(params.outfile, params.png_path, params.signal))
-        seconds["png"] = time.perf_counter() - t
+            t = time.perf_counter()
+            png = str(plot_map_slice(complete, params.png_path, params.signal))
+            seconds["png"] = time.perf_counter() - t
+        writer.commit()
     seconds["total"] = time.perf_counter() - t0
     return MapResult(
         params.outfile,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import re
@@ -24,8 +25,10 @@ from pipeline.errors import DiskFullError, InputError
 
 __all__ = [
     "as_disk_full",
+    "atomic_h5",
     "atomic_path",
     "check_output_path",
+    "close_h5_discarding",
     "discard",
     "disk_full",
     "free_bytes",
@@ -180,6 +183,69 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False, suffix: str = 
             raise DiskFullError(str(path), free_bytes(path)) from exc
         raise
     publish(tmp, path)
+
+
+def close_h5_discarding(f) -> None:
+    """Close an h5py ``File`` whose content is thrown away, so that the close cannot fail.
+
+    HDF5 writes metadata and cached chunks on close; when that write fails (a full disk), h5py is left
+    with objects it cannot free and the process crashes later (a segfault, exit 139). So HDF5's file
+    descriptor is first pointed at an anonymous in-memory file: what it writes on close goes there.
+    """
+    if f is None or not f.id.valid:
+        return
+    with contextlib.suppress(AttributeError, OSError, RuntimeError, ValueError):
+        fd = f.id.get_vfd_handle()
+        sink = os.memfd_create("discarded-hdf5")
+        try:
+            os.dup2(sink, fd)
+        finally:
+            os.close(sink)
+    with contextlib.suppress(OSError, RuntimeError):
+        f.close()
+
+
+def close_h5_keeping(f, path: str | os.PathLike) -> None:
+    """Flush and close an h5py ``File`` that is kept; a full disk is a :class:`DiskFullError` naming
+    ``path``. A flush that fails leaves the file closable (a close that fails does not): then it is
+    closed as discarded and the error raised."""
+    try:
+        f.flush()
+    except BaseException as exc:
+        close_h5_discarding(f)
+        raise (as_disk_full(exc, path) or exc) from exc
+    f.close()
+
+
+@contextlib.contextmanager
+def atomic_h5(path: str | os.PathLike, *, in_memory: bool = True, **file_options) -> Iterator:
+    """An ``h5py.File`` open for writing, renamed to ``path`` when the block succeeds; on any error
+    nothing is left (a full disk is a :class:`DiskFullError` naming ``path``).
+
+    ``in_memory`` (for files that fit in memory: geometry, peaks, masks, scales): HDF5 writes into a
+    buffer, which is then written to the temporary sibling with plain file writes. HDF5 writes some
+    data only when an object is freed or the file closed; on a full disk such a write fails where
+    h5py cannot raise (``__dealloc__``), the file looks complete and the process may crash later, so
+    large writes are better done where a failure is an exception. Otherwise (large files: image
+    stacks) the file is written in place and closed safely on error (:func:`close_h5_discarding`).
+    """
+    import h5py
+
+    with atomic_path(path) as tmp:
+        if in_memory:
+            buffer = io.BytesIO()
+            with h5py.File(buffer, "w", **file_options) as f:
+                yield f
+            with open(tmp, "wb") as out:  # a full disk is an OSError here
+                out.write(buffer.getbuffer())
+            return
+        f = h5py.File(tmp, "w", **file_options)
+        try:
+            yield f
+        except BaseException:
+            close_h5_discarding(f)
+            raise
+        close_h5_keeping(f, path)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.io.atomic import atomic_path
+from pipeline.io.atomic import atomic_h5
 from pipeline.io.nexus import create_nxdata, write_mdx2_root_attrs
 from pipeline.model import CORRECTION_NAMES
 
@@ -67,7 +67,7 @@ def write_geometry(
     :class:`pipeline.symmetry.spacegroup.SymmetryInfo`; ``miller_index`` is (3, nphi, ny, nx).
     """
     path = Path(path)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_h5(path) as f:
         entry = write_mdx2_root_attrs(f)
         group = _object_group(entry, "crystal", "Crystal", "NXsample")
         for name in ("ub_matrix", "unit_cell", "orientation_matrix"):

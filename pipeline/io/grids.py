@@ -17,7 +17,14 @@ import h5py
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.io.atomic import discard, publish, temp_sibling
+from pipeline.io.atomic import (
+    as_disk_full,
+    close_h5_discarding,
+    close_h5_keeping,
+    discard,
+    publish,
+    temp_sibling,
+)
 from pipeline.io.nexus import create_nxdata, decode_str, open_nexus, require, write_mdx2_root_attrs
 
 __all__ = ["MapData", "MapWriter", "read_map"]
@@ -50,6 +57,7 @@ class MapWriter:
         self.path = Path(path)
         self.tmp = temp_sibling(self.path)
         self.shape = tuple(int(a.size) for a in axes)
+        self._committed = False
         self._file = h5py.File(self.tmp, "w")
         try:
             entry = write_mdx2_root_attrs(self._file)
@@ -67,28 +75,44 @@ class MapWriter:
             self.dataset = group.create_dataset(
                 "signal", shape=self.shape, dtype=np.dtype(dtype), fillvalue=np.nan, **options
             )
-        except BaseException:
+        except BaseException as exc:
             self.close()
-            raise
+            discard(self.tmp)
+            raise (as_disk_full(exc, self.path) or exc) from exc
 
     def write(self, h0: int, block: np.ndarray) -> None:
-        """Values of H planes ``h0 : h0 + len(block)``."""
-        self.dataset[h0 : h0 + block.shape[0]] = block
+        """Values of H planes ``h0 : h0 + len(block)``; a full disk raises DiskFullError naming the map."""
+        try:
+            self.dataset[h0 : h0 + block.shape[0]] = block
+        except Exception as exc:
+            raise (as_disk_full(exc, self.path) or exc) from exc
 
     def close(self) -> None:
+        """Close without keeping the file (safe on a full disk: see close_h5_discarding)."""
+        close_h5_discarding(self._file)
+        self._file = None
+
+    def finish(self) -> Path:
+        """Close the complete file, still under its temporary name (returned), e.g. to draw from it."""
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                close_h5_keeping(file, self.path)
+            except BaseException:
+                discard(self.tmp)
+                raise
+        return self.tmp
 
     def commit(self) -> Path:
-        self.close()
+        self.finish()
+        self._committed = True
         return publish(self.tmp, self.path)
 
     def __enter__(self) -> MapWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None or self._file is not None:
+        if not self._committed:
             self.close()
             discard(self.tmp)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.io.atomic import atomic_path
+from pipeline.io.atomic import atomic_h5
 from pipeline.io.nexus import create_nxdata, write_mdx2_root_attrs
 
 __all__ = ["IMAGE_GROUP", "ImageSeriesWriter"]
@@ -62,7 +62,7 @@ class ImageSeriesWriter:
         expected = (frames.stop - frames.start, *self.shape[1:])
         if counts.shape != expected or counts.dtype != np.int32:
             raise ValueError(f"slab {index}: expected int32 {expected}, got {counts.dtype} {counts.shape}")
-        with atomic_path(self.outdir / self.sources[index]) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_h5(self.outdir / self.sources[index]) as f:
             entry = write_mdx2_root_attrs(f)
             group = _nxdata(entry, IMAGE_GROUP, "mdx2.data", "ImageSeries", "data", ["phi", "iy", "ix"])
             group.create_dataset(
@@ -85,7 +85,7 @@ class ImageSeriesWriter:
                 relative, f"/entry/{IMAGE_GROUP}/data", shape=source_shape
             )
         path = self.outdir / f"{self.name}.nxs" if path is None else Path(path)
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_h5(path) as f:
             entry = write_mdx2_root_attrs(f)
             group = _nxdata(entry, IMAGE_GROUP, "mdx2.data", "ImageSeries", "data", ["phi", "iy", "ix"])
             group.create_virtual_dataset("data", layout, fillvalue=MASKED_VALUE)

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pipeline.errors import InputError, OutputInUseError
+from pipeline.io.atomic import as_disk_full
 
 __all__ = ["Lock", "OutputInUseError", "lock_path", "output_lock", "output_locks", "read_lock", "take_notes"]
 
@@ -160,8 +161,14 @@ def _acquire(path: Path, what: str) -> Lock:
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if what else None,
             "path": str(path),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        except OSError as exc:  # e.g. a full disk: no lock file is left behind
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(file)
+            raise (as_disk_full(exc, path) or exc) from exc
         return Lock(path, file, fd, info)
     raise OutputInUseError(f"could not lock {str(path)!r}: its lock file {file} keeps changing")
 

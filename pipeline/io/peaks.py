@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.io.atomic import atomic_path, check_output_path
+from pipeline.io.atomic import atomic_h5, check_output_path
 from pipeline.io.inputs import check_finite
 from pipeline.io.nexus import create_nxdata, open_nexus, read_array, require, write_mdx2_root_attrs
 from pipeline.kernels.peaks import GaussianPeak
@@ -73,7 +73,7 @@ def _write_peaks_group(entry: h5py.Group, name: str, phi, iy, ix) -> None:
 def write_peaks(path: str | os.PathLike, table: PeakTable, *, overwrite: bool = False, params=None) -> Path:
     """Write ``table`` to ``path`` in mdx2's peaks.nxs layout (atomically)."""
     path = check_output_path(path, overwrite)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_h5(path) as f:
         entry = write_mdx2_root_attrs(f)
         g = entry.create_group("peak_model")
         g.attrs["mdx2_module"] = "mdx2.geometry"
@@ -146,7 +146,7 @@ def write_mask(
     chunk of a (nphi, ny, nx) grid with chunk shape ``chunks`` (edge chunks padded to full size)."""
     path = check_output_path(path, overwrite)
     shape = tuple(len(a) for a in axes)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_h5(path) as f:
         entry = write_mdx2_root_attrs(f)
         g = create_nxdata(entry, "mask", axes=["axis0", "axis1", "axis2"])
         for i, axis in enumerate(axes):

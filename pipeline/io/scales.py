@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.io.atomic import atomic_path
+from pipeline.io.atomic import atomic_h5
 from pipeline.io.nexus import create_nxdata, decode_str, open_nexus, read_array, write_mdx2_root_attrs
 from pipeline.kernels.scaling_models import AbsorptionModel, DetectorModel, OffsetModel, ScalingModel
 
@@ -95,7 +95,7 @@ def read_scales(path: str | os.PathLike) -> Scales:
 
 def write_scales(path: str | os.PathLike, scales: Scales) -> Path:
     """Write ``scales`` to ``path`` atomically in mdx2's layout (models with ``u`` only)."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_h5(path) as f:
         entry = write_mdx2_root_attrs(f)
         for group, model in scales.items():
             if model.u is None:

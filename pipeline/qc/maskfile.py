@@ -27,7 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.io.atomic import atomic_path, check_output_path
+from pipeline.io.atomic import atomic_h5, check_output_path
 from pipeline.io.images import ImageStack, MaskStack, storage_chunk_slices
 from pipeline.io.nexus import create_nxdata, write_mdx2_root_attrs
 
@@ -63,7 +63,7 @@ def write_mask_file(
     if hot.shape != tuple(stack.shape[1:]):
         raise ValueError(f"hot-pixel image has shape {hot.shape}, expected {tuple(stack.shape[1:])}")
     chunks = _chunks(stack)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_h5(path) as f:
         entry = write_mdx2_root_attrs(f)
         g = create_nxdata(entry, "mask", axes=["axis0", "axis1", "axis2"])
         for i, axis in enumerate((stack.phi, stack.iy, stack.ix)):

@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.io.atomic import atomic_path
+from pipeline.io.atomic import atomic_h5
 from pipeline.io.image_writer import ImageSeriesWriter, _nxdata
 from pipeline.io.nexus import write_mdx2_root_attrs
 
@@ -54,7 +54,7 @@ class EigerWriter:
     def write_slab(self, index: int, counts: np.ndarray) -> None:
         frames = self.slabs[index]
         raw = np.where(counts < 0, 65535, np.minimum(counts, 65534)).astype(np.uint16)
-        with atomic_path(self.outdir / self.sources[index]) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_h5(self.outdir / self.sources[index]) as f:
             ds = f.create_dataset(
                 "/entry/data/data", data=raw, chunks=(1, *self.shape[1:]), **self._compression
             )
@@ -63,7 +63,7 @@ class EigerWriter:
 
     def finish(self) -> Path:
         path = self.outdir / self.filename
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_h5(path) as f:
             data = f.create_group("/entry/data")
             data.attrs["NX_class"] = "NXdata"
             f["/entry"].attrs["NX_class"] = "NXentry"
@@ -88,7 +88,7 @@ def mask_writer(path: str | os.PathLike, phi, shape, chunks) -> Iterator[h5py.Da
     """Yield the bool dataset ``/entry/mask/signal`` (True = exclude) of a new mask file to fill."""
     shape = tuple(int(n) for n in shape)
     chunks = tuple(min(int(c), n) for c, n in zip(chunks, shape, strict=True))
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_h5(path) as f:
         entry = write_mdx2_root_attrs(f)
         group = _nxdata(entry, "mask", "mdx2.geometry", "GridData", "signal", ["axis0", "axis1", "axis2"])
         group.create_dataset("axis0", data=np.asarray(phi, dtype=np.float64))

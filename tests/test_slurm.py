@@ -258,3 +258,58 @@ def test_submit_refused_by_sbatch(workdir):
     assert run.returncode == 1
     assert "sbatch refused the batch job" in run.stderr and "Memory specification" in run.stderr, run.stderr
     assert not (workdir / "c.nxs").exists()
+
+
+def test_the_rest_of_the_chain_on_slurm_gives_mdx2s_outputs(workdir):
+    """find-peaks, mask-peaks, scale, merge, reintegrate and map, each on one set of SLURM worker jobs,
+    against mdx2 1.0.5's golden outputs (and map against the same map made locally)."""
+    import h5py
+    from test_peaks import CASES as PEAK_CASES
+    from test_peaks import _assert_same_mask, _assert_same_peaks
+    from test_reintegrate import CASES as REINTEGRATE_CASES
+    from test_reintegrate import assert_same, options, read_mdx2
+
+    from pipeline.api.find_peaks import find_peaks
+    from pipeline.api.map import make_map
+    from pipeline.api.mask_peaks import mask_peaks
+    from pipeline.api.merge import merge
+    from pipeline.api.scale import scale
+    from pipeline.io.scales import read_scales
+
+    corrected = DATA / "mono" / "mdx2" / "corrected_222_bkg.nxs"
+    with connect("slurm", workers=2) as c:
+        assert None not in c.run(lambda: os.environ.get("SLURM_JOB_ID")).values()
+        peaks, case = workdir / "peaks.nxs", PEAK_CASES["cubic"]
+        find_peaks(CUBIC / "geometry.nxs", CUBIC / "data.nxs", case["count_threshold"],
+                   sigma_cutoff=case["sigma_cutoff"], outfile=peaks, client=c)  # fmt: skip
+        _assert_same_peaks(peaks, DATA / "peaks" / "cubic" / "peaks.nxs")
+        name, (sigma, bragg) = next(iter(case["masks"].items()))
+        mask_peaks(CUBIC / "geometry.nxs", CUBIC / "data.nxs", peaks, sigma_cutoff=sigma, bragg=bragg,
+                   outfile=workdir / name, client=c)  # fmt: skip
+        _assert_same_mask(workdir / name, DATA / "peaks" / "cubic" / name)
+
+        scale(corrected, outfile=workdir / "scales.nxs", client=c)
+        ours, ref = read_scales(workdir / "scales.nxs"), read_scales(DATA / "scale" / "scales_default.nxs")
+        np.testing.assert_allclose(ours.scaling.u, ref.scaling.u, rtol=1e-6)
+
+        merged = workdir / "merged.nxs"
+        merge(
+            DATA / "cubic/mdx2/corrected_325_bkg.nxs", DATA / "merge/scales_325.nxs", outfile=merged, client=c
+        )
+        with h5py.File(merged) as a, h5py.File(DATA / "merge/merged_325_scales.nxs") as b:
+            for k in b["/entry/hkl_table"]:
+                assert a[f"/entry/hkl_table/{k}"][()].tobytes() == b[f"/entry/hkl_table/{k}"][()].tobytes(), k
+
+        r_case = REINTEGRATE_CASES["cubic_325_scale_bkg_intensity"]
+        pipeline.reintegrate(CUBIC / "geometry.nxs", CUBIC / "data.nxs", outfile=workdir / "r.nxs", client=c,
+                             **options(r_case))  # fmt: skip
+        assert_same(read_mdx2(DATA / r_case["reference"]), pipeline.read_table(workdir / "r.nxs"))
+
+        limits = (-3, 3, -3, 3, -2, 2)
+        make_map(
+            CUBIC / "geometry.nxs", merged, limits=limits, outfile=workdir / "map.nxs", client=c, png=False
+        )
+    make_map(CUBIC / "geometry.nxs", merged, limits=limits, outfile=workdir / "local.nxs", png=False)
+    with h5py.File(workdir / "map.nxs") as a, h5py.File(workdir / "local.nxs") as b:
+        assert a["/entry/intensity/signal"][()].tobytes() == b["/entry/intensity/signal"][()].tobytes()
+    assert wait_until_gone(timeout=15) == []

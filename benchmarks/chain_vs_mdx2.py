@@ -5,7 +5,8 @@
         [--subdivide 2 2 2] [--reintegrate 4 4 4] [--count-threshold 20] [--limits ...]
 
 DATASET is a refkit dataset (``experiment.expt``, ``data.nxs``, ``bkg_data.nxs``). Each chain runs every
-step on its own outputs, in its own directory (``DIR/mdx2``, ``DIR/diffuse``):
+step on its own outputs, in its own directory (``WORKDIR/mdx2``, ``WORKDIR/diffuse``; ``--workdir``,
+default a directory under $TMPDIR, replaced on each run):
 
     import_geometry -> find_peaks -> mask_peaks -> bin_image_series (background) -> integrate ->
     correct -> scale -> merge -> reintegrate -> map
@@ -28,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -141,7 +143,8 @@ def sync_and_drop_caches() -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", type=Path)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/chain"))
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/chain"), help="CSV and PNG")
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "chain_vs_mdx2")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--subdivide", type=int, nargs=3, default=(2, 2, 2))
@@ -157,10 +160,10 @@ def main() -> None:
         sys.exit("source ../shared/refkit/setup.sh first (mdx2's import_geometry needs its PYTHONPATH)")
     ds = a.dataset.resolve()
     a.out.mkdir(parents=True, exist_ok=True)
-    dirs = {"mdx2": a.out / "mdx2", "diffuse": a.out / "diffuse"}
+    dirs = {"mdx2": a.workdir / "mdx2", "diffuse": a.workdir / "diffuse"}
     for d in dirs.values():
         shutil.rmtree(d, ignore_errors=True)
-        d.mkdir()
+        d.mkdir(parents=True)
         # the inputs as links beside the outputs: mdx2 opens the virtual datasets' sources (datastore/...)
         # relative to its working directory
         for name in ("experiment.expt", "data.nxs", "bkg_data.nxs", "datastore"):

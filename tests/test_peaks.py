@@ -235,6 +235,40 @@ def test_peak_mask_matches_oracle_across_chunkings():
     assert np.array_equal(other[2:5, 10:40, 10:70], fast)
 
 
+@pytest.mark.parametrize("name", ["mono", "cubic"])
+@pytest.mark.parametrize("cutoff", [3.0, 7.5])
+def test_fast_mask_slab_equals_mdx2s_expressions_across_chunkings(name, cutoff):
+    """peak_mask_slab (one numba pass, mdx2's numpy expressions only next to the contour) against
+    peak_mask_block on miller_indices_dense, over blocks whose interpolation order ends on each axis,
+    with the contour band as used, 0 (the fast form decides all) and inf (mdx2's form decides all)."""
+    from pipeline.io.geometry import read_miller_grid, read_symmetry
+    from pipeline.symmetry.expressions import parse_miller_expression
+
+    grid = read_miller_grid(DATA / name / "geometry.nxs")
+    refl = parse_miller_expression(read_symmetry(DATA / name / "geometry.nxs").reflection_conditions)
+    stack = open_image_stack(DATA / name / "data.nxs")
+    model = read_peaks(GOLD / name / "peaks.nxs").model
+    axes = (grid.phi, grid.iy, grid.ix)
+    n = stack.shape
+    finals = set()
+    for sl in [
+        (slice(0, n[0]), slice(0, n[1]), slice(0, n[2])),
+        (slice(1, n[0]), slice(3, 9), slice(7, 8)),  # ix shortest ... phi or iy last
+        (slice(2, 3), slice(0, n[1]), slice(5, 17)),
+        (slice(0, n[0]), slice(11, 12), slice(0, 5)),
+    ]:
+        blk = prepare_miller_block(axes, grid.hkl, stack.phi[sl[0]], stack.iy[sl[1]], stack.ix[sl[2]])
+        shape = tuple(s.stop - s.start for s in sl)
+        finals.add(blk.final_axis)
+        ref = kp.peak_mask_block(miller_indices_dense(blk, shape), model, cutoff, refl)
+        for band in (kp.BAND, 0.0, np.inf):
+            assert np.array_equal(kp.peak_mask_slab(blk, shape, model, cutoff, refl, band=band), ref), (
+                sl,
+                band,
+            )
+    assert finals == {0, 1, 2}
+
+
 def test_plan_mask_gives_every_peak_to_one_task():
     stack = open_image_stack(DATA / "cubic" / "data.nxs")
     rng = np.random.default_rng(4)

@@ -22,8 +22,8 @@ import numpy as np
 from pipeline.graph.run_tasks import run_tasks
 from pipeline.io.images import MASKED_VALUE, ImageStack, storage_chunk_slices
 from pipeline.io.peaks import compress_mask_chunk
-from pipeline.kernels.interpolate import MillerBlock, miller_indices_dense, prepare_miller_block
-from pipeline.kernels.peaks import GaussianPeak, peak_mask_block, threshold_pixels
+from pipeline.kernels.interpolate import MillerBlock, prepare_miller_block
+from pipeline.kernels.peaks import GaussianPeak, peak_mask_slab, threshold_pixels
 
 __all__ = [
     "FindTask",
@@ -221,9 +221,8 @@ def run_mask_task(
         step = max(1, SLAB_PIXELS // (shape[1] * shape[2]))
         for f0 in range(0, shape[0], step):
             f1 = min(f0 + step, shape[0])
-            hkl = miller_indices_dense(frames_of(block, f0, f1), (f1 - f0, *shape[1:]))
-            mask[f0:f1] = peak_mask_block(hkl, model, sigma_cutoff, is_reflection)
-            del hkl
+            slab = frames_of(block, f0, f1)
+            mask[f0:f1] = peak_mask_slab(slab, (f1 - f0, *shape[1:]), model, sigma_cutoff, is_reflection)
         if bragg:
             mask = ~mask
         else:

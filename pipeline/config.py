@@ -523,6 +523,29 @@ def _check_fields(obj, what: str, positive=(), nonnegative=(), counts=(), flags=
 
 
 @dataclass(frozen=True)
+class PrescaleOptions:
+    """mdx2.scale ``--prescale.*``: a first refinement on every ``subsample``-th row of each table,
+    grouped by ``floor(s * 1000)`` when ``isotropic`` (else by reflection), of the enabled models it
+    names; the main refinement starts from its models."""
+
+    enable: bool = False
+    subsample: int = 10
+    isotropic: bool = True
+    scaling: bool = True
+    offset: bool = False
+    detector: bool = False
+    absorption: bool = True
+
+    def __post_init__(self):
+        _check_fields(
+            self,
+            "prescale",
+            counts=(("subsample", 1),),
+            flags=("enable", "isotropic", "scaling", "offset", "detector", "absorption"),
+        )
+
+
+@dataclass(frozen=True)
 class ScalingOptions:
     """mdx2.scale ``--scaling.*``: smooth scale factor vs. phi (model b)."""
 
@@ -630,6 +653,7 @@ class ScaleParams:
     offset: OffsetOptions = field(default_factory=OffsetOptions)
     detector: DetectorOptions = field(default_factory=DetectorOptions)
     absorption: AbsorptionOptions = field(default_factory=AbsorptionOptions)
+    prescale: PrescaleOptions = field(default_factory=PrescaleOptions)
     mca2020: bool = False
     overwrite: bool = False
     tuning: Tuning = field(default_factory=Tuning.from_config, compare=False)
@@ -653,6 +677,12 @@ class ScaleParams:
                 set_(self, name, replace(getattr(self, name), enable=True))
         if not any(getattr(self, n).enable for n in ("scaling", "offset", "detector", "absorption")):
             raise ConfigError("at least one model must be enabled: scaling, absorption, detector or offset")
+        if self.prescale.enable and self.prescale.detector and self.detector.enable:
+            raise ConfigError(
+                "--prescale.detector True with the detector model enabled is not supported: mdx2.scale 1.0.5 "
+                "fails there (its prescale refiner never receives the detector model); leave "
+                "--prescale.detector False"
+            )
         out = self.outfile
         if out is None:
             out = _default_scale_outfiles(hkl)

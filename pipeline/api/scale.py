@@ -11,6 +11,7 @@ from pipeline.config import (
     ClusterSpec,
     DetectorOptions,
     OffsetOptions,
+    PrescaleOptions,
     ScaleParams,
     ScalingOptions,
 )
@@ -42,6 +43,7 @@ def scale(
     offset: OffsetOptions | dict | None = None,
     detector: DetectorOptions | dict | None = None,
     absorption: AbsorptionOptions | dict | None = None,
+    prescale: PrescaleOptions | dict | None = None,
     report: PathLike | None = None,
     overwrite: bool = False,
     cluster: ClusterSpec | str | None = None,
@@ -53,7 +55,8 @@ def scale(
     """Fit mdx2.scale's models to corrected tables (one batch per table) and write ``scales.nxs`` files.
 
     ``scaling``/``offset``/``detector``/``absorption`` take mdx2.scale's options of each model (a dict
-    or the options dataclass); ``mca2020`` enables all four. ``outfile``: one per table (default: mdx2's
+    or the options dataclass); ``mca2020`` enables all four;
+    ``prescale`` takes mdx2.scale's ``--prescale.*`` options. ``outfile``: one per table (default: mdx2's
     names, ``scales.nxs`` beside each table). ``report``: also write a PNG/HTML report of the models.
     Returns a :class:`~pipeline.graph.scale.ScaleResult` (with ``outfiles``).
     """
@@ -67,6 +70,7 @@ def scale(
         offset=_options(OffsetOptions, offset),
         detector=_options(DetectorOptions, detector),
         absorption=_options(AbsorptionOptions, absorption),
+        prescale=_options(PrescaleOptions, prescale),
         mca2020=mca2020,
         overwrite=overwrite,
     )

@@ -23,10 +23,25 @@ from pipeline.cli.app import (
     user_errors,
 )
 from pipeline.config import ClusterSpec
+from pipeline.errors import ConfigError
 
 
 def _opt(name: str, help: str):
     return typer.Option(name, help=help, rich_help_panel="Models (as mdx2.scale)")
+
+
+def _flag(name: str, help: str):
+    """A True/False option spelled as mdx2.scale's (``--offset.enable True``), not a bare flag."""
+    return typer.Option(name, help=help, metavar="BOOL", rich_help_panel="Models (as mdx2.scale)")
+
+
+def _bool(name: str, value: str) -> bool:
+    v = str(value).strip().lower()
+    if v in ("true", "1", "yes"):
+        return True
+    if v in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"--{name.replace('_', '.', 1)} takes True or False, got {value!r}")
 
 
 @app.command()
@@ -38,13 +53,13 @@ def scale(
     mca2020: Annotated[
         bool, typer.Option("--mca2020", help="Enable all four models (mdx2.scale --mca2020).")
     ] = False,
-    scaling_enable: Annotated[bool, _opt("--scaling.enable", "Scale vs. phi (b).")] = True,
+    scaling_enable: Annotated[str, _flag("--scaling.enable", "Scale vs. phi (b).")] = "True",
     scaling_alpha: Annotated[float, _opt("--scaling.alpha", "Smoothness multiplier.")] = 1.0,
     scaling_dphi: Annotated[float, _opt("--scaling.dphi", "Phi control-point spacing (degrees).")] = 1.0,
     scaling_niter: Annotated[int, _opt("--scaling.niter", "Maximum iterations.")] = 10,
     scaling_x2tol: Annotated[float, _opt("--scaling.x2tol", "Stop when chi2 falls by less.")] = 1e-4,
     scaling_outlier: Annotated[float, _opt("--scaling.outlier", "Outlier cutoff (sigma).")] = 10.0,
-    offset_enable: Annotated[bool, _opt("--offset.enable", "Offset vs. s and phi (c).")] = False,
+    offset_enable: Annotated[str, _flag("--offset.enable", "Offset vs. s and phi (c).")] = "False",
     offset_alpha_x: Annotated[float, _opt("--offset.alpha_x", "Smoothness vs. s.")] = 1.0,
     offset_alpha_y: Annotated[float, _opt("--offset.alpha_y", "Smoothness vs. phi.")] = 1.0,
     offset_alpha_min: Annotated[float, _opt("--offset.alpha_min", "Pull towards offset.min.")] = 0.001,
@@ -54,7 +69,7 @@ def scale(
     offset_niter: Annotated[int, _opt("--offset.niter", "Maximum iterations.")] = 5,
     offset_x2tol: Annotated[float, _opt("--offset.x2tol", "Stop when chi2 falls by less.")] = 1e-3,
     offset_outlier: Annotated[float, _opt("--offset.outlier", "Outlier cutoff (sigma).")] = 5.0,
-    detector_enable: Annotated[bool, _opt("--detector.enable", "Scale vs. detector position (d).")] = False,
+    detector_enable: Annotated[str, _flag("--detector.enable", "Scale vs. detector position (d).")] = "False",
     detector_alpha: Annotated[float, _opt("--detector.alpha", "Smoothness multiplier.")] = 1.0,
     detector_nx: Annotated[int, _opt("--detector.nx", "Control points in x.")] = 200,
     detector_ny: Annotated[int, _opt("--detector.ny", "Control points in y.")] = 200,
@@ -62,8 +77,8 @@ def scale(
     detector_x2tol: Annotated[float, _opt("--detector.x2tol", "Stop when chi2 falls by less.")] = 1e-3,
     detector_outlier: Annotated[float, _opt("--detector.outlier", "Outlier cutoff (sigma).")] = 5.0,
     absorption_enable: Annotated[
-        bool, _opt("--absorption.enable", "Scale vs. position and phi (a).")
-    ] = False,
+        str, _flag("--absorption.enable", "Scale vs. position and phi (a).")
+    ] = "False",
     absorption_alpha_xy: Annotated[float, _opt("--absorption.alpha_xy", "Smoothness vs. x, y.")] = 10.0,
     absorption_alpha_z: Annotated[float, _opt("--absorption.alpha_z", "Smoothness vs. phi.")] = 1.0,
     absorption_nx: Annotated[int, _opt("--absorption.nx", "Control points in x.")] = 20,
@@ -74,6 +89,19 @@ def scale(
     absorption_niter: Annotated[int, _opt("--absorption.niter", "Maximum iterations.")] = 5,
     absorption_x2tol: Annotated[float, _opt("--absorption.x2tol", "Stop when chi2 falls by less.")] = 1e-4,
     absorption_outlier: Annotated[float, _opt("--absorption.outlier", "Outlier cutoff (sigma).")] = 5.0,
+    prescale_enable: Annotated[
+        str, _flag("--prescale.enable", "First refine on a subsample of the rows (mdx2's prescaling).")
+    ] = "False",
+    prescale_subsample: Annotated[int, _opt("--prescale.subsample", "Prescale on every N-th row.")] = 10,
+    prescale_isotropic: Annotated[
+        str, _flag("--prescale.isotropic", "Prescale groups rows by |s| (0.001 bins), not by hkl.")
+    ] = "True",
+    prescale_scaling: Annotated[str, _flag("--prescale.scaling", "Prescale the scaling model.")] = "True",
+    prescale_offset: Annotated[str, _flag("--prescale.offset", "Prescale the offset model.")] = "False",
+    prescale_detector: Annotated[str, _flag("--prescale.detector", "Prescale the detector model.")] = "False",
+    prescale_absorption: Annotated[
+        str, _flag("--prescale.absorption", "Prescale the absorption model.")
+    ] = "True",
     outfile: Annotated[
         list[Path] | None,
         typer.Option(help="scales.nxs to write, one per table (default: scales.nxs beside each table)."),
@@ -102,7 +130,11 @@ def scale(
     loc = locals()
 
     def group(name, keys):
-        return {k: loc[f"{name}_{k}"] for k in keys}
+        out = {k: loc[f"{name}_{k}"] for k in keys}
+        for k, v in out.items():
+            if isinstance(v, str):
+                out[k] = _bool(f"{name}_{k}", v)
+        return out
 
     outfiles = list(outfile) if outfile else None
     result = run(
@@ -117,6 +149,9 @@ def scale(
         detector=group("detector", ("enable", "alpha", "nx", "ny", "niter", "x2tol", "outlier")),
         absorption=group(
             "absorption", ("enable", "alpha_xy", "alpha_z", "nx", "ny", "dphi", "niter", "x2tol", "outlier")
+        ),
+        prescale=group(
+            "prescale", ("enable", "subsample", "isotropic", "scaling", "offset", "detector", "absorption")
         ),
         report=report,
         overwrite=overwrite,

@@ -20,6 +20,7 @@ tasks run on dask's threaded scheduler; with one they are futures held by the wo
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import operator
@@ -109,8 +110,9 @@ class Models:
 
 # -------------------------------------------------------------------------------- partition tasks
 
-
-ROW_ARRAYS = ("I", "sigma", "phi", "ix", "iy", "s", "hkl", "ih", "mask")
+ROW_ARRAYS = ("I", "sigma", "phi", "ix", "iy", "s", "ih", "mask", "Im")
+RUN_COLUMNS = ("I", "sigma", "phi", "ix", "iy", "s", "hi", "ki", "li")
+ISOTROPIC_GROUPS = 65536  # mdx2's isotropic prescale groups: floor(s * 1000) as uint16
 
 
 def _save(directory: str, name: str, arr: np.ndarray) -> str:
@@ -162,13 +164,21 @@ def _dehydrate(full: dict, before: dict | None, spilled: dict | None) -> dict:
 
 
 def _spilling(func):
-    """Run a partition task on the hydrated partition; spill what it changed."""
+    """Run a partition task on the hydrated partition; spill what it changed. A task returning
+    ``(partition, {"t": {...}})`` gets the time spent reading and writing spilled arrays in ``t["io"]``."""
 
     def wrapped(part, *args, **kwargs):
+        t = time.perf_counter()
         full = _hydrate(part)
+        io = time.perf_counter() - t
         out = func(full, *args, **kwargs)
-        if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], dict) and "batch" in out[0]:
-            return _dehydrate(out[0], full, part if part.get("dir") else None), out[1]
+        if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], dict) and "segs" in out[0]:
+            t = time.perf_counter()
+            slim = _dehydrate(out[0], full, part if part.get("dir") else None)
+            io += time.perf_counter() - t
+            if isinstance(out[1], dict) and "t" in out[1]:
+                out[1]["t"]["io"] = out[1]["t"].get("io", 0.0) + io
+            return slim, out[1]
         return out
 
     wrapped.__name__ = func.__name__
@@ -176,97 +186,153 @@ def _spilling(func):
     return wrapped
 
 
-def _load(source: TableSource, start: int, stop: int, batch: int, ndiv, index: int = 0, workdir=None):
-    part, stats = _read(source, start, stop, batch, ndiv)
-    part["index"] = index
-    part["dir"] = workdir
-    part["values"] = {}
-    return _dehydrate(part, None, None), stats
-
-
-def _read(source: TableSource, start: int, stop: int, batch: int, ndiv) -> tuple[dict, dict]:
+def _read_run(
+    source: TableSource, start: int, stop: int, batch: int, ndiv, subsample: int, group: str, rundir
+):
+    """Read rows ``start:stop`` of one table (every ``subsample``-th row of the table, as mdx2's
+    ``tab[::subsample]``); with ``group == "hkl"`` sort them by ``round(h * ndiv)`` (stable: table order
+    within an H value) so that contiguous H ranges can be cut from every run. Returns the run: its
+    columns (or their files in ``rundir``) and the rows per H value."""
     rows = source.read(start, stop, COLUMNS)
-    part = {c: np.asarray(rows[c]) for c in COLUMNS if c not in ("h", "k", "l")}
-    part["I"] = part.pop("intensity")
-    part["sigma"] = part.pop("intensity_error")
-    hkl = np.stack([np.round(rows[c] * n).astype(np.int64) for c, n in zip("hkl", ndiv, strict=True)])
-    part["hkl"] = hkl
-    part["batch"] = batch
-    part["start"] = start
-    part["path"] = source.path
-    inf = np.flatnonzero(np.isinf(part["sigma"]) | np.isinf(part["I"]))
+    I, sigma = np.asarray(rows["intensity"]), np.asarray(rows["intensity_error"])
+    inf = np.flatnonzero(np.isinf(sigma) | np.isinf(I))
     if inf.size:
         raise InputError(
             f"{source.path!r}: intensity or intensity_error is infinite in {inf.size} rows (first at row "
             f"{start + inf[0]}); the integrated table had rows with seconds == 0. Integrate again with "
             "--exposure-time S (or drop those frames) and correct again."
         )
-    stats = {
-        "rows": stop - start,
-        "min": hkl.min(axis=1) if hkl.size else np.zeros(3, np.int64),
-        "max": hkl.max(axis=1) if hkl.size else np.zeros(3, np.int64),
-    }
-    return part, stats
+    sl = slice((-start) % subsample, None, subsample) if subsample > 1 else slice(None)
+    cols = {"I": I[sl], "sigma": sigma[sl]}
+    for c in ("phi", "ix", "iy", "s"):
+        cols[c] = np.asarray(rows[c])[sl]
+    run = {"batch": batch, "rows": int(cols["I"].size), "h_lo": 0, "h_counts": np.zeros(0, np.int64)}
+    if group == "hkl":
+        for c, n in zip("hkl", ndiv, strict=True):
+            cols[c + "i"] = np.round(np.asarray(rows[c])[sl] * n).astype(np.int32)
+        order = np.argsort(cols["hi"], kind="stable")
+        cols = {c: v[order] for c, v in cols.items()}
+        if order.size:
+            run["h_lo"] = int(cols["hi"][0])
+            run["h_counts"] = np.bincount(cols["hi"] - run["h_lo"])
+    del rows
+    if rundir is None:
+        run["cols"] = cols
+    else:
+        run["files"] = {c: _save(rundir, f"run-{batch}-{start}-{c}", v) for c, v in cols.items()}
+    return run
 
 
-def _keys(part: dict, origin, size) -> np.ndarray:
-    h = part["hkl"] - np.asarray(origin)[:, None]
-    return np.ravel_multi_index(tuple(h), tuple(size))
+def _run_column(run: dict, c: str, a: int, b: int) -> np.ndarray:
+    if "cols" in run:
+        return run["cols"][c][a:b]
+    return np.load(run["files"][c], mmap_mode="r")[a:b]
 
 
-def _sorted_unique(x: np.ndarray) -> np.ndarray:
-    """``np.unique`` by sorting (numpy 2's hash-based unique is ~20x slower on millions of int64 keys)."""
-    x = np.sort(x, kind="stable")
-    return x[np.concatenate(([True], x[1:] != x[:-1]))] if x.size else x
-
-
-@_spilling
-def _unique_keys(part: dict, origin, size) -> np.ndarray:
-    return _sorted_unique(_keys(part, origin, size))
-
-
-@_spilling
-def _index(part: dict, origin, size, keys: np.ndarray) -> tuple[dict, np.ndarray]:
-    """Group index of each row (its merged reflection), mdx2's initial mask; unmasked counts per group."""
-    part = dict(part)
-    k = _keys(part, origin, size)
-    order = np.argsort(k, kind="stable")  # sorted queries: searchsorted walks the keys once
-    ih = np.empty(k.size, dtype=np.int64)
-    ih[order] = np.searchsorted(keys, k[order])
-    part["ih"] = ih
-    del part["hkl"]
+def _assemble(pieces, index: int, workdir, group: str):
+    """One partition: the rows ``a:b`` of each run in ``pieces`` (runs in table order, batches in
+    order), i.e. every row of a range of H values; its reflections are numbered locally. With
+    ``group == "hkl"`` a reflection's rows are all here, so singletons are masked at once; with
+    ``"s"`` (isotropic prescale) groups span partitions and the counts are returned instead."""
+    cols = {}
+    names = RUN_COLUMNS if group == "hkl" else RUN_COLUMNS[:6]
+    for c in names:
+        parts = [_run_column(run, c, a, b) for run, a, b in pieces]
+        cols[c] = np.concatenate(parts) if len(parts) != 1 else np.array(parts[0])
+    segs = []
+    lo = 0
+    for run, a, b in pieces:
+        if segs and segs[-1][0] == run["batch"]:
+            segs[-1] = (run["batch"], segs[-1][1], lo + b - a)
+        else:
+            segs.append((run["batch"], lo, lo + b - a))
+        lo += b - a
+    part = {c: cols[c] for c in RUN_COLUMNS[:6]}
+    if group == "hkl":
+        hkl = [cols[c].astype(np.int64) for c in ("hi", "ki", "li")]
+        del cols
+        for j in range(3):
+            hkl[j] -= hkl[j].min() if hkl[j].size else 0
+        size = tuple(int(v.max()) + 1 if v.size else 1 for v in hkl)
+        keys = np.ravel_multi_index(tuple(hkl), size)
+        del hkl
+        order = np.argsort(keys, kind="stable")
+        sk = keys[order]
+        step = np.empty(sk.size, np.int64)
+        if sk.size:
+            step[0] = 0
+            np.not_equal(sk[1:], sk[:-1], out=step[1:])
+        gid = np.cumsum(step)
+        ih = np.empty(keys.size, np.int64)
+        ih[order] = gid
+        n_groups = int(gid[-1]) + 1 if gid.size else 0
+        del keys, order, sk, step, gid
+    else:
+        ih = np.floor(part["s"] * 1000).astype(np.uint16).astype(np.int64)  # mdx2's isotropic grouping
+        n_groups = ISOTROPIC_GROUPS
     sigma, I = part["sigma"], part["I"]
-    part["mask"] = np.isnan(I) | np.isnan(sigma) | (sigma == 0) | np.isinf(sigma)
-    return part, np.bincount(part["ih"], weights=~part["mask"], minlength=keys.size)
+    part.update(
+        ih=ih,
+        mask=np.isnan(I) | np.isnan(sigma) | (sigma == 0) | np.isinf(sigma),
+        n_groups=n_groups,
+        segs=segs,
+        index=index,
+        dir=workdir,
+        values={},
+    )
+    counts = np.bincount(ih, weights=~part["mask"], minlength=n_groups)
+    if group == "hkl":
+        part, stats = _singletons(part, counts)
+        return _dehydrate(part, None, None), stats
+    return _dehydrate(part, None, None), counts
 
 
-@_spilling
-def _singletons(part: dict, counts: np.ndarray) -> tuple[dict, dict]:
+def _singletons(part: dict, counts: np.ndarray) -> tuple[dict, list]:
     """Mask rows whose reflection has one unmasked observation; per-batch masked min/max of coordinates."""
     part = dict(part)
     mask = part["mask"]
     single = (counts <= 1)[part["ih"]] & ~mask
     part["mask"] = mask | single
     keep = ~part["mask"]
-    stats = {"n": int(keep.sum()), "singletons": int(single.sum()), "batch": part["batch"]}
-    for c in ("phi", "ix", "iy", "s"):
-        v = part[c][keep]
-        stats[c] = (v.min(), v.max()) if v.size else None
-    return part, [stats]
+    out = []
+    for batch, lo, hi in part["segs"]:
+        k = keep[lo:hi]
+        stats = {"n": int(k.sum()), "singletons": int(single[lo:hi].sum()), "batch": batch, "rows": hi - lo}
+        for c in ("phi", "ix", "iy", "s"):
+            v = part[c][lo:hi][k]
+            stats[c] = (v.min(), v.max()) if v.size else None
+        out.append(stats)
+    return part, out
+
+
+_singletons_task = _spilling(_singletons)
 
 
 def _refresh(part: dict, models: Models) -> dict:
-    """Recompute the model values whose model changed since this partition last saw it."""
+    """Recompute the model values whose model changed since this partition last saw it (each batch's
+    rows with its batch's model)."""
     values = dict(part["values"])
     changed = False
     for kind in LETTER:
-        m = models.of(part["batch"], kind)
-        key = None if m is None or m.u is None else (id(m.axes), m.version)
+        ms = [models.of(b, kind) for b, _, _ in part["segs"]]
+        if any(m is None or m.u is None for m in ms):
+            key = None
+        else:
+            key = tuple((id(m.axes), m.version) for m in ms)
         old = values.get(kind)
         if (old is None and key is None) or (old is not None and old[0] == key):
             continue
         changed = True
-        values[kind] = None if key is None else (key, interp_values(m, m.coords(part)))
+        if key is None:
+            values[kind] = None
+        elif len(ms) == 1:
+            values[kind] = (key, interp_values(ms[0], ms[0].coords(part)))
+        else:
+            segs = [
+                interp_values(m, tuple(c[lo:hi] for c in m.coords(part)))
+                for m, (_, lo, hi) in zip(ms, part["segs"], strict=True)
+            ]
+            values[kind] = (key, np.concatenate(segs))
     if not changed:
         return part
     part = dict(part)
@@ -302,6 +368,44 @@ def _scale_offset(part: dict) -> tuple[np.ndarray, np.ndarray]:
     return scale, offset
 
 
+def _merge_sums(part: dict, n_groups: int):
+    """mdx2's ``ScaledData.merge`` sums (count, sum of w, sum of w I) of the partition's unmasked rows."""
+    scale, offset = _scale_offset(part)
+    keep = ~part["mask"]
+    with np.errstate(all="ignore"):
+        I = part["I"][keep] / scale[keep] - offset[keep]
+        sigma = part["sigma"][keep] / scale[keep]
+        w = 1 / sigma**2
+        Iw = I * w
+    ind = part["ih"][keep]
+    return (
+        np.bincount(ind, minlength=n_groups),
+        np.bincount(ind, weights=w, minlength=n_groups),
+        np.bincount(ind, weights=Iw, minlength=n_groups),
+    )
+
+
+def _merged(sums) -> np.ndarray:
+    """``Im = sum(w I) / sum(w)``; NaN where mdx2's masked division masks it (no rows, a non-finite
+    quotient, or ``|sum w| <= |sum w I| * tiny``)."""
+    counts, wm, Iw = sums
+    with np.errstate(all="ignore"):
+        Im = Iw / wm
+        bad = (counts == 0) | ~np.isfinite(Im) | (np.abs(Iw) * np.finfo(float).tiny >= np.abs(wm))
+    Im[bad] = np.nan
+    return Im
+
+
+def _predict(factor, Im_r, offset):
+    """mdx2's ``scale * (Imerge[ih] + offset)`` with a masked ``Imerge``: numpy.ma leaves the first
+    operand's data, ``scale``, where ``Imerge`` is masked (NaN here), and the fit uses it."""
+    p = factor * (Im_r + offset)
+    bad = np.isnan(Im_r)
+    if bad.any():
+        p = np.where(bad, factor, p)
+    return p
+
+
 def _mask_outliers(part: dict, Im: np.ndarray, nsigma: float) -> tuple[dict, int]:
     scale, offset = _scale_offset(part)
     with np.errstate(all="ignore"):
@@ -313,32 +417,45 @@ def _mask_outliers(part: dict, Im: np.ndarray, nsigma: float) -> tuple[dict, int
 
 
 @_spilling
-def merge_task(part: dict, models: Models, outlier=None, n_groups: int = 0):
-    """Refresh model values, apply a pending outlier mask, and return mdx2's merge sums for the rows."""
+def merge_sums_task(part: dict, models: Models, n_groups: int):
+    """Global grouping (isotropic prescale): the partition's merge sums over every group."""
     part = _refresh(part, models)
-    removed = 0
-    if outlier is not None:
-        part, removed = _mask_outliers(part, *outlier)
-    scale, offset = _scale_offset(part)
-    keep = ~part["mask"]
-    with np.errstate(all="ignore"):
-        I = part["I"][keep] / scale[keep] - offset[keep]
-        sigma = part["sigma"][keep] / scale[keep]
-        w = 1 / sigma**2
-        Iw = I * w
-    ind = part["ih"][keep]
-    sums = (
-        np.bincount(ind, minlength=n_groups),
-        np.bincount(ind, weights=w, minlength=n_groups),
-        np.bincount(ind, weights=Iw, minlength=n_groups),
-    )
-    return part, (sums, removed)
+    return part, {"sums": _merge_sums(part, n_groups), "t": {}}
 
 
 @_spilling
-def fit_task(part: dict, models: Models, kind: str, Im: np.ndarray):
-    """One partition's contribution to the normal equations of ``kind`` (mdx2's ``calc_problem``)."""
+def pass_task(part: dict, models: Models, kind: str | None, merge: bool, Im, nsigma):
+    """One pass over a partition's rows: bring model values up to date (mdx2's ``apply``); with
+    ``merge``, merge its reflections (all their rows are here) and keep ``Im``; with ``nsigma``, mask
+    outliers against ``Im``; with ``kind``, return that model's normal equations (``calc_problem``).
+    ``Im`` is given for global grouping (isotropic prescale), else the partition's own is used."""
+    t = {}
+    c0 = time.perf_counter()
     part = _refresh(part, models)
+    c1 = time.perf_counter()
+    t["apply"] = c1 - c0
+    if merge:
+        part = dict(part)
+        part["Im"] = _merged(_merge_sums(part, part["n_groups"]))
+        c0, c1 = c1, time.perf_counter()
+        t["merge"] = c1 - c0
+    Im = part["Im"] if Im is None else Im
+    removed = 0
+    if nsigma is not None:
+        part, removed = _mask_outliers(part, Im, nsigma)
+        c0, c1 = c1, time.perf_counter()
+        t["outliers"] = c1 - c0
+    nes = {}
+    if kind is not None:
+        nes = _normal_equations(part, models, kind, Im)
+        c0, c1 = c1, time.perf_counter()
+        t["normal_equations"] = c1 - c0
+    return part, {"ne": nes, "removed": removed, "t": t}
+
+
+def _normal_equations(part: dict, models: Models, kind: str, Im: np.ndarray) -> dict:
+    """The partition's contribution to the normal equations of ``kind`` (mdx2's ``calc_problem``), per
+    batch (``"all"`` for the detector model, shared by the batches)."""
     a, b, c, d = (_value(part, k) for k in ("absorption", "scaling", "offset", "detector"))
     keep = ~part["mask"]
     I0 = part["I"][keep]
@@ -356,11 +473,11 @@ def fit_task(part: dict, models: Models, kind: str, Im: np.ndarray):
             off64 = 0.0 if c is None else c.astype(np.float64)
             I = I0 / sc64 - off64
             sigma = s0 / sc64
-            q = Im_r / sigma
+            q = _predict(1.0, Im_r, 0.0) / sigma
             y = I / sigma
         elif kind == "offset":
             b64 = 1.0 if b is None else b.astype(np.float64)
-            Ipred = b64 * (Im_r + 0.0)
+            Ipred = _predict(b64, Im_r, 0.0)
             sc = _prod(a, d)
             sc64 = 1.0 if sc is None else sc.astype(np.float64)
             I = I0 / sc64
@@ -372,7 +489,7 @@ def fit_task(part: dict, models: Models, kind: str, Im: np.ndarray):
             sc64 = 1.0 if sc is None else sc.astype(np.float64)
             off = None if c is None else (c if b is None else c / b)
             off64 = 0.0 if off is None else off.astype(np.float64)
-            Ipred = sc64 * (Im_r + off64)
+            Ipred = _predict(sc64, Im_r, off64)
             I = I0.astype(np.float64)
             sigma = s0.astype(np.float64)
             q = Ipred / sigma
@@ -382,16 +499,24 @@ def fit_task(part: dict, models: Models, kind: str, Im: np.ndarray):
             sc = _prod(a64, b64)
             sc64 = 1.0 if sc is None else sc
             off64 = 0.0 if c64 is None else (c64 if b64 is None else c64 / b64)
-            Ipred = sc64 * (Im_r + off64)
+            Ipred = _predict(sc64, Im_r, off64)
             I = I0.astype(np.float64)
             sigma = s0.astype(np.float64)
             q = Ipred / sigma
             y = I / sigma
-    model = models.of(part["batch"], kind)
-    coords = tuple(part[k][keep] for k in COORDS[kind])
-    ne = sf.accumulate(model.grid, coords, np.broadcast_to(q, I0.shape), y)
-    key = "all" if kind == "detector" else part["batch"]
-    return part, {key: ne}
+    q = np.broadcast_to(q, I0.shape)
+    if kind == "detector":
+        coords = tuple(part[k][keep] for k in COORDS[kind])
+        return {"all": sf.accumulate(models.detector.grid, coords, q, y)}
+    out = {}
+    edges = np.concatenate(([0], np.cumsum(keep)))  # kept rows before each row
+    for batch, lo, hi in part["segs"]:
+        klo, khi = int(edges[lo]), int(edges[hi])
+        sub = keep[lo:hi]
+        coords = tuple(part[k][lo:hi][sub] for k in COORDS[kind])
+        ne = sf.accumulate(models.of(batch, kind).grid, coords, q[klo:khi], y[klo:khi])
+        out[batch] = ne if batch not in out else out[batch] + ne
+    return out
 
 
 # ----------------------------------------------------------------------------------- executors
@@ -413,13 +538,21 @@ def _concat(*lists):
     return list(itertools.chain.from_iterable(lists))
 
 
-def _union(*arrays):
-    return _sorted_unique(np.concatenate(arrays))
+def _combine_pass(*items):
+    t = {}
+    for it in items:
+        for k, v in it["t"].items():
+            t[k] = t.get(k, 0.0) + v
+    return {
+        "ne": _add_dicts(*(it["ne"] for it in items)),
+        "removed": sum(it["removed"] for it in items),
+        "t": t,
+    }
 
 
-def _combine_merge(*items):
-    sums = tuple(np.sum([s[j] for s, _ in items], axis=0) for j in range(3))
-    return sums, sum(r for _, r in items)
+def _combine_sums(*items):
+    sums = tuple(np.sum([it["sums"][j] for it in items], axis=0) for j in range(3))
+    return {"sums": sums, "t": {}}
 
 
 class _Tree:
@@ -530,14 +663,6 @@ class _Cluster:
         return self.client.scatter(value, broadcast=True)
 
 
-def _second(func):
-    def wrapped(*args, **kwargs):
-        return func(*args, **kwargs)[1]
-
-    wrapped.__name__ = func.__name__
-    return wrapped
-
-
 # --------------------------------------------------------------------------------------- driver
 
 
@@ -552,8 +677,19 @@ class ScaleResult:
     report: object = None
 
 
-def _load_all(ex, client, paths, rows_per_part, workdir_for):
-    """Open the tables, load partitions (one batch per file), check them."""
+@dataclass
+class _Data:
+    """Loaded rows: partitions (in memory, spilled, or futures), how they group, per-segment stats."""
+
+    parts: list
+    local: bool  # every reflection's rows lie in one partition (hkl grouping): merge sums stay there
+    n_groups: int  # global grouping only
+    stats: list
+    rows: int
+
+
+def _open(paths):
+    """Open the tables and check them."""
     sources = [open_table(p) for p in paths]
     ndiv = sources[0].ndiv
     for s in sources:
@@ -566,68 +702,138 @@ def _load_all(ex, client, paths, rows_per_part, workdir_for):
             )
         if s.n_rows == 0:
             raise InputError(f"{s.path!r} has no rows: nothing to scale")
-    jobs = []
-    for b, s in enumerate(sources):
-        edges = [*range(0, s.n_rows, rows_per_part), s.n_rows]
-        jobs += [(s, lo, hi, b) for lo, hi in itertools.pairwise(edges) if hi > lo]
-    workdir = workdir_for(sum(s.n_rows for s in sources))
-    jobs = [(*j, ndiv, i, workdir) for i, j in enumerate(jobs)]
+    return sources
+
+
+def _h_ranges(runs, rows_per_part: int) -> list[tuple[int, int]]:
+    """Contiguous ranges of H (``round(h * ndiv)``) holding about ``rows_per_part`` rows each."""
+    used = [r for r in runs if r["rows"]]
+    lo = min(r["h_lo"] for r in used)
+    hi = max(r["h_lo"] + r["h_counts"].size for r in used)
+    total = np.zeros(hi - lo, np.int64)
+    for r in used:
+        total[r["h_lo"] - lo : r["h_lo"] - lo + r["h_counts"].size] += r["h_counts"]
+    cum = np.cumsum(total)
+    n = int(cum[-1])
+    nparts = max(1, -(-n // rows_per_part))
+    cuts = np.searchsorted(cum, np.arange(1, nparts) * (n / nparts)) + 1
+    edges = np.unique(np.concatenate(([0], cuts, [total.size])))
+    return [
+        (lo + int(a), lo + int(b))
+        for a, b in itertools.pairwise(edges)
+        if cum[b - 1] > (cum[a - 1] if a else 0)
+    ]
+
+
+def _pieces(runs, h0: int, h1: int):
+    out = []
+    for r in runs:
+        if not r["rows"]:
+            continue
+        cum = r.setdefault("cum", np.concatenate(([0], np.cumsum(r["h_counts"]))))
+        m = r["h_counts"].size
+        a = int(cum[min(max(h0 - r["h_lo"], 0), m)])
+        b = int(cum[min(max(h1 - r["h_lo"], 0), m)])
+        if b > a:
+            out.append((r, a, b))
+    return out
+
+
+def _submit_all(ex, client, func, jobs, split: bool):
+    """Run ``func(*job)`` for every job: results (or, with ``split``, partitions and gathered stats)."""
     if client is None:
-        out = ex.run(lambda j: _load(*j), jobs)
-        parts = [o[0] for o in out]
-        stats = [o[1] for o in out]
-    else:
-        outs = [client.submit(_load, *j, pure=False) for j in jobs]
-        parts = [client.submit(operator.getitem, o, 0, pure=False) for o in outs]
-        stats = client.gather([client.submit(operator.getitem, o, 1, pure=False) for o in outs])
-    return sources, parts, stats
+        out = ex.run(lambda j: func(*j), jobs)
+        return ([o[0] for o in out], [o[1] for o in out]) if split else out
+    futs = [client.submit(func, *j, pure=False) for j in jobs]
+    if not split:
+        return client.gather(futs)
+    parts = [client.submit(operator.getitem, f, 0, pure=False) for f in futs]
+    stats = client.gather([client.submit(operator.getitem, f, 1, pure=False) for f in futs])
+    return parts, stats
+
+
+def _load_data(ex, client, sources, rows_per_part, workdir, rundir, subsample=1, group="hkl") -> _Data:
+    """Read the tables into partitions: for hkl grouping, each partition holds all rows of a range of
+    H values (every row of its reflections), in table order; for isotropic grouping, row ranges."""
+    ndiv = sources[0].ndiv
+    jobs = []
+    chunk = rows_per_part * subsample
+    for b, s in enumerate(sources):
+        edges = [*range(0, s.n_rows, chunk), s.n_rows]
+        jobs += [
+            (s, lo, hi, b, ndiv, subsample, group, rundir) for lo, hi in itertools.pairwise(edges) if hi > lo
+        ]
+    runs = _submit_all(ex, client, _read_run, jobs, split=False)
+    rows = sum(r["rows"] for r in runs)
+    if rows == 0:
+        raise InputError(f"{sources[0].path!r}: no rows to scale")
+    try:
+        if group == "hkl":
+            ranges = _h_ranges(runs, rows_per_part)
+            jobs = [(_pieces(runs, h0, h1), i, workdir, group) for i, (h0, h1) in enumerate(ranges)]
+            parts, stats = _submit_all(ex, client, _assemble, jobs, split=True)
+            return _Data(parts, True, 0, list(itertools.chain.from_iterable(stats)), rows)
+        jobs = [([(r, 0, r["rows"])], i, workdir, group) for i, r in enumerate(runs) if r["rows"]]
+        parts, counts = _submit_all(ex, client, _assemble, jobs, split=True)
+        total = np.sum(counts, axis=0)
+        parts, stats = ex.update(_singletons_task, parts, _concat, ex.scatter(total))
+        return _Data(parts, False, ISOTROPIC_GROUPS, stats, rows)
+    finally:
+        for r in runs:
+            for path in r.get("files", {}).values():
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
 
 def fit_scales(paths, params, client=None, threads=None, progress=None) -> ScaleResult:
     """Fit mdx2.scale's models to the corrected tables ``paths`` (one batch per table)."""
     t0 = time.perf_counter()
     ex = _Local(threads) if client is None else _Cluster(client)
-    spill = []
-
-    def workdir_for(n_rows):
-        if n_rows <= SPILL_ROWS:
-            return None
+    sources = _open(paths)
+    n_rows = sum(s.n_rows for s in sources)
+    spill = n_rows > SPILL_ROWS
+    workdir = None
+    if spill or client is not None:
         anchor = Path(params.outfile[0])
-        d = anchor.with_name(f".{anchor.name}.work-{uuid.uuid4().hex[:8]}")
-        d.mkdir()
-        spill.append(d)
-        log.info("%d rows: partitions spilled to %s between passes", n_rows, d)
-        return str(d)
-
+        workdir = anchor.with_name(f".{anchor.name}.work-{uuid.uuid4().hex[:8]}")
+        workdir.mkdir()
+        if spill:
+            log.info("%d rows: partitions spilled to %s between passes", n_rows, workdir)
     try:
-        return _fit(paths, params, ex, client, progress, t0, workdir_for)
+        return _fit(sources, params, ex, client, progress, t0, workdir and str(workdir), spill)
     finally:
-        for d in spill:
-            shutil.rmtree(d, ignore_errors=True)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _fit(paths, params, ex, client, progress, t0, workdir_for) -> ScaleResult:
-    sources, parts, stats = _load_all(ex, client, paths, params.rows_per_partition, workdir_for)
-    nb = len(sources)
-    origin = np.min([s["min"] for s in stats], axis=0)
-    size = np.max([s["max"] for s in stats], axis=0) - origin + 1
-    keys = ex.map_reduce(_unique_keys, parts, _union, origin, size)
-    n_groups = keys.size
-    keys_f = ex.scatter(keys)
-    parts, counts = ex.update(_index, parts, _add, origin, size, keys_f)
-    parts, pstats = ex.update(_singletons, parts, _concat, counts)
-    del keys_f
-    log.info(
-        "loaded %d rows from %d file(s); %d merged reflections; %d singletons masked",
-        sum(s["rows"] for s in stats),
-        nb,
-        n_groups,
-        sum(s["singletons"] for s in pstats),
-    )
-    seconds = {"load": time.perf_counter() - t0}
+def _stages(params, pre=None) -> list:
+    """mdx2.scale's refinement stages (letter, fits, niter, x2tol, outlier); ``pre``: the prescale
+    options, which select among the enabled models as ``run_scale``'s prescaling phase does."""
+    sp, op_, dp, ap = params.scaling, params.offset, params.detector, params.absorption
+
+    def want(flag):
+        return pre is None or flag
+
+    oa = (op_.alpha_x, op_.alpha_y, op_.alpha_min)
+    stages = []
+    if sp.enable and want(pre and pre.scaling):
+        stages.append(("b", [("scaling", (sp.alpha,))], sp.niter, sp.x2tol, sp.outlier))
+    if sp.enable and op_.enable and want(pre and pre.offset and pre.scaling):
+        stages.append(("bc", [("offset", oa), ("scaling", (sp.alpha,))], op_.niter, op_.x2tol, op_.outlier))
+    if op_.enable and want(pre and pre.offset):
+        stages.append(("c", [("offset", oa)], op_.niter, op_.x2tol, op_.outlier))
+    if dp.enable and want(pre and pre.detector):
+        stages.append(("d", [("detector", (dp.alpha,))], dp.niter, dp.x2tol, dp.outlier))
+    if ap.enable and want(pre and pre.absorption):
+        stages.append(("a", [("absorption", (ap.alpha_xy, ap.alpha_z))], ap.niter, ap.x2tol, ap.outlier))
+    return stages
+
+
+def _grids(params, data: _Data, paths, nb: int) -> Models:
+    """Every model's control points from the masked extents of the rows (mdx2's ``add_*_model``)."""
 
     def extent(col, batch=None):
-        vals = [s[col] for s in pstats if s[col] is not None and (batch is None or s["batch"] == batch)]
+        vals = [s[col] for s in data.stats if s[col] is not None and (batch is None or s["batch"] == batch)]
         if not vals:
             raise InputError(
                 f"{paths[batch or 0]!r}: every row is masked (NaN or zero intensity_error, singletons)"
@@ -655,85 +861,120 @@ def _fit(paths, params, ex, client, progress, t0, workdir_for) -> ScaleResult:
         ix = sf.calc_points(*extent("ix"), nx=params.detector.nx)
         iy = sf.calc_points(*extent("iy"), nx=params.detector.ny)
         detector = Model("detector", (ix, iy))
-    models = Models(tuple(per_batch), detector)
+    return Models(tuple(per_batch), detector)
 
-    history = []
-    pending = None  # (Im, nsigma) of the outlier mask the next merge pass applies first
-    masked = {}
 
-    def merge():
-        nonlocal parts, pending
-        parts, (sums, removed) = ex.update(
-            merge_task, parts, _combine_merge, models, pending, n_groups=n_groups
+def _fit(sources, params, ex, client, progress, t0, workdir, spill) -> ScaleResult:
+    paths = [s.path for s in sources]
+    nb = len(sources)
+    rundir = workdir if (spill or client is not None) else None
+    partdir = workdir if spill else None
+    rpp = params.rows_per_partition
+    data = _load_data(ex, client, sources, rpp, partdir, rundir)
+    log.info(
+        "loaded %d rows from %d file(s) into %d partitions; %d singletons masked",
+        data.rows,
+        nb,
+        len(data.parts),
+        sum(s["singletons"] for s in data.stats),
+    )
+    seconds = {"load": time.perf_counter() - t0}
+    models = _grids(params, data, paths, nb)
+    history, masked = [], {}
+    pre = params.prescale
+    pre_stages = _stages(params, pre) if pre.enable else []
+    total_iter = sum(s[2] for s in pre_stages) + sum(s[2] for s in _stages(params))
+    bar = progress("scale", total_iter) if progress else None
+    if pre_stages:
+        t = time.perf_counter()
+        sub = pre.subsample if pre.subsample > 1 else 1
+        pdata = _load_data(
+            ex, client, sources, rpp, partdir, rundir, subsample=sub, group="s" if pre.isotropic else "hkl"
         )
-        if pending is not None:
-            log.info("removed %d outliers (>%g sigma)", removed, pending[1])
-            masked[f"outliers>{pending[1]:g}#{len(masked)}"] = removed
-        pending = None
-        counts, wm, Iw = sums
-        with np.errstate(all="ignore"):
-            Im = np.where(counts > 0, Iw / wm, np.nan)
-        return Im
+        log.info(
+            "prescale: %d rows (every %d-th), %s grouping",
+            pdata.rows,
+            sub,
+            "isotropic" if pre.isotropic else "hkl",
+        )
+        seconds["prescale_load"] = time.perf_counter() - t
+        models = _refine(ex, pdata, models, pre_stages, params, bar, seconds, history, masked, "pre_")
+        del pdata
+    models = _refine(ex, data, models, _stages(params), params, bar, seconds, history, masked, "")
+    seconds["total"] = time.perf_counter() - t0
+    return ScaleResult(models, data.rows, masked, history, {k: round(v, 3) for k, v in seconds.items()})
 
-    def fit(kind, Im, alphas):
-        nonlocal parts, models
-        Im_f = ex.scatter(Im)
-        parts, nes = ex.update(fit_task, parts, _add_dicts, models, kind, Im_f)
-        x2s = []
+
+def _refine(ex, data: _Data, models: Models, stages, params, bar, seconds, history, masked, prefix) -> Models:
+    """mdx2.scale's ``refine_*_model`` stages on ``data``, each followed by ``mask_outliers`` (but the
+    last, whose mask changes no model). Returns the fitted models."""
+    nb = len(models.per_batch)
+
+    def tick(key, t):
+        seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - t
+
+    def run_pass(kind=None, merge=False, Im=None, nsigma=None, what="fit_pass"):
+        t = time.perf_counter()
+        data.parts, res = ex.update(pass_task, data.parts, _combine_pass, models, kind, merge, Im, nsigma)
+        tick(f"{prefix}{what}", t)
+        for k, v in res["t"].items():
+            seconds[f"{prefix}task_{k}"] = seconds.get(f"{prefix}task_{k}", 0.0) + v
+        return res
+
+    def global_Im():
+        if data.local:
+            return None
+        t = time.perf_counter()
+        data.parts, res = ex.update(merge_sums_task, data.parts, _combine_sums, models, data.n_groups)
+        tick(f"{prefix}merge_pass", t)
+        return ex.scatter(_merged(res["sums"]))
+
+    def solve(kind, nes, alphas):
+        nonlocal models
+        t = time.perf_counter()
         if kind == "detector":
             u, x2 = _solve(models.detector, nes["all"], alphas, params)
             models = replace(models, detector=models.detector.with_u(u))
-            return x2
-        per_batch = list(models.per_batch)
-        for b in range(nb):
-            m = per_batch[b][kind]
-            u, x2 = _solve(m, nes[b], alphas, params)
-            per_batch[b] = {**per_batch[b], kind: m.with_u(u)}
-            x2s.append(x2)
-        models = replace(models, per_batch=tuple(per_batch))
-        return float(np.mean(x2s))
+        else:
+            per_batch = list(models.per_batch)
+            x2s = []
+            for b in range(nb):
+                m = per_batch[b][kind]
+                u, x2 = _solve(m, nes[b], alphas, params)
+                per_batch[b] = {**per_batch[b], kind: m.with_u(u)}
+                x2s.append(x2)
+            models = replace(models, per_batch=tuple(per_batch))
+            x2 = float(np.mean(x2s))
+        tick(f"{prefix}solve", t)
+        return x2
 
-    stages = []
-    sp, op_, dp, ap = params.scaling, params.offset, params.detector, params.absorption
-    if sp.enable:
-        stages.append(("b", [("scaling", (sp.alpha,))], sp.niter, sp.x2tol, sp.outlier))
-    if sp.enable and op_.enable:
-        oa = (op_.alpha_x, op_.alpha_y, op_.alpha_min)
-        stages.append(("bc", [("offset", oa), ("scaling", (sp.alpha,))], op_.niter, op_.x2tol, op_.outlier))
-    if op_.enable:
-        stages.append(
-            ("c", [("offset", (op_.alpha_x, op_.alpha_y, op_.alpha_min))], op_.niter, op_.x2tol, op_.outlier)
-        )
-    if dp.enable:
-        stages.append(("d", [("detector", (dp.alpha,))], dp.niter, dp.x2tol, dp.outlier))
-    if ap.enable:
-        stages.append(("a", [("absorption", (ap.alpha_xy, ap.alpha_z))], ap.niter, ap.x2tol, ap.outlier))
-    bar = progress("scale", sum(s[2] for s in stages)) if progress else None
     for si, (name, fits, niter, x2tol, nsigma) in enumerate(stages):
         t = time.perf_counter()
         old = 1e6
         done = 0
         for j in range(niter):
-            Im = merge()
+            Im = global_Im()
             x2 = None
-            for kind, alphas in fits:
-                x2 = fit(kind, Im, alphas)
-            history.append({"stage": name, "iteration": j + 1, "x2": x2})
-            log.info("stage %s iteration %d/%d: x2 %.6f", name, j + 1, niter, x2)
+            for i, (kind, alphas) in enumerate(fits):
+                res = run_pass(kind, merge=data.local and i == 0, Im=Im)
+                x2 = solve(kind, res["ne"], alphas)
+            history.append({"stage": prefix + name, "iteration": j + 1, "x2": x2})
+            log.info("%sstage %s iteration %d/%d: x2 %.6f", prefix, name, j + 1, niter, x2)
             done += 1
             if bar is not None:
-                bar.advance(detail=f"{name} x2={x2:.4f}")
+                bar.advance(detail=f"{prefix}{name} x2={x2:.4f}")
             if old - x2 < x2tol:
                 break
             old = x2
         for _ in range(niter - done if bar is not None else 0):
             bar.advance()
         if si < len(stages) - 1:  # the last stage's outlier mask changes no model: skipped
-            pending = (merge(), nsigma)
-        seconds[f"stage_{name}"] = time.perf_counter() - t
-    rows = sum(s["rows"] for s in stats)
-    seconds["total"] = time.perf_counter() - t0
-    return ScaleResult(models, rows, masked, history, {k: round(v, 3) for k, v in seconds.items()})
+            Im = global_Im()
+            res = run_pass(None, merge=data.local, Im=Im, nsigma=nsigma, what="outlier_pass")
+            log.info("%sremoved %d outliers (>%g sigma)", prefix, res["removed"], nsigma)
+            masked[f"{prefix}outliers>{nsigma:g}#{len(masked)}"] = res["removed"]
+        seconds[f"{prefix}stage_{name}"] = time.perf_counter() - t
+    return models
 
 
 def _solve(model: Model, ne: sf.NormalEquations, alphas, params) -> tuple[np.ndarray, float]:

@@ -2,7 +2,7 @@
 # Regenerate tests/data/scale/ with mdx2 1.0.5 (run by tests/data/make_goldens.sh, refkit on PATH).
 # mdx2.scale on the committed mono corrected table (I 2y; 12 frames of 0.1 degrees), the default model
 # and --mca2020 with grids small enough for 1.2 degrees of phi and a fast test (MCA_OPTIONS below, the
-# same options tests/test_scale.py passes to diffuse scale).
+# same options tests/test_scale.py passes to diffuse scale); then the --prescale.* variants.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TABLE="$HERE/../mono/mdx2/corrected_222_bkg.nxs"
@@ -13,4 +13,10 @@ trap 'rm -rf "$TMP"' EXIT
 cp "$TABLE" "$TMP/corrected.nxs"
 (cd "$TMP" && mdx2.scale corrected.nxs --outfile scales_default.nxs > /dev/null 2>&1)
 (cd "$TMP" && mdx2.scale corrected.nxs "${MCA_OPTIONS[@]}" --outfile scales_mca2020.nxs > /dev/null 2>&1)
-cp "$TMP/scales_default.nxs" "$TMP/scales_mca2020.nxs" "$HERE/"
+# --prescale.*: isotropic (default) and by reflection on every 3rd row; --mca2020 with the offset prescaled
+(cd "$TMP" && mdx2.scale corrected.nxs --prescale.enable True --outfile scales_prescale_iso.nxs > /dev/null 2>&1)
+(cd "$TMP" && mdx2.scale corrected.nxs --prescale.enable True --prescale.isotropic False \
+    --prescale.subsample 3 --outfile scales_prescale_hkl.nxs > /dev/null 2>&1)
+(cd "$TMP" && mdx2.scale corrected.nxs "${MCA_OPTIONS[@]}" --prescale.enable True --prescale.offset True \
+    --outfile scales_prescale_mca2020.nxs > /dev/null 2>&1)
+cp "$TMP"/scales_*.nxs "$HERE/"

@@ -169,7 +169,7 @@ def test_prescale_mca2020_matches_mdx2_within_its_lsqr_precision(tmp_path):
 def test_prescale_detector_is_refused():
     from pipeline.config import PrescaleOptions, ScaleParams
 
-    with pytest.raises(ConfigError, match="prescale.detector"):
+    with pytest.raises(ConfigError, match=r"prescale\.detector"):
         ScaleParams(hkl=(str(MONO),), mca2020=True, prescale=PrescaleOptions(enable=True, detector=True))
     with pytest.raises(ConfigError, match="subsample"):
         PrescaleOptions(subsample=0)

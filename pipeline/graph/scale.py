@@ -1,21 +1,26 @@
-"""Wire ``scale`` on dask: partitions of the corrected rows stay on the workers; every pass over the rows
-returns model-sized (or merged-table-sized) partial sums that are combined by a tree reduction.
+"""Wire ``scale`` on dask: the corrected rows are range-partitioned by reflection (H), so every pass
+over the rows merges inside its partition and returns only model-sized normal equations.
 
 mdx2.scale's refinement (``mdx2/command_line/scale.py``) is a sequence of stages (b, then b+c, c, d,
-a, as enabled); each stage iterates ``apply -> merge -> fit`` until the chi-square stops falling, then
-masks outliers. Here one iteration is two passes over the partitions:
+a, as enabled; optionally first on a subsample, ``--prescale.*``); each stage iterates
+``apply -> merge -> fit`` until the chi-square stops falling, then masks outliers.
 
-* **merge pass**: a task brings its rows' model values up to date (the models are small and shipped
-  with the task), applies the outlier mask left pending by the previous stage, computes mdx2's float32
-  ``scale`` and ``offset`` and returns ``bincount`` partial sums (count, sum of w, sum of w I) per merged
-  reflection; the sums give ``Im``.
-* **fit pass**: a task forms its rows' contributions to the normal equations of the model being fitted
+* **load**: tasks read row ranges and sort their rows by ``H = round(h * ndiv)`` (stable); the driver
+  cuts H into ranges of about ``rows_per_partition`` rows; a task per range gathers its rows from every
+  run in table order and numbers its reflections locally (every row of a reflection is in one
+  partition), masks singletons and reports the coordinate extents that set the model grids.
+* **pass** (one per fitted model per iteration): a task brings its rows' model values up to date (the
+  models are small and shipped with the task), merges its reflections (``Im`` stays with the
+  partition), optionally masks outliers, and returns the normal equations of the model being fitted
   (``kernels/scaling_fit.accumulate``: ``n_params x 3**d`` per batch, whatever the number of rows);
   the driver adds the regularisers and solves with mdx2's LSQR.
 
-The partitions are dicts of numpy columns (float32 as in the file) plus the per-row state mdx2 keeps:
-the mask and each model's interpolated value. Without a cluster they live in this process and the
-tasks run on dask's threaded scheduler; with one they are futures held by the workers.
+The isotropic prescale groups rows by ``floor(s * 1000)``; those groups span partitions, so there a
+merge pass returns per-group sums (at most 65 536) and ``Im`` is shipped back with the fit pass.
+Partitions are dicts of numpy columns (float32 as in the file) plus the per-row state mdx2 keeps: the
+mask and each model's interpolated value. Without a cluster they live in this process (spilled to a
+work directory when the input is large) and tasks run on threads; with one they are futures held by
+the workers.
 """
 
 from __future__ import annotations

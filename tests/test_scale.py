@@ -318,3 +318,23 @@ def test_cluster_executor_gives_the_threads_result(tmp_path):
     scale(MONO, outfile=tmp_path / "t.nxs")
     a, b = read_scales(tmp_path / "c.nxs").scaling.u, read_scales(tmp_path / "t.nxs").scaling.u
     assert _rel(a, b) < 1e-6
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_fused_accumulation_equals_the_mapped_one_bit_for_bit(ndim):
+    """The numba kernel that bins rows on the fly gives Grid.map + _accumulate's sums exactly (rows on
+    the last control point, outside, NaN)."""
+    rng = np.random.default_rng(10 + ndim)
+    n = 5000
+    axes = tuple(np.linspace(1, 9 + j, 6 + j) for j in range(ndim))
+    coords = [rng.uniform(0, 11 + j, n).astype(np.float32) for j in range(ndim)]
+    coords[0][:5] = [np.nan, 1.0, 9.0, np.float32(0.99999), np.float32(9.00001)]
+    for c, w in zip(coords, axes, strict=True):  # rows on control points, and between float32 roundings
+        c[5 : 5 + w.size] = w
+        c[20:40] = np.float32(w[1]) + np.arange(-10, 10, dtype=np.float32) * np.finfo(np.float32).eps
+    q, y = rng.uniform(0.5, 2, n), rng.normal(size=n)
+    a = sf.accumulate(sf.Grid(axes), tuple(coords), q, y)
+    b = sf.accumulate_mapped(sf.Grid(axes), tuple(coords), q, y)
+    np.testing.assert_array_equal(a.S, b.S)
+    np.testing.assert_array_equal(a.Ay, b.Ay)
+    assert (a.yy, a.n) == (b.yy, b.n)

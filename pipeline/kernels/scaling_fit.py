@@ -172,8 +172,103 @@ def _accumulate(bins, fracs, q, y, corners, codes, strides, S, Ay):  # pragma: n
                 S[idx[a], codes[a, b]] += wa * (wts[b] * qr)
 
 
+@numba.njit(nogil=True, cache=True)
+def _interp_index(x, w):  # pragma: no cover - numba
+    """``np.interp(x, w, arange(w.size))`` for ``w[0] <= x <= w[-1]``, as numpy computes it: the bin
+    ``j`` with ``w[j] <= x < w[j + 1]`` (the last point: ``w.size - 1``), then
+    ``slope * (x - w[j]) + j`` with ``slope = (j + 1 - j) / (w[j + 1] - w[j])``."""
+    m = w.size
+    if x == w[m - 1]:
+        return np.float64(m - 1)
+    lo, hi = 0, m - 1
+    while hi - lo > 1:  # w[lo] <= x < w[hi]
+        mid = (lo + hi) // 2
+        if w[mid] <= x:
+            lo = mid
+        else:
+            hi = mid
+    slope = (np.float64(lo + 1) - np.float64(lo)) / (w[lo + 1] - w[lo])
+    return slope * (x - w[lo]) + np.float64(lo)
+
+
+@numba.njit(nogil=True, cache=True)
+def _accumulate_rows(d, c0, c1, c2, w0, w1, w2, q, y, corners, codes, strides, S, Ay):  # pragma: no cover
+    """:func:`_accumulate` on every row, mapping rows to bins on the fly (:meth:`Grid.map`'s rules):
+    a row counts when ``w[0] <= c <= w[-1]`` on every axis; its position is ``np.interp``'s, its bin
+    ``trunc`` of it, moved down on the last control point; its fraction the remainder."""
+    n = y.size
+    k = corners.shape[0]
+    idx = np.empty(k, dtype=np.int64)
+    wts = np.empty(k)
+    bins = np.zeros(3, dtype=np.int64)
+    fracs = np.zeros(3)
+    for r in range(n):
+        x0 = np.float64(c0[r])
+        if not (x0 >= w0[0] and x0 <= w0[w0.size - 1]):
+            continue
+        if d > 1:
+            x1 = np.float64(c1[r])
+            if not (x1 >= w1[0] and x1 <= w1[w1.size - 1]):
+                continue
+        if d > 2:
+            x2 = np.float64(c2[r])
+            if not (x2 >= w2[0] and x2 <= w2[w2.size - 1]):
+                continue
+        for j in range(d):
+            if j == 0:
+                f = _interp_index(x0, w0)
+                m = w0.size
+            elif j == 1:
+                f = _interp_index(np.float64(c1[r]), w1)
+                m = w1.size
+            else:
+                f = _interp_index(np.float64(c2[r]), w2)
+                m = w2.size
+            b = np.int64(f)
+            if b == m - 1:
+                b -= 1
+            bins[j] = b
+            fracs[j] = f - b
+        for a in range(k):
+            flat = 0
+            w = 1.0
+            for j in range(d):
+                o = corners[a, j]
+                flat += (bins[j] + o) * strides[j]
+                w *= fracs[j] if o == 1 else 1.0 - fracs[j]
+            idx[a] = flat
+            wts[a] = w
+        qr = q[r]
+        yr = y[r]
+        for a in range(k):
+            wa = wts[a] * qr
+            Ay[idx[a]] += wa * yr
+            for b2 in range(k):
+                S[idx[a], codes[a, b2]] += wa * (wts[b2] * qr)
+
+
 def accumulate(grid: Grid, coords, q: np.ndarray, y: np.ndarray) -> NormalEquations:
-    """Normal equations of rows with grid coordinates ``coords``, row factors ``q`` and targets ``y``."""
+    """Normal equations of rows with grid coordinates ``coords``, row factors ``q`` and targets ``y``
+    (the rows inside the grid, binned as :meth:`Grid.map` bins them, in one numba pass;
+    :func:`accumulate_mapped` is the same through :meth:`Grid.map` and numpy)."""
+    out = NormalEquations.zeros(grid)
+    corners, codes, _, _, strides = _stencil(grid.shape)
+    q = np.ascontiguousarray(np.broadcast_to(np.asarray(q, dtype=np.float64), np.shape(y)))
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    if y.size:
+        d = grid.ndim
+        cs = [np.ascontiguousarray(c) for c in coords]
+        ws = [np.ascontiguousarray(w, dtype=np.float64) for w in grid.axes]
+        cs += [cs[0]] * (3 - d)
+        ws += [ws[0]] * (3 - d)
+        _accumulate_rows(d, *cs, *ws, q, y, corners, codes, strides, out.S, out.Ay)
+    out.yy = float(np.sum(y**2))
+    out.n = int(y.size)
+    return out
+
+
+def accumulate_mapped(grid: Grid, coords, q: np.ndarray, y: np.ndarray) -> NormalEquations:
+    """:func:`accumulate` through :meth:`Grid.map` (mdx2's ``_map``, in numpy) and :func:`_accumulate`."""
     out = NormalEquations.zeros(grid)
     ind, bins, fracs = grid.map(*coords)
     corners, codes, _, _, strides = _stencil(grid.shape)
@@ -183,7 +278,7 @@ def accumulate(grid: Grid, coords, q: np.ndarray, y: np.ndarray) -> NormalEquati
         _accumulate(
             np.ascontiguousarray(bins, dtype=np.int64),
             np.ascontiguousarray(fracs, dtype=np.float64),
-            np.ascontiguousarray(q[ind]),
+            np.ascontiguousarray(np.broadcast_to(q, y.shape)[ind]),
             np.ascontiguousarray(y[ind]),
             corners,
             codes,

@@ -59,9 +59,11 @@ def _floor_bins(f: np.ndarray, n: int):
 
 
 def _fast(x: np.ndarray, u: np.ndarray) -> bool:
-    """The numba kernels below (same operations, in one pass) serve float64 coordinates and values;
-    other dtypes take numpy's path, whose dtype rules they do not reproduce."""
-    return x.dtype == np.float64 and u.dtype == np.float64 and x.ndim == 1
+    """The numba kernels below (same operations, in one pass) serve float32 or float64 coordinates and
+    float64 values: numpy's path computes in float64 either way (``np.interp`` positions, float64
+    ``u``) and casts only when storing into ``zeros_like(x)``, as the kernels' ``out[i] = ...`` does;
+    other dtypes take numpy's path."""
+    return x.dtype in (np.float32, np.float64) and u.dtype == np.float64 and x.ndim == 1
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -170,7 +172,7 @@ def interp3(
     InterpLin3 differs from InterpLin1/2 in two details kept here: points are selected by comparing
     the coordinates with the end control points (not by NaN), and bins are found by truncation."""
     x, y, z = np.asarray(x), np.asarray(y), np.asarray(z)
-    if _fast(x, u) and y.dtype == z.dtype == np.float64:
+    if _fast(x, u) and y.dtype == z.dtype == x.dtype:
         # np.interp is elementwise: on every point it gives the inside points' fractions unchanged
         f = [np.interp(c, w, np.arange(w.size)) for c, w in ((x, wx), (y, wy), (z, wz))]
         out = np.zeros_like(x)

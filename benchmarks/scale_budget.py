@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import re
@@ -55,7 +56,7 @@ def mdx2_budget(log: Path) -> dict[str, float]:
             stamps.append((datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f"), m.group(2).strip()))
     out: dict[str, float] = {}
     outlier = False
-    for (t0, msg), (t1, _) in zip(stamps, stamps[1:], strict=False):
+    for (t0, msg), (t1, _) in itertools.pairwise(stamps):
         step = next((s for key, s in STEPS if msg.startswith(key)), "other")
         if msg.startswith("Converged") or msg.startswith("χ²"):
             outlier = msg.startswith("Converged")

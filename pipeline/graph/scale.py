@@ -215,7 +215,9 @@ def _read_run(
     if group == "hkl":
         for c, n in zip("hkl", ndiv, strict=True):
             cols[c + "i"] = np.round(np.asarray(rows[c])[sl] * n).astype(np.int32)
-        order = np.argsort(cols["hi"], kind="stable")
+        hi = cols["hi"]
+        small = hi.size and -(2**15) <= hi.min() and hi.max() < 2**15
+        order = np.argsort(hi.astype(np.int16) if small else hi, kind="stable")  # int16: radix sort
         cols = {c: v[order] for c, v in cols.items()}
         if order.size:
             run["h_lo"] = int(cols["hi"][0])
@@ -261,7 +263,7 @@ def _assemble(pieces, index: int, workdir, group: str):
         size = tuple(int(v.max()) + 1 if v.size else 1 for v in hkl)
         keys = np.ravel_multi_index(tuple(hkl), size)
         del hkl
-        order = np.argsort(keys, kind="stable")
+        order = np.argsort(keys)  # any numbering of the reflections will do: not a stable sort
         sk = keys[order]
         step = np.empty(sk.size, np.int64)
         if sk.size:

@@ -796,6 +796,13 @@ def fit_scales(paths, params, client=None, threads=None, progress=None) -> Scale
     """Fit mdx2.scale's models to the corrected tables ``paths`` (one batch per table)."""
     t0 = time.perf_counter()
     ex = _Local(threads) if client is None else _Cluster(client)
+    if client is None:  # numba's first dispatch (~0.5 s, even from its cache) overlaps the reading
+        import threading
+
+        from pipeline.kernels.warmup import scale_kernels
+
+        kw = {"dtypes": (np.float32,), "dims": (1,)}  # what every run needs first (the scale model)
+        threading.Thread(target=scale_kernels, kwargs=kw, daemon=True, name="scale-warmup").start()
     sources = _open(paths)
     n_rows = sum(s.n_rows for s in sources)
     spill = n_rows > SPILL_ROWS

@@ -63,12 +63,33 @@ def _maps() -> None:
     scatter_orbits(hkl, eye, 0, 0, 0, np.zeros((1, 1, 1), np.int32), use_numba=True)
 
 
+def scale_kernels(dtypes=(np.float32, np.float64), dims=(1, 2, 3)) -> None:
+    """``scale``'s kernels: normal equations and model values for float32 and float64 coordinates on
+    1-, 2- and 3-D grids, the stencil-to-CSR product, LSQR."""
+    from pipeline.kernels import scaling_fit as sf
+    from pipeline.kernels import scaling_models as sm
+
+    for dtype in dtypes:
+        for d in dims:
+            axes = tuple(np.linspace(0.0, 2.0, 3) for _ in range(d))
+            coords = tuple(np.ones(4, dtype) for _ in range(d))
+            grid = sf.Grid(axes)
+            ne = sf.accumulate(grid, coords, np.ones(4), np.ones(4))
+            ne = sf.accumulate(grid, coords, 1.0, np.ones(4, np.float32))
+            interp = {1: sm.interp1, 2: sm.interp2, 3: sm.interp3}[d]
+            interp(*coords, *axes, np.ones(grid.shape))
+    AA = sf.stencil_to_sparse(grid, ne.S + 1.0)
+    kind = {1: "d2", 2: "lap", 3: "lapxy"}[d]
+    sf.solve(AA, ne.Ay, [(1.0, sf.regulariser(grid.shape, kind))], extra_diag=0.1)
+
+
 def warm_up() -> float:
     """Compile (or load from the cache) every kernel; returns the seconds it took."""
     t0 = time.perf_counter()
     _bin_and_reduce()
     _io()
     _maps()
+    scale_kernels()
     return time.perf_counter() - t0
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 FIELDS = ["table", "model", "tool", "phase", "seconds", "load1"]
 STEPS = (
+    ("Parameters", "load"),  # the first line: the table is read before the next one
     ("Loaded", "load"),
     ("Grouping", "load"),
     ("Masked", "load"),

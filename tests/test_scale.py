@@ -338,3 +338,22 @@ def test_fused_accumulation_equals_the_mapped_one_bit_for_bit(ndim):
     np.testing.assert_array_equal(a.S, b.S)
     np.testing.assert_array_equal(a.Ay, b.Ay)
     assert (a.yy, a.n) == (b.yy, b.n)
+
+
+def test_merge_sums_kernel_equals_numpy_bit_for_bit():
+    rng = np.random.default_rng(3)
+    n, groups = 20000, 700
+    I = rng.normal(10, 5, n).astype(np.float32)
+    sigma = rng.uniform(0.1, 3, n).astype(np.float32)
+    sigma[:5] = [0, np.nan, 1e-30, 1e30, 1]
+    I[5:8] = [np.nan, np.inf, 0]
+    scale = rng.uniform(0.5, 2, n).astype(np.float32)
+    scale[8:10] = 0
+    offset = rng.normal(0, 1, n).astype(np.float32)
+    mask = rng.random(n) < 0.1
+    mask[:10] = False
+    ih = rng.integers(0, groups, n)
+    got = sf.merge_sums(I, sigma, scale, offset, mask, ih, groups)
+    want = sf.merge_sums_oracle(I, sigma, scale, offset, mask, ih, groups)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)

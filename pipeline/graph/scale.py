@@ -378,18 +378,7 @@ def _scale_offset(part: dict) -> tuple[np.ndarray, np.ndarray]:
 def _merge_sums(part: dict, n_groups: int):
     """mdx2's ``ScaledData.merge`` sums (count, sum of w, sum of w I) of the partition's unmasked rows."""
     scale, offset = _scale_offset(part)
-    keep = ~part["mask"]
-    with np.errstate(all="ignore"):
-        I = part["I"][keep] / scale[keep] - offset[keep]
-        sigma = part["sigma"][keep] / scale[keep]
-        w = 1 / sigma**2
-        Iw = I * w
-    ind = part["ih"][keep]
-    return (
-        np.bincount(ind, minlength=n_groups),
-        np.bincount(ind, weights=w, minlength=n_groups),
-        np.bincount(ind, weights=Iw, minlength=n_groups),
-    )
+    return sf.merge_sums(part["I"], part["sigma"], scale, offset, part["mask"], part["ih"], n_groups)
 
 
 def _merged(sums) -> np.ndarray:

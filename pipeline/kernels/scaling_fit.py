@@ -291,6 +291,52 @@ def accumulate_mapped(grid: Grid, coords, q: np.ndarray, y: np.ndarray) -> Norma
     return out
 
 
+@numba.njit(nogil=True, cache=True, error_model="numpy")  # x / 0 gives inf or nan, as numpy
+def _merge_rows(I, sigma, scale, offset, mask, ih, counts, wm, Iw):  # pragma: no cover - numba
+    one = np.float32(1.0)
+    for r in range(I.size):
+        if mask[r]:
+            continue
+        s = scale[r]
+        i = I[r] / s - offset[r]  # float32, as numpy's arrays
+        sg = sigma[r] / s
+        w = one / (sg * sg)  # numpy's sigma**2 is sigma * sigma
+        g = ih[r]
+        counts[g] += 1
+        wm[g] += np.float64(w)
+        Iw[g] += np.float64(i * w)
+
+
+def merge_sums(I, sigma, scale, offset, mask, ih, n_groups: int):
+    """mdx2's ``ScaledData.merge`` sums of the unmasked rows: per group the count, ``sum(w)`` and
+    ``sum(w I)`` with ``I = I/scale - offset``, ``w = 1/(sigma/scale)**2`` in float32 per row and float64
+    sums in row order (``np.bincount``'s); :func:`merge_sums_oracle` is the numpy expression."""
+    counts = np.zeros(n_groups, np.int64)
+    wm = np.zeros(n_groups)
+    Iw = np.zeros(n_groups)
+    f32 = all(a.dtype == np.float32 for a in (I, sigma, scale, offset))
+    if not f32:
+        return merge_sums_oracle(I, sigma, scale, offset, mask, ih, n_groups)
+    with np.errstate(all="ignore"):
+        _merge_rows(I, sigma, scale, offset, mask, ih, counts, wm, Iw)
+    return counts, wm, Iw
+
+
+def merge_sums_oracle(I, sigma, scale, offset, mask, ih, n_groups: int):
+    keep = ~mask
+    with np.errstate(all="ignore"):
+        Ik = I[keep] / scale[keep] - offset[keep]
+        sk = sigma[keep] / scale[keep]
+        w = 1 / sk**2
+        Iw = Ik * w
+    ind = ih[keep]
+    return (
+        np.bincount(ind, minlength=n_groups),
+        np.bincount(ind, weights=w, minlength=n_groups),
+        np.bincount(ind, weights=Iw, minlength=n_groups),
+    )
+
+
 def design_matrix_oracle(grid: Grid, coords) -> np.ndarray:
     """Dense ``A0`` (rows x params), literally as mdx2's ``InterpLinN.A`` (small inputs only)."""
     ind, bins, fracs = grid.map(*coords)

@@ -465,7 +465,7 @@ def _normal_equations(part: dict, models: Models, kind: str, Im: np.ndarray) -> 
     with np.errstate(all="ignore"):
         if kind == "scaling":
             sc = _prod(a, d)
-            sc64 = 1.0 if sc is None else sc.astype(np.float64)
+            sc64 = np.float64(1.0) if sc is None else sc.astype(np.float64)  # mdx2: a float64 array
             off64 = 0.0 if c is None else c.astype(np.float64)
             I = I0 / sc64 - off64
             sigma = s0 / sc64
@@ -475,14 +475,14 @@ def _normal_equations(part: dict, models: Models, kind: str, Im: np.ndarray) -> 
             b64 = 1.0 if b is None else b.astype(np.float64)
             Ipred = _predict(b64, Im_r, 0.0)
             sc = _prod(a, d)
-            sc64 = 1.0 if sc is None else sc.astype(np.float64)
+            sc64 = np.float64(1.0) if sc is None else sc.astype(np.float64)  # mdx2: a float64 array
             I = I0 / sc64
             sigma = s0 / sc64
             q = 1 / sigma
             y = (I - Ipred) / sigma
         elif kind == "absorption":
             sc = _prod(b, d)
-            sc64 = 1.0 if sc is None else sc.astype(np.float64)
+            sc64 = np.float64(1.0) if sc is None else sc.astype(np.float64)  # mdx2: a float64 array
             off = None if c is None else (c if b is None else c / b)
             off64 = 0.0 if off is None else off.astype(np.float64)
             Ipred = _predict(sc64, Im_r, off64)

@@ -211,10 +211,12 @@ def _chunk_rows(dataset: str, ndiv):
     return [rows for task in plan.tasks for rows, _ in bin_task_chunks(task, ctx)]
 
 
+@pytest.mark.parametrize("scales", [False, True])
 @pytest.mark.parametrize("dataset, ndiv", [("cubic", (2, 3, 2)), ("mono", (3, 1, 2))])
-def test_kernels_equal_oracle(dataset, ndiv):
+def test_kernels_equal_oracle(dataset, ndiv, scales):
     """reintegrate_rows per chunk -> accumulate_sorted -> finish_rows equals the dense-grid transcription
-    of mdx2 (scipy's map_coordinates, np.add.at), with background, for both outputs."""
+    of mdx2 (scipy's map_coordinates, np.add.at), with background and (``scales``) mdx2.scale's models
+    evaluated by numpy, for both outputs: bit for bit."""
     from pipeline.config import ReintegrateParams
     from pipeline.graph.reintegrate import build_model
     from pipeline.kernels.reintegrate import (
@@ -225,8 +227,13 @@ def test_kernels_equal_oracle(dataset, ndiv):
     )
 
     ds = DATA / dataset
+    scale = DATA / MANIFEST["scales"][dataset]["file"] if scales else None
     params = ReintegrateParams(
-        ds / "geometry.nxs", ds / "data.nxs", subdivide=ndiv, background=ds / "bkg_data_binned.nxs"
+        ds / "geometry.nxs",
+        ds / "data.nxs",
+        subdivide=ndiv,
+        background=ds / "bkg_data_binned.nxs",
+        scale=scale,
     )
     model = build_model(params)
     chunks = _chunk_rows(dataset, ndiv)[:150]  # mono has 900 small chunks: the oracle is slow

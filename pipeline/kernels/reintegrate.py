@@ -29,6 +29,7 @@ of mdx2 (numpy, scipy, a dense grid) the tests compare with.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numba
@@ -36,7 +37,8 @@ import numpy as np
 
 from pipeline.kernels.asu import asu_images
 from pipeline.kernels.binning import PARTIAL_DTYPE
-from pipeline.kernels.keys import pack_keys, unpack_keys
+from pipeline.kernels.keys import KEY_BITS, KEY_OFFSET, pack_keys, unpack_keys
+from pipeline.kernels.scaling_models import _bin
 from pipeline.model import BackgroundGrid, CorrectionGrid
 from pipeline.symmetry.expressions import MillerExpression
 
@@ -175,72 +177,278 @@ def interp_scipy(values: np.ndarray, axes, points) -> np.ndarray:
     return out[0] if values.ndim == 2 else out
 
 
-# -- one chunk ----------------------------------------------------------------------------------------
+# -- one chunk: the per-row values in one compiled pass -------------------------------------------------
 
 
-def _row_values(rows: np.ndarray, model: ReintegrateModel) -> dict[str, np.ndarray]:
-    """mdx2's ``calc_corrections`` on one chunk's binned rows (sorted by key): float64 columns."""
-    H, K, L = unpack_keys(rows["key"])
-    ndiv = model.ndiv
-    pixels = rows["pixels"]
-    phi = rows["phi"] / pixels
-    iy = rows["iy"] / pixels
-    ix = rows["ix"] / pixels
-    seconds = rows["seconds"]
-    ub = np.asarray(model.ub_matrix, dtype=np.float64)
+def _axis(xp) -> np.ndarray:
+    """An axis for :func:`_np_interp_index`: ``xp`` (float64, strictly increasing) over the slopes
+    ``1 / (xp[j+1] - xp[j])`` numpy's ``interp`` divides by, the last entry ``(n-1) / (xp[-1] -
+    xp[0])`` (to guess the interval of a point)."""
+    xp = np.asarray(xp, dtype=np.float64).ravel()
+    out = np.zeros((2, xp.size))
+    out[0] = xp
+    if xp.size > 1:
+        fp = np.arange(xp.size, dtype=np.float64)
+        out[1, :-1] = (fp[1:] - fp[:-1]) / (xp[1:] - xp[:-1])  # numpy's precomputed slopes
+        out[1, -1] = (xp.size - 1) / (xp[-1] - xp[0])
+    return out
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _np_interp_index(x, axis, left, right):
+    """``np.interp(x, xp, np.arange(xp.size), left, right)`` for one float64 ``x`` (``axis`` from
+    :func:`_axis`), operation for operation as numpy's C loop: ``slope * (x - xp[j]) + j`` with
+    numpy's slope, NaN retried from the right, the exact-hit and last-point rules."""
+    n = axis.shape[1]
+    if np.isnan(x):
+        return x
+    if n == 1:
+        if x < axis[0, 0]:
+            return left
+        if x > axis[0, 0]:
+            return right
+        return 0.0
+    if x > axis[0, n - 1]:
+        return right
+    if x < axis[0, 0]:
+        return left
+    if x == axis[0, n - 1]:
+        return np.float64(n - 1)
+    # the interval xp[j] <= x < xp[j + 1] (unique: xp increases), guessed as if xp were evenly
+    # spaced (grids are) and walked to: the j of numpy's binary search
+    j = np.int64((x - axis[0, 0]) * axis[1, n - 1])
+    j = min(max(j, 0), n - 2)
+    while j > 0 and axis[0, j] > x:
+        j -= 1
+    while j < n - 2 and axis[0, j + 1] <= x:
+        j += 1
+    fj = np.float64(j)
+    if axis[0, j] == x:
+        return fj
+    slope = axis[1, j]
+    r = slope * (x - axis[0, j]) + fj
+    if np.isnan(r):
+        r = slope * (x - axis[0, j + 1]) + np.float64(j + 1)
+    return r
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _lin1(x, w, u):
+    """mdx2's InterpLin1.interp at one point (0 outside the control points)."""
+    f = _np_interp_index(x, w, np.nan, np.nan)
+    if np.isnan(f):
+        return 0.0
+    b, fr = _bin(f, u.shape[0])
+    return u[b] * (1 - fr) + u[b + 1] * fr
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _lin2(x, y, wx, wy, u):
+    """mdx2's InterpLin2.interp at one point."""
+    fx = _np_interp_index(x, wx, np.nan, np.nan)
+    fy = _np_interp_index(y, wy, np.nan, np.nan)
+    if np.isnan(fx) or np.isnan(fy):
+        return 0.0
+    xb, xf = _bin(fx, u.shape[0])
+    yb, yf = _bin(fy, u.shape[1])
+    return (
+        u[xb, yb] * (1 - xf) * (1 - yf)
+        + u[xb + 1, yb] * xf * (1 - yf)
+        + u[xb, yb + 1] * (1 - xf) * yf
+        + u[xb + 1, yb + 1] * xf * yf
+    )
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _lin3(x, y, z, wx, wy, wz, u):
+    """mdx2's InterpLin3.interp at one point (inside by comparison with the end control points)."""
+    nx, ny, nz = u.shape
+    inside = (x >= wx[0, 0]) & (x <= wx[0, nx - 1]) & (y >= wy[0, 0]) & (y <= wy[0, ny - 1])
+    if not (inside & (z >= wz[0, 0]) & (z <= wz[0, nz - 1])):
+        return 0.0
+    xb, xf = _bin(_np_interp_index(x, wx, 0.0, nx - 1.0), nx)
+    yb, yf = _bin(_np_interp_index(y, wy, 0.0, ny - 1.0), ny)
+    zb, zf = _bin(_np_interp_index(z, wz, 0.0, nz - 1.0), nz)
+    return (
+        u[xb, yb, zb] * (1 - zf) * (1 - xf) * (1 - yf)
+        + u[xb + 1, yb, zb] * (1 - zf) * xf * (1 - yf)
+        + u[xb, yb + 1, zb] * (1 - zf) * (1 - xf) * yf
+        + u[xb + 1, yb + 1, zb] * (1 - zf) * xf * yf
+        + u[xb, yb, zb + 1] * zf * (1 - xf) * (1 - yf)
+        + u[xb + 1, yb, zb + 1] * zf * xf * (1 - yf)
+        + u[xb, yb + 1, zb + 1] * zf * (1 - xf) * yf
+        + u[xb + 1, yb + 1, zb + 1] * zf * xf * yf
+    )
+
+
+@numba.njit(nogil=True, cache=True)
+def _chunk_values(
+    order, pixels_, counts_, phi_, iy_, ix_, seconds_, s_,
+    grid_iy, grid_ix, grids, mult_factor, det,
+    has_b, b_w, b_u, has_a, a_wx, a_wy, a_wz, a_u, has_d, d_wx, d_wy, d_u,
+    has_c, c_ws, c_wphi, c_u, has_bkg, bkg_phi, bkg_iy, bkg_ix, bkg_rate,
+    out,
+):  # fmt: skip
+    """mdx2's ``calc_corrections`` per row, rows taken in ``order``; ``out`` (n, 4): counts,
+    background_counts, scale, multiplicity (float64), each formed with the operations of the numpy
+    code it replaces (see :func:`reintegrate_oracle`)."""
+    ny = grid_iy.shape[1]
+    nx = grid_ix.shape[1]
+    nz_b = bkg_phi.shape[1]
+    ny_b = bkg_iy.shape[1]
+    nx_b = bkg_ix.shape[1]
+    f = np.empty(5)
+    for i in range(order.size):
+        r = order[i]
+        pixels = np.float64(pixels_[r])
+        phi = phi_[r] / pixels
+        iy = iy_[r] / pixels
+        ix = ix_[r] / pixels
+        seconds = seconds_[r]
+        # corrections: scipy's map_coordinates(order=1) of each factor at (iy, ix)
+        fy = _np_interp_index(iy, grid_iy, 0.0, ny - 1.0)
+        fx = _np_interp_index(ix, grid_ix, 0.0, nx - 1.0)
+        y0, y1, wy0, wy1 = _cell(fy, ny)
+        x0, x1, wx0, wx1 = _cell(fx, nx)
+        for g in range(5):  # grids (ny * nx, 5): a point's factors side by side
+            t = 0.0
+            t += grids[y0 * nx + x0, g] * wy0 * wx0
+            t += grids[y0 * nx + x1, g] * wy0 * wx1
+            t += grids[y1 * nx + x0, g] * wy1 * wx0
+            t += grids[y1 * nx + x1, g] * wy1 * wx1
+            f[g] = t
+        sa = f[0]
+        sa *= f[1]
+        sa *= f[2]
+        sa *= f[3]
+        multiplicity = pixels * f[4] * mult_factor / det
+        b = _lin1(phi, b_w, b_u) if has_b else 1.0
+        a = _lin3(ix, iy, phi, a_wx, a_wy, a_wz, a_u) if has_a else 1.0
+        d = _lin2(ix, iy, d_wx, d_wy, d_u) if has_d else 1.0
+        c = _lin2(s_[i], phi, c_ws, c_wphi, c_u) if has_c else 0.0
+        bg_rate = 0.0
+        if has_bkg:
+            fz = _np_interp_index(phi, bkg_phi, 0.0, nz_b - 1.0)
+            fy = _np_interp_index(iy, bkg_iy, 0.0, ny_b - 1.0)
+            fx = _np_interp_index(ix, bkg_ix, 0.0, nx_b - 1.0)
+            z0, z1, wz0, wz1 = _cell(fz, nz_b)
+            y0, y1, wy0, wy1 = _cell(fy, ny_b)
+            x0, x1, wx0, wx1 = _cell(fx, nx_b)
+            t = 0.0
+            for zc in range(2):
+                z = z0 if zc == 0 else z1
+                wz = wz0 if zc == 0 else wz1
+                for yc in range(2):
+                    y = y0 if yc == 0 else y1
+                    wy = wy0 if yc == 0 else wy1
+                    base = (z * ny_b + y) * nx_b
+                    t += bkg_rate[base + x0] * wz * wy * wx0
+                    t += bkg_rate[base + x1] * wz * wy * wx1
+            bg_rate = t
+        out[i, 0] = np.float64(counts_[r])
+        out[i, 1] = seconds * (bg_rate + c * a * d * sa)
+        out[i, 2] = seconds * sa * a * b * d
+        out[i, 3] = multiplicity
+
+
+@numba.njit(nogil=True, cache=True)
+def _hkl_int32(keys):
+    """(H, K, L) of packed keys as one (3, n) int32 array."""
+    out = np.empty((3, keys.size), dtype=np.int32)
+    field = (1 << KEY_BITS) - 1
+    for i in range(keys.size):
+        key = keys[i]
+        out[0, i] = (key >> (2 * KEY_BITS)) - KEY_OFFSET
+        out[1, i] = ((key >> KEY_BITS) & field) - KEY_OFFSET
+        out[2, i] = (key & field) - KEY_OFFSET
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _emit(image, values, ranges, out_keys, out_values):
+    """The rows whose ASU image lies in mdx2's grid (``ranges`` (3, 2)), keyed by the image, in order;
+    returns how many."""
+    m = 0
+    for i in range(values.shape[0]):
+        H = np.int64(image[0, i])
+        K = np.int64(image[1, i])
+        L = np.int64(image[2, i])
+        if H < ranges[0, 0] or H > ranges[0, 1] or K < ranges[1, 0] or K > ranges[1, 1]:
+            continue
+        if L < ranges[2, 0] or L > ranges[2, 1]:
+            continue
+        out_keys[m] = ((H + KEY_OFFSET) << (2 * KEY_BITS)) | ((K + KEY_OFFSET) << KEY_BITS) | (L + KEY_OFFSET)
+        for c in range(4):
+            out_values[m, 1 + c] = values[i, c]
+        m += 1
+    return m
+
+
+_NONE1 = np.zeros(2)
+_NOAXIS = _axis([0.0, 1.0])
+_NONE2 = np.zeros((2, 2))
+_NONE3 = np.zeros((2, 2, 2))
+
+
+def _model_args(model: ReintegrateModel) -> tuple:
+    """The grids and models of ``model`` as :func:`_chunk_values`' arguments (placeholders for absent
+    models; a model without values ``u`` is neutral, as mdx2's)."""
     grid = model.corrections
     names = ("solid_angle", "attenuation", "polarization", "efficiency", "d3s")
-    factors = interp_scipy(np.stack([grid[n] for n in names]), (grid.iy, grid.ix), (iy, ix))
-    sa = factors[0]
-    sa *= factors[1]
-    sa *= factors[2]
-    sa *= factors[3]
-    d3s = factors[4]
-    multiplicity = pixels * d3s * np.prod(ndiv) / np.linalg.det(ub)
+    f64 = functools.partial(np.ascontiguousarray, dtype=np.float64)
+    grids = f64(np.stack([np.reshape(grid[n], -1) for n in names], axis=1))
     scales = model.scales
-    scaling = getattr(scales, "scaling", None)
-    absorption = getattr(scales, "absorption", None)
-    detector = getattr(scales, "detector", None)
-    offset = getattr(scales, "offset", None)
-    b = scaling.interp(phi) if scaling else 1.0
-    a = absorption.interp(ix, iy, phi) if absorption else 1.0
-    d = detector.interp(ix, iy) if detector else 1.0
-    if offset:
-        h, k, l = H / ndiv[0], K / ndiv[1], L / ndiv[2]
-        s = ub @ np.stack((h, k, l))
-        c = offset.interp(np.sqrt(np.sum(s * s, axis=0)), phi)
-    else:
-        c = 0.0
+
+    def fitted(name):
+        m = getattr(scales, name, None)
+        return m if m is not None and m.u is not None else None
+
+    b, a, d, c = (fitted(n) for n in ("scaling", "absorption", "detector", "offset"))
     bkg = model.background
-    bg_rate = interp_scipy(bkg.rate, (bkg.phi, bkg.iy, bkg.ix), (phi, iy, ix)) if bkg is not None else 0.0
-    return {
-        "counts": rows["counts"].astype(np.float64),
-        "background_counts": seconds * (bg_rate + c * a * d * sa),
-        "scale": seconds * sa * a * b * d,
-        "multiplicity": multiplicity,
-    }
+    return (
+        _axis(grid.iy), _axis(grid.ix), grids,
+        float(np.prod(model.ndiv)), float(np.linalg.det(np.asarray(model.ub_matrix, dtype=np.float64))),
+        b is not None, *((_axis(b.phi), f64(b.u)) if b else (_NOAXIS, _NONE1)),
+        a is not None,
+        *((_axis(a.ix), _axis(a.iy), _axis(a.phi), f64(a.u)) if a else (_NOAXIS,) * 3 + (_NONE3,)),
+        d is not None, *((_axis(d.ix), _axis(d.iy), f64(d.u)) if d else (_NOAXIS, _NOAXIS, _NONE2)),
+        c is not None, *((_axis(c.s), _axis(c.phi), f64(c.u)) if c else (_NOAXIS, _NOAXIS, _NONE2)),
+        bkg is not None,
+        *((_axis(bkg.phi), _axis(bkg.iy), _axis(bkg.ix), f64(bkg.rate).ravel()) if bkg
+          else (_NOAXIS, _NOAXIS, _NOAXIS, _NONE1)),
+    )  # fmt: skip
 
 
 def reintegrate_rows(rows: np.ndarray, model: ReintegrateModel) -> np.ndarray:
-    """One storage chunk's partial rows (``PARTIAL_DTYPE``, any order) -> ``REINTEGRATE_DTYPE`` rows
-    keyed by their ASU voxel, in the order mdx2 adds them (original voxel order), without the rows
-    outside mdx2's grid."""
+    """One storage chunk's partial rows (``PARTIAL_DTYPE``, any order, one per voxel) ->
+    ``REINTEGRATE_DTYPE`` rows keyed by their ASU voxel, in the order mdx2 adds them (original voxel
+    order), without the rows outside mdx2's grid.
+
+    mdx2's ``calc_corrections`` per row is one compiled pass (:func:`_chunk_values`); ``s = |UB @
+    hkl|`` for the offset model stays numpy's (the same matrix product as mdx2's)."""
     if rows.dtype != PARTIAL_DTYPE:
         raise TypeError(f"expected partial rows of dtype {PARTIAL_DTYPE}, got {rows.dtype}")
-    rows = rows[np.argsort(rows["key"], kind="stable")]
-    values = _row_values(rows, model) if rows.size else dict.fromkeys(SUMS, np.zeros(0))
-    hkl = np.empty((3, rows.size), dtype=np.int32)
-    for i, a in enumerate(unpack_keys(rows["key"])):
-        hkl[i] = a
+    n = rows.size
+    order = np.argsort(rows["key"])  # one row per voxel: any sort gives the same order
+    hkl = _hkl_int32(rows["key"][order])
+    args = _model_args(model)
+    s = _NONE1
+    offset = getattr(model.scales, "offset", None)
+    if offset is not None and offset.u is not None:
+        ndiv = model.ndiv
+        h, k, l = hkl[0] / ndiv[0], hkl[1] / ndiv[1], hkl[2] / ndiv[2]
+        v = np.asarray(model.ub_matrix, dtype=np.float64) @ np.stack((h, k, l))
+        s = np.sqrt(np.sum(v * v, axis=0))
+    values = np.empty((n, 4))
+    _chunk_values(
+        order, rows["pixels"], rows["counts"], rows["phi"], rows["iy"], rows["ix"], rows["seconds"], s,
+        *args, values,
+    )  # fmt: skip
     image, _ = asu_images(hkl, model.ops, model.asu)
-    inside = np.ones(rows.size, dtype=bool)
-    for i, (lo, hi) in enumerate(model.asu_range):
-        inside &= (image[i] >= lo) & (image[i] <= hi)
-    out = np.empty(int(inside.sum()), dtype=REINTEGRATE_DTYPE)
-    out["key"] = pack_keys(image[0][inside], image[1][inside], image[2][inside])
-    for name in SUMS:
-        out[name] = values[name][inside]
-    return out
+    out = np.empty(n, dtype=REINTEGRATE_DTYPE)
+    ranges = np.asarray(model.asu_range, dtype=np.int64)
+    m = _emit(image, values, ranges, out["key"], out.view(np.float64).reshape(n, 5))
+    return out[:m]
 
 
 # -- sums per ASU voxel ------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from pipeline.io.tables import REINTEGRATED_INTENSITY_SCHEMA, REINTEGRATED_SCHEM
 from pipeline.kernels.reintegrate import (
     REINTEGRATE_DTYPE,
     ReintegrateModel,
+    accumulate_pieces,
     accumulate_sorted,
     asu_grid_range,
     finish_rows,
@@ -52,6 +53,7 @@ class ReintegrateSteps:
     name = "reintegrate"
     kind = "reintegrated"
     dtype = REINTEGRATE_DTYPE
+    runs_by_h = True  # the reduction adds rows into a dense block of H planes: no key order needed
 
     @property
     def schema(self) -> dict[str, np.dtype]:
@@ -66,6 +68,10 @@ class ReintegrateSteps:
 
     def reduce(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         return finish_rows(accumulate_sorted(rows), self.model.ndiv, self.model.asu_range, self.output)
+
+    def reduce_pieces(self, pieces: list[np.ndarray]) -> dict[str, np.ndarray]:
+        sums = accumulate_pieces(pieces, self.model.asu_range)
+        return finish_rows(sums, self.model.ndiv, self.model.asu_range, self.output)
 
 
 def build_model(params: ReintegrateParams) -> ReintegrateModel:
@@ -106,6 +112,6 @@ def run_reintegration(
     model = model or build_model(params)
     files = [p for p in (params.scale, params.background) if p]
     steps = ReintegrateSteps(
-        model, params.output, {"files": fingerprint_files(files), "output": params.output}
+        model, params.output, {"files": fingerprint_files(files), "output": params.output, "runs": "by-h"}
     )
     return run_integration(params, client, progress=progress, steps=steps)

@@ -16,6 +16,8 @@ the keys, then a scalar pass accumulates into a paged open-addressing table) and
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 
@@ -64,6 +66,36 @@ def _slot(key, blocks, bits):
 
 def _new_blocks(bits: int) -> np.ndarray:
     return np.full((1 << bits, 2), _EMPTY, dtype=np.int64)  # (block key, page)
+
+
+# A thread's tables, kept for its next chunk: fresh memory is zeroed by the kernel page by page
+# (several times the cost of the binning on some machines); the pages used are cleared instead.
+_TABLES = threading.local()
+_KEEP_BYTES = 1 << 30
+
+
+def _tables(bits: int, n_pages: int) -> tuple[np.ndarray, np.ndarray]:
+    """An empty block table of ``2**bits`` rows and at least ``n_pages`` zeroed pages (this thread's
+    kept tables when they fit)."""
+    kept = getattr(_TABLES, "kept", None)
+    _TABLES.kept = None
+    if kept is not None:
+        blocks, pages = kept
+        if blocks.shape[0] != 1 << bits:
+            blocks = _new_blocks(bits)
+        if pages.shape[0] < n_pages:
+            pages = np.zeros((n_pages, _PAGE, _SUMS))
+        return blocks, pages
+    return _new_blocks(bits), np.zeros((n_pages, _PAGE, _SUMS))
+
+
+def _keep_tables(blocks: np.ndarray, pages: np.ndarray, used: int) -> None:
+    """Clear the tables (the pages in use only) and keep them for this thread's next chunk."""
+    if blocks.nbytes + pages.nbytes > _KEEP_BYTES:
+        return
+    blocks.fill(_EMPTY)
+    pages[:used] = 0.0
+    _TABLES.kept = (blocks, pages)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -327,7 +359,7 @@ def bin_chunk(data, mask, block: MillerBlock, phi, iy, ix, seconds, ndiv, size_h
     # sizes from the hint (rows of a similar chunk): about one page per 8 voxels touched
     n_pages = max(64, size_hint // 8)
     bits = max(8, int(np.ceil(np.log2(n_pages * 2 + 1))))
-    blocks, pages = _new_blocks(bits), np.zeros((n_pages, _PAGE, _SUMS))
+    blocks, pages = _tables(bits, n_pages)
     state = np.zeros(2, dtype=np.int64)
     fused = block.order == (0, 1, 2)
     hkl = np.zeros((1, 1, 1, 3)) if fused else miller_indices_dense(block, data.shape)
@@ -362,6 +394,7 @@ def bin_chunk(data, mask, block: MillerBlock, phi, iy, ix, seconds, ndiv, size_h
             if state[1] >= pages.shape[0]:
                 pages = np.concatenate([pages, np.zeros_like(pages)])
     keys, sums = _compact(blocks, pages)
+    _keep_tables(blocks, pages, int(state[1]))
     if out_of_range:
         raise ValueError(
             f"a Miller index x ndiv exceeds {KEY_LIMIT} (or is not finite); "

@@ -30,6 +30,7 @@ of mdx2 (numpy, scipy, a dense grid) the tests compare with.
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 
 import numba
@@ -45,6 +46,7 @@ from pipeline.symmetry.expressions import MillerExpression
 __all__ = [
     "REINTEGRATE_DTYPE",
     "ReintegrateModel",
+    "accumulate_pieces",
     "accumulate_sorted",
     "asu_grid_range",
     "finish_rows",
@@ -437,7 +439,12 @@ def reintegrate_rows(rows: np.ndarray, model: ReintegrateModel) -> np.ndarray:
     if offset is not None and offset.u is not None:
         ndiv = model.ndiv
         h, k, l = hkl[0] / ndiv[0], hkl[1] / ndiv[1], hkl[2] / ndiv[2]
-        v = np.asarray(model.ub_matrix, dtype=np.float64) @ np.stack((h, k, l))
+        ub, hkl_f = np.asarray(model.ub_matrix, dtype=np.float64), np.stack((h, k, l))
+        # mdx2's UB @ hkl; in blocks small enough for OpenBLAS to stay on this thread (its threads
+        # spin and take the CPU from the other tasks); each column's product is the same
+        v = np.concatenate(
+            [ub @ hkl_f[:, i : i + 16384] for i in range(0, n, 16384)] or [np.zeros((3, 0))], axis=1
+        )
         s = np.sqrt(np.sum(v * v, axis=0))
     values = np.empty((n, 4))
     _chunk_values(
@@ -497,6 +504,103 @@ def accumulate_sorted(rows: np.ndarray) -> dict[str, np.ndarray]:
     keys, counts, sums = _accumulate(
         order, rows["key"], rows["counts"], rows["background_counts"], rows["scale"], rows["multiplicity"]
     )
+    return {
+        "key": keys,
+        "counts": counts,
+        "background_counts": sums[:, 0].copy(),
+        "scale": sums[:, 1].copy(),
+        "multiplicity": sums[:, 2].copy(),
+    }
+
+
+@numba.njit(nogil=True, cache=True)
+def _accumulate_dense(key_, counts_, bkg_, scale_, mult_, h0, k0, nk, l0, nl, counts, sums):
+    """Add rows into a dense block of voxels (H from ``h0``, K from ``k0``, L from ``l0``; C order)
+    as mdx2's grids take them: ``float32(float64(sum) + value)`` (counts: uint32), row after row."""
+    field = (1 << KEY_BITS) - 1
+    for r in range(key_.size):
+        key = key_[r]
+        H = (key >> (2 * KEY_BITS)) - KEY_OFFSET
+        K = ((key >> KEY_BITS) & field) - KEY_OFFSET
+        L = (key & field) - KEY_OFFSET
+        c = ((H - h0) * nk + (K - k0)) * nl + (L - l0)
+        counts[c] = np.uint32(np.float64(counts[c]) + counts_[r])
+        sums[c, 0] = np.float32(np.float64(sums[c, 0]) + bkg_[r])
+        sums[c, 1] = np.float32(np.float64(sums[c, 1]) + scale_[r])
+        sums[c, 2] = np.float32(np.float64(sums[c, 2]) + mult_[r])
+
+
+@numba.njit(nogil=True, cache=True)
+def _dense_cells(counts, sums, h0, k0, nk, l0, nl):
+    """The voxels of a dense block with any sum not 0, in C (= key) order: keys, counts, sums; the
+    block is left all 0 (ready for the next partition)."""
+    n = 0
+    for c in range(counts.size):
+        if counts[c] != 0 or sums[c, 0] != 0 or sums[c, 1] != 0 or sums[c, 2] != 0:
+            n += 1
+    keys = np.empty(n, dtype=np.int64)
+    out_counts = np.empty(n, dtype=np.uint32)
+    out_sums = np.empty((n, 3), dtype=np.float32)
+    m = 0
+    for c in range(counts.size):
+        if counts[c] != 0 or sums[c, 0] != 0 or sums[c, 1] != 0 or sums[c, 2] != 0:
+            L = c % nl + l0
+            K = (c // nl) % nk + k0
+            H = c // (nl * nk) + h0
+            keys[m] = ((H + KEY_OFFSET) << (2 * KEY_BITS)) | ((K + KEY_OFFSET) << KEY_BITS) | (L + KEY_OFFSET)
+            out_counts[m] = counts[c]
+            out_sums[m, 0] = sums[c, 0]
+            out_sums[m, 1] = sums[c, 1]
+            out_sums[m, 2] = sums[c, 2]
+            m += 1
+            counts[c] = 0
+            sums[c, 0] = 0
+            sums[c, 1] = 0
+            sums[c, 2] = 0
+    return keys, out_counts, out_sums
+
+
+#: largest dense block :func:`accumulate_pieces` allocates (bytes); beyond, it sorts
+DENSE_LIMIT = 512 * 2**20
+# A thread's dense block, kept (all 0) for its next partition: fresh memory is zeroed by the kernel
+# page by page, slower than the pass that clears the block while reading it out.
+_BLOCK = threading.local()
+
+
+def _dense_block(cells: int) -> tuple[np.ndarray, np.ndarray]:
+    kept = getattr(_BLOCK, "kept", None)
+    _BLOCK.kept = None
+    if kept is not None and kept[0].size >= cells:
+        return kept
+    return np.zeros(cells, dtype=np.uint32), np.zeros((cells, 3), dtype=np.float32)
+
+
+def accumulate_pieces(pieces, asu_range, dense_limit: int = DENSE_LIMIT) -> dict[str, np.ndarray]:
+    """:func:`accumulate_sorted` of the concatenation of ``pieces`` (``REINTEGRATE_DTYPE`` arrays,
+    e.g. memory-mapped slices of spilled runs, in the order mdx2 adds them), without concatenating
+    or sorting: the rows are added into a dense block over the pieces' range of H and the ASU
+    grid's K and L (16 bytes a voxel), when that block is at most ``dense_limit`` bytes."""
+    pieces = [p for p in pieces if p.size]
+    if not pieces:
+        return accumulate_sorted(np.zeros(0, dtype=REINTEGRATE_DTYPE))
+    h = [int((p["key"][i] >> (2 * KEY_BITS)) - KEY_OFFSET) for p in pieces for i in (0, -1)]
+    h0, h1 = min(h), max(h)  # pieces are sorted (or bucketed) by H: first and last rows bound it
+    (_, _), (k0, k1), (l0, l1) = asu_range
+    nk, nl = k1 - k0 + 1, l1 - l0 + 1
+    cells = (h1 - h0 + 1) * nk * nl
+    if cells * 16 > dense_limit:
+        return accumulate_sorted(np.concatenate(pieces))
+    block = _dense_block(cells)
+    counts, sums = block[0][:cells], block[1][:cells]
+    for p in pieces:
+        if p.dtype != REINTEGRATE_DTYPE:
+            raise TypeError(f"expected rows of dtype {REINTEGRATE_DTYPE}, got {p.dtype}")
+        _accumulate_dense(
+            p["key"], p["counts"], p["background_counts"], p["scale"], p["multiplicity"],
+            h0, k0, nk, l0, nl, counts, sums,
+        )  # fmt: skip
+    keys, counts, sums = _dense_cells(counts, sums, h0, k0, nk, l0, nl)
+    _BLOCK.kept = block  # all 0 again
     return {
         "key": keys,
         "counts": counts,

@@ -269,10 +269,14 @@ class MergeParams:
     detector: bool = True
     outfile: str = "merged.nxs"
     overwrite: bool = False
+    workdir: str | None = None  # None: .<outfile>.work next to the output
+    resume: bool = False
+    keep_workdir: bool = False
     tuning: Tuning = field(default_factory=Tuning.from_config, compare=False)
 
     def __post_init__(self):
         set_ = object.__setattr__
+        set_(self, "workdir", _as_optional_path(self.workdir, "workdir"))
         tables = (self.tables,) if isinstance(self.tables, str | os.PathLike) else tuple(self.tables or ())
         if not tables:
             raise ConfigError("merge needs at least one corrected table")
@@ -302,7 +306,7 @@ class MergeParams:
             isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32
         ):
             raise ConfigError(f"seed must be a whole number in [0, 2**32), got {self.seed!r}")
-        for name in ("scaling", "offset", "absorption", "detector", "overwrite"):
+        for name in ("scaling", "offset", "absorption", "detector", "overwrite", "resume", "keep_workdir"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
 

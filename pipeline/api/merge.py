@@ -32,6 +32,9 @@ def merge(
     detector: bool = True,
     outfile: PathLike = "merged.nxs",
     overwrite: bool = False,
+    workdir: PathLike | None = None,
+    resume: bool = False,
+    keep_workdir: bool = False,
     cluster: ClusterSpec | str | None = None,
     log_file: PathLike | None = None,
     performance_report: PathLike | None = None,
@@ -48,6 +51,11 @@ def merge(
     ``group_0_*``/``group_1_*`` columns; the random splits use numpy's legacy stream seeded with
     ``seed`` (random if None; the seed is logged and returned), as ``mdx2.merge`` after
     ``np.random.seed(seed)``. Returns a :class:`~pipeline.graph.merge.MergeResult`.
+
+    ``workdir`` (default ``.<outfile>.work`` next to the output) holds the spilled rows and merged
+    parts; it is kept when a run is interrupted or fails on anything but bad input, and ``resume``
+    then redoes only the unfinished map tasks and partitions (a work directory of other inputs or
+    options is refused). ``keep_workdir`` keeps it after success too.
     """
     from pipeline.graph.merge import run_merge
 
@@ -64,13 +72,16 @@ def merge(
         detector=detector,
         outfile=outfile,
         overwrite=overwrite,
+        workdir=None if workdir is None else os.fspath(workdir),
+        resume=resume,
+        keep_workdir=keep_workdir,
     )
     check_outputs(params, log_file, performance_report)
     spec = ClusterSpec.of(cluster)
     if client is None and performance_report is None and spec.name == "local":
         # per-partition numpy work: threads of this process, no worker processes to start
         with (
-            output_locks([params.outfile], what="merge"),
+            output_locks([params.outfile, params.workdir], what="merge"),
             progress_bar(quiet) as bar,
             run_step("merge", params, None, log_file, None) as step,
         ):
@@ -79,7 +90,7 @@ def merge(
     from pipeline.cluster import connect  # imports distributed: only when a cluster is used
 
     with (
-        output_locks([params.outfile], what="merge"),
+        output_locks([params.outfile, params.workdir], what="merge"),
         connect(spec, client=client) as c,
         progress_bar(quiet) as bar,
         run_step("merge", params, c, log_file, performance_report) as step,

@@ -68,6 +68,22 @@ def merge(
     outfile: Annotated[Path, typer.Option(help="NeXus output (mdx2's merged hkl_table).")] = Path(
         "merged.nxs"
     ),
+    workdir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Scratch directory for spilled rows and merged parts (default: next to the output)."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted run from its work directory: redo only the unfinished tasks.",
+        ),
+    ] = False,
+    keep_workdir: Annotated[
+        bool, typer.Option("--keep-workdir", help="Do not delete the work directory.")
+    ] = False,
     cluster: ClusterOpt = None,
     workers: WorkersOpt = None,
     memory_limit: MemoryLimitOpt = None,
@@ -82,6 +98,9 @@ def merge(
     """Merge corrected intensities per voxel, applying scaling models (mdx2.merge).
 
     Example: diffuse merge corrected.nxs --scale scales.nxs --outlier 3 --split weightedRandomHalf --seed 1
+
+    An interrupted run (Ctrl-C, kill, a lost worker) keeps its work directory; run the same command
+    with --resume to finish it without redoing the finished tasks.
     """
     from pipeline.api.merge import merge as run
 
@@ -99,6 +118,9 @@ def merge(
         detector=detector,
         outfile=outfile,
         overwrite=overwrite,
+        workdir=workdir,
+        resume=resume,
+        keep_workdir=keep_workdir,
         cluster=ClusterSpec(cluster, workers, memory_limit, partition, account, walltime),
         log_file=log_file or Path(f"{outfile}.log"),
         performance_report=performance_report,
@@ -107,6 +129,11 @@ def merge(
     if not quiet:
         extra = f", {result.outliers:,} outliers" if outlier is not None else ""
         extra += f", seed {result.seed}" if result.seed is not None else ""
+        if result.map_tasks_skipped or result.partitions_skipped:
+            extra += (
+                f"; {result.map_tasks_skipped} map tasks and {result.partitions_skipped} partitions "
+                "done before (--resume)"
+            )
         typer.echo(
             f"merged {result.observations:,} rows into {result.rows:,} voxels{extra} in "
             f"{result.seconds['total']:.1f} s -> {result.outfile}"

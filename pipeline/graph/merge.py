@@ -12,12 +12,20 @@
    pass runs the partitions one after the other in voxel order, each starting from the running sum
    the previous one ended with (a scalar), and merges the two halves;
 5. export: the parts, in key order, are appended to the NeXus table (mdx2's merged layout).
+
+``--resume``: the work directory (``.<outfile>.work`` or ``workdir``) is bound to a fingerprint of
+the inputs and options; every map task, partition and split task writes a small record after its
+files (atomically), and the partition plan and a random seed are kept there. A run that was killed
+(or failed on something other than bad input) keeps the directory; ``resume=True`` then reruns only
+what has no record and writes the same merged table. A work directory of other inputs or options is
+refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import time
 import uuid
@@ -28,10 +36,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import MergeParams
-from pipeline.errors import InputError
+from pipeline.errors import InputError, PipelineError
 from pipeline.graph.run_tasks import run_tasks
 from pipeline.graph.workdir import WorkDir, fingerprint_files
-from pipeline.io.atomic import check_output_path, save_npy_atomic
+from pipeline.io.atomic import check_output_path, save_npy_atomic, write_json_atomic
 from pipeline.io.tables import NexusTableWriter, TableSource, open_table
 from pipeline.kernels import merge as km
 
@@ -73,6 +81,8 @@ class MergeResult:
     map_tasks: int
     seed: int | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    map_tasks_skipped: int = 0  # done before (resume)
+    partitions_skipped: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,7 +144,32 @@ def run_map_task(job: MapJob) -> dict:
     save_npy_atomic(path, out)
     h_lo = int(H[0]) if H.size else 0
     counts = np.bincount(H - h_lo) if H.size else np.zeros(0, np.int64)
-    return {"index": job.index, "file": str(path), "rows": len(out), "h_lo": h_lo, "h_counts": counts}
+    record = {
+        "index": job.index,
+        "file": path.name,
+        "rows": len(out),
+        "h_lo": h_lo,
+        "h_counts": counts.tolist(),
+    }
+    write_json_atomic(_record_file(job.map_dir, "run", job.index), record)  # last: marks the task done
+    return record
+
+
+def _record_file(directory, what: str, index: int) -> Path:
+    return Path(directory) / f"{what}-{index:05d}.json"
+
+
+def _records(directory: Path, what: str, files=lambda record: ()) -> dict[int, dict]:
+    """Records ``<what>-NNNNN.json`` in ``directory`` whose files (``files(record)``) all exist."""
+    done = {}
+    for path in sorted(Path(directory).glob(f"{what}-*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (json.JSONDecodeError, OSError):
+            continue
+        if all((Path(directory) / f).exists() for f in files(record)):
+            done[int(record["index"])] = record
+    return done
 
 
 @dataclass(frozen=True)
@@ -188,6 +223,7 @@ def run_partition_task(job: PartitionJob, ndiv) -> dict:
         state["I_s"], state["sigma_s"] = part.I_s, part.sigma_s
         save_npy_atomic(_split_file(job.reduce_dir, "state", job.index), state)
     _save_part(Path(job.reduce_dir) / f"part-{job.index:05d}.npy", columns)
+    write_json_atomic(_record_file(job.reduce_dir, "part", job.index), record)  # last: marks it done
     return record
 
 
@@ -221,10 +257,11 @@ def run_split_task(reduce_dir: str, index: int, flip_state, carry) -> dict:
     columns = {name: done[name] for name in done.dtype.names}
     columns.update(km.group_merge(part, in_group_1, 0))
     columns.update(km.group_merge(part, ~in_group_1, 1))
-    _save_part(part_file, columns)
-    _split_file(reduce_dir, "state", index).unlink()
-    _split_file(reduce_dir, "weights", index).unlink()
-    return {"index": index}
+    _save_part(part_file, columns)  # a rerun on this part overwrites the halves with the same values
+    # state and weights stay (the running sums of a resumed run read every partition's weights)
+    record = {"index": index}
+    write_json_atomic(_record_file(reduce_dir, "split", index), record)
+    return record
 
 
 def _save_part(path: Path, columns: dict[str, np.ndarray]) -> None:
@@ -373,8 +410,43 @@ def _worker_rows(client, params: MergeParams) -> tuple[int, int]:
     return partition_rows(_worker_memory(client), params.tuning), _task_slots(client)
 
 
+def _fingerprint(params: MergeParams, ranges, ndiv) -> dict:
+    """What a merge's work directory is bound to: the inputs (path, size, mtime), the options that
+    change the result and the map tasks' row ranges."""
+    files = [*params.tables, *params.scales, *([params.geometry] if params.geometry else [])]
+    return {
+        "inputs": fingerprint_files(files),
+        "options": {
+            "outlier": params.outlier, "split": params.split, "seed": params.seed,
+            "scaling": params.scaling, "offset": params.offset, "absorption": params.absorption,
+            "detector": params.detector,
+        },
+        "ndiv": list(ndiv),
+        "ranges": [list(r) for r in ranges],
+        "layout": "merge-1",
+    }  # fmt: skip
+
+
+def _random_seed(params: MergeParams, work: WorkDir) -> int:
+    """``params.seed``, else the seed an interrupted run of this work directory drew, else a new one
+    (kept in the work directory for ``--resume``)."""
+    if params.seed is not None:
+        return params.seed
+    kept = work.path / "seed.json"
+    if params.resume and kept.exists():
+        seed = int(json.loads(kept.read_text())["seed"])
+        log.info("resuming with the random seed %d of the interrupted run", seed)
+        return seed
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    write_json_atomic(kept, {"seed": seed})
+    return seed
+
+
 def run_merge(params: MergeParams, client=None, progress=None, threads: int | None = None) -> MergeResult:
-    """Merge the tables of ``params`` on ``client``'s cluster (or threads of this process)."""
+    """Merge the tables of ``params`` on ``client``'s cluster (or threads of this process).
+
+    The work directory is removed at the end, and on bad input; on any other error or interruption it
+    is kept, and ``params.resume`` reuses what it holds (see the module docstring)."""
     t0 = time.perf_counter()
     check_output_path(params.outfile, params.overwrite)
     sources = open_inputs(params)
@@ -390,110 +462,155 @@ def run_merge(params: MergeParams, client=None, progress=None, threads: int | No
         for b, s in enumerate(sources)
         for a, c in _row_ranges(s, params.tuning.correct_rows_per_task)
     ]
+    anchor = Path(params.outfile)
+    workdir = params.workdir or anchor.with_name(f".{anchor.name}.work")
+    work = WorkDir(workdir, _fingerprint(params, ranges, ndiv), resume=params.resume)
+    try:
+        result = _run(params, client, progress, threads, work, sources, models, minus_ops, ndiv, ranges, t0)
+    except PipelineError:
+        if not params.keep_workdir:  # bad input: resuming cannot get past it
+            work.remove()
+        raise
+    except BaseException:
+        log.info("keeping the work directory %s: --resume continues from it", work.path)
+        raise
+    if not params.keep_workdir:
+        work.remove()
+    result.seconds["total"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def _run(
+    params, client, progress, threads, work, sources, models, minus_ops, ndiv, ranges, t0
+) -> MergeResult:
     n_total = sum(s.n_rows for s in sources)
     seed = None
     jitter_states = [None] * len(ranges)
     if params.split in RANDOM_SPLITS:
-        seed = params.seed if params.seed is not None else int(np.random.SeedSequence().entropy % 2**32)
+        seed = _random_seed(params, work)
         log.info("random half-split with seed %d (repeat it with --seed %d)", seed, seed)
         offsets = np.cumsum([0] + [c - a for _, a, c in ranges])[:-1]
         jitter_states, _ = km.RandomStream(seed).jitter_states(offsets)
-    anchor = Path(params.outfile)
-    fingerprint = {"inputs": fingerprint_files([*params.tables, *params.scales]), "run": uuid.uuid4().hex}
-    work = WorkDir(anchor.with_name(f".{anchor.name}.work"), fingerprint, resume=False)
     seconds = {"plan": time.perf_counter() - t0}
     ex = _Executor(client, threads)
-    try:
-        # 1. map
-        t = time.perf_counter()
-        jobs = [
-            MapJob(i, b, sources[b], a, c, models[b], jitter_states[i], minus_ops, str(work.map_dir))
-            for i, (b, a, c) in enumerate(ranges)
-        ]
-        bar = progress("merge: read", len(jobs)) if progress else None
-        records = {}
-        with ex.map(run_map_task, jobs, name=f"merge-map-{work.digest}", bar=bar) as results:
-            for r in results:
-                records[r["index"]] = r
+    plan_file = work.path / "partitions.json"
+    plan = json.loads(plan_file.read_text()) if params.resume and plan_file.exists() else None
+    precs = _records(work.reduce_dir, "part", lambda r: [f"part-{r['index']:05d}.npy"]) if plan else {}
+    # 1. map (not needed when a resumed run finds every partition merged)
+    t = time.perf_counter()
+    jobs = [
+        MapJob(i, b, sources[b], a, c, models[b], jitter_states[i], minus_ops, str(work.map_dir))
+        for i, (b, a, c) in enumerate(ranges)
+    ]
+    all_merged = plan is not None and all(i in precs for i in range(len(plan["ranges"])))
+    records = {}
+    if params.resume and not all_merged:
+        records = _records(work.map_dir, "run", lambda r: [r["file"]])
+        log.info("resuming: %d of %d map tasks done before", len(records), len(jobs))
+    map_skipped = len(jobs) if all_merged else len(records)
+    todo = [] if all_merged else [j for j in jobs if j.index not in records]
+    bar = progress("merge: read", len(jobs)) if progress else None
+    if bar and map_skipped:
+        bar.advance(map_skipped, detail=f"{map_skipped} done before")
+    with ex.map(run_map_task, todo, name=f"merge-map-{work.digest}", bar=bar) as results:
+        for r in results:
+            records[r["index"]] = r
+    seconds["map"] = time.perf_counter() - t
+    # 2. partitions by H (kept in the work directory: a resumed run cuts the same partitions)
+    if plan is None:
         runs = [records[i] for i in range(len(jobs))]
-        seconds["map"] = time.perf_counter() - t
-        # 2. partitions by H
         nonempty = [r for r in runs if r["rows"]]
         h_min = min(r["h_lo"] for r in nonempty)
         h_max = max(r["h_lo"] + len(r["h_counts"]) for r in nonempty)
-        counts = np.zeros((len(runs), h_max - h_min), dtype=np.int64)
-        for j, r in enumerate(runs):
-            if r["rows"]:
-                lo = r["h_lo"] - h_min
-                counts[j, lo : lo + len(r["h_counts"])] = r["h_counts"]
+        counts = _h_counts(runs, h_min, h_max)
         max_rows, slots = _worker_rows(client, params)
         hranges = _choose_partitions(counts.sum(axis=0), max_rows, min_partitions=2 * slots)
+        plan = {"h_min": h_min, "h_max": h_max, "ranges": [list(r) for r in hranges], "max_rows": max_rows}
+        write_json_atomic(plan_file, plan)
+    pjobs_all = []
+    if not all_merged:
+        runs = [records[i] for i in range(len(jobs))]
+        counts = _h_counts(runs, plan["h_min"], plan["h_max"])
         offsets = np.concatenate([np.zeros((len(runs), 1), np.int64), np.cumsum(counts, axis=1)], axis=1)
-        pjobs = [
-            PartitionJob(
-                i,
-                tuple((r["file"], int(offsets[j, lo]), int(offsets[j, hi])) for j, r in enumerate(runs)),
-                params.outlier,
-                params.split,
-                str(work.reduce_dir),
+    n_parts = len(plan["ranges"])
+    for i, (lo, hi) in enumerate(plan["ranges"]):
+        sources_i = ()
+        if not all_merged:
+            sources_i = tuple(
+                (str(work.map_dir / r["file"]), int(offsets[j, lo]), int(offsets[j, hi]))
+                for j, r in enumerate(runs)
             )
-            for i, (lo, hi) in enumerate(hranges)
-        ]
-        log.info("%d rows -> %d partitions of <= %d rows", n_total, len(pjobs), max_rows)
-        # 3. merge partitions
+        pjobs_all.append(PartitionJob(i, sources_i, params.outlier, params.split, str(work.reduce_dir)))
+    pjobs = [j for j in pjobs_all if j.index not in precs]
+    log.info("%d rows -> %d partitions of <= %d rows", n_total, n_parts, plan["max_rows"])
+    if precs:
+        log.info("resuming: %d of %d partitions merged before", len(precs), n_parts)
+    # 3. merge partitions
+    t = time.perf_counter()
+    bar = progress("merge", n_parts) if progress else None
+    if bar and precs:
+        bar.advance(len(precs), detail=f"{len(precs)} done before")
+    parts_skipped = len(precs)
+    with ex.map(run_partition_task, pjobs, name=f"merge-part-{work.digest}", bar=bar, ndiv=ndiv) as results:
+        for r in results:
+            precs[r["index"]] = r
+    for f in work.map_dir.glob("run-*.npy"):  # every partition is merged: the runs are not needed
+        f.unlink()
+    seconds["merge"] = time.perf_counter() - t
+    # 4. random split: the running sums at the partitions' starts, one after the other in voxel
+    # order (a cumsum of each partition's sorted weights), then every partition's halves at once
+    if params.split in RANDOM_SPLITS:
         t = time.perf_counter()
-        bar = progress("merge", len(pjobs)) if progress else None
-        precs = {}
+        vox = [precs[i]["rows"] for i in range(n_parts)]
+        j0s = np.cumsum([0, *vox])[:-1]
+        flip_states = km.RandomStream(seed).flip_states(n_total, j0s)
+        carries = [None]
+        for i in range(n_parts - 1):
+            carries.append(ex.call(run_carry_task, str(work.reduce_dir), i, carries[-1]))
+        seconds["split_sums"] = time.perf_counter() - t
+        split_done = _records(work.reduce_dir, "split") if params.resume else {}
+        todo = [i for i in range(n_parts) if i not in split_done]
+        bar = progress("merge: split", n_parts) if progress else None
+        if bar and split_done:
+            bar.advance(len(split_done), detail=f"{len(split_done)} done before")
         with ex.map(
-            run_partition_task, pjobs, name=f"merge-part-{work.digest}", bar=bar, ndiv=ndiv
-        ) as results:
-            for r in results:
-                precs[r["index"]] = r
-        for f in work.map_dir.glob("run-*.npy"):
-            f.unlink()
-        seconds["merge"] = time.perf_counter() - t
-        # 4. random split: the running sums at the partitions' starts, one after the other in voxel
-        # order (a cumsum of each partition's sorted weights), then every partition's halves at once
-        if params.split in RANDOM_SPLITS:
-            t = time.perf_counter()
-            vox = [precs[i]["rows"] for i in range(len(pjobs))]
-            j0s = np.cumsum([0, *vox])[:-1]
-            flip_states = km.RandomStream(seed).flip_states(n_total, j0s)
-            carries = [None]
-            for i in range(len(pjobs) - 1):
-                carries.append(ex.call(run_carry_task, str(work.reduce_dir), i, carries[-1]))
-            seconds["split_sums"] = time.perf_counter() - t
-            bar = progress("merge: split", len(pjobs)) if progress else None
-            n = len(pjobs)
-            with ex.map(
-                run_split_task, [str(work.reduce_dir)] * n, list(range(n)), flip_states, carries,
-                name=f"merge-split-{work.digest}", bar=bar,
-            ) as results:  # fmt: skip
-                for _ in results:
-                    pass
-            seconds["split"] = time.perf_counter() - t
-        # 5. export
-        t = time.perf_counter()
-        schema = merged_schema(params.split)
-        with NexusTableWriter(params.outfile, schema, None, ndiv, compress=True) as writer:
-            for i in range(len(pjobs)):
-                part = np.load(work.reduce_file(i))
-                writer.append({name: part[name] for name in schema})
-            writer.commit()
-        seconds["export"] = time.perf_counter() - t
-    finally:
-        work.remove()
-    seconds["total"] = time.perf_counter() - t0
+            run_split_task, [str(work.reduce_dir)] * len(todo), todo, [flip_states[i] for i in todo],
+            [carries[i] for i in todo], name=f"merge-split-{work.digest}", bar=bar,
+        ) as results:  # fmt: skip
+            for _ in results:
+                pass
+        seconds["split"] = time.perf_counter() - t
+    # 5. export
+    t = time.perf_counter()
+    schema = merged_schema(params.split)
+    with NexusTableWriter(params.outfile, schema, None, ndiv, compress=True) as writer:
+        for i in range(n_parts):
+            part = np.load(work.reduce_file(i))
+            writer.append({name: part[name] for name in schema})
+        writer.commit()
+    seconds["export"] = time.perf_counter() - t
     return MergeResult(
         outfile=params.outfile,
         rows=sum(r["rows"] for r in precs.values()),
         observations=n_total,
         outliers=sum(r["outliers"] for r in precs.values()),
-        partitions=len(pjobs),
+        partitions=n_parts,
         map_tasks=len(jobs),
         seed=seed,
         seconds={k: round(v, 3) for k, v in seconds.items()},
+        map_tasks_skipped=map_skipped,
+        partitions_skipped=parts_skipped,
     )
+
+
+def _h_counts(runs: list[dict], h_min: int, h_max: int) -> np.ndarray:
+    """Rows per H value (columns from ``h_min``) of each map task's run."""
+    counts = np.zeros((len(runs), h_max - h_min), dtype=np.int64)
+    for j, r in enumerate(runs):
+        if r["rows"]:
+            lo = r["h_lo"] - h_min
+            counts[j, lo : lo + len(r["h_counts"])] = r["h_counts"]
+    return counts
 
 
 __all__ += [

@@ -229,15 +229,14 @@ def _np_interp_index(x, axis, left, right):
         return fj
     slope = axis[1, j]
     r = slope * (x - axis[0, j]) + fj
-    if np.isnan(r):
-        r = slope * (x - axis[0, j + 1]) + np.float64(j + 1)
-    return r
+    # numpy retries from the right on NaN; both formed and one chosen: a branch here costs 3x
+    r2 = slope * (x - axis[0, j + 1]) + np.float64(j + 1)
+    return r if not np.isnan(r) else r2
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _lin1(x, w, u):
-    """mdx2's InterpLin1.interp at one point (0 outside the control points)."""
-    f = _np_interp_index(x, w, np.nan, np.nan)
+def _lin1(f, u):
+    """mdx2's InterpLin1.interp at one point, from its fractional index ``f`` (NaN outside: 0)."""
     if np.isnan(f):
         return 0.0
     b, fr = _bin(f, u.shape[0])
@@ -245,10 +244,8 @@ def _lin1(x, w, u):
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _lin2(x, y, wx, wy, u):
-    """mdx2's InterpLin2.interp at one point."""
-    fx = _np_interp_index(x, wx, np.nan, np.nan)
-    fy = _np_interp_index(y, wy, np.nan, np.nan)
+def _lin2(fx, fy, u):
+    """mdx2's InterpLin2.interp at one point, from its fractional indices (NaN outside: 0)."""
     if np.isnan(fx) or np.isnan(fy):
         return 0.0
     xb, xf = _bin(fx, u.shape[0])
@@ -262,15 +259,16 @@ def _lin2(x, y, wx, wy, u):
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _lin3(x, y, z, wx, wy, wz, u):
-    """mdx2's InterpLin3.interp at one point (inside by comparison with the end control points)."""
+def _lin3(x, y, z, wx, wy, wz, fx, fy, fz, u):
+    """mdx2's InterpLin3.interp at one point (inside by comparison with the end control points),
+    from its (clamped) fractional indices."""
     nx, ny, nz = u.shape
     inside = (x >= wx[0, 0]) & (x <= wx[0, nx - 1]) & (y >= wy[0, 0]) & (y <= wy[0, ny - 1])
     if not (inside & (z >= wz[0, 0]) & (z <= wz[0, nz - 1])):
         return 0.0
-    xb, xf = _bin(_np_interp_index(x, wx, 0.0, nx - 1.0), nx)
-    yb, yf = _bin(_np_interp_index(y, wy, 0.0, ny - 1.0), ny)
-    zb, zf = _bin(_np_interp_index(z, wz, 0.0, nz - 1.0), nz)
+    xb, xf = _bin(fx, nx)
+    yb, yf = _bin(fy, ny)
+    zb, zf = _bin(fz, nz)
     return (
         u[xb, yb, zb] * (1 - zf) * (1 - xf) * (1 - yf)
         + u[xb + 1, yb, zb] * (1 - zf) * xf * (1 - yf)
@@ -284,6 +282,17 @@ def _lin3(x, y, z, wx, wy, wz, u):
 
 
 @numba.njit(nogil=True, cache=True)
+def _indices(x, offset, m, axis, left, right, out):
+    """``out[t] = np.interp(x[offset + t], xp, arange, left, right)`` for ``t < m``: a short loop,
+    so the processor overlaps the points (one point's search is a chain of dependent steps)."""
+    for t in range(m):
+        out[t] = _np_interp_index(x[offset + t], axis, left, right)
+
+
+_BLOCK_ROWS = 512
+
+
+@numba.njit(nogil=True, cache=True)
 def _chunk_values(
     order, pixels_, counts_, phi_, iy_, ix_, seconds_, s_,
     grid_iy, grid_ix, grids, mult_factor, det,
@@ -293,64 +302,117 @@ def _chunk_values(
 ):  # fmt: skip
     """mdx2's ``calc_corrections`` per row, rows taken in ``order``; ``out`` (n, 4): counts,
     background_counts, scale, multiplicity (float64), each formed with the operations of the numpy
-    code it replaces (see :func:`reintegrate_oracle`)."""
+    code it replaces (see :func:`reintegrate_oracle`). Rows go in blocks: the coordinates, then the
+    fractional indices on each axis (one loop per axis), then the values."""
     ny = grid_iy.shape[1]
     nx = grid_ix.shape[1]
     nz_b = bkg_phi.shape[1]
     ny_b = bkg_iy.shape[1]
     nx_b = bkg_ix.shape[1]
-    f = np.empty(5)
-    for i in range(order.size):
-        r = order[i]
-        pixels = np.float64(pixels_[r])
-        phi = phi_[r] / pixels
-        iy = iy_[r] / pixels
-        ix = ix_[r] / pixels
-        seconds = seconds_[r]
-        # corrections: scipy's map_coordinates(order=1) of each factor at (iy, ix)
-        fy = _np_interp_index(iy, grid_iy, 0.0, ny - 1.0)
-        fx = _np_interp_index(ix, grid_ix, 0.0, nx - 1.0)
-        y0, y1, wy0, wy1 = _cell(fy, ny)
-        x0, x1, wx0, wx1 = _cell(fx, nx)
-        for g in range(5):  # grids (ny * nx, 5): a point's factors side by side
-            t = 0.0
-            t += grids[y0 * nx + x0, g] * wy0 * wx0
-            t += grids[y0 * nx + x1, g] * wy0 * wx1
-            t += grids[y1 * nx + x0, g] * wy1 * wx0
-            t += grids[y1 * nx + x1, g] * wy1 * wx1
-            f[g] = t
-        sa = f[0]
-        sa *= f[1]
-        sa *= f[2]
-        sa *= f[3]
-        multiplicity = pixels * f[4] * mult_factor / det
-        b = _lin1(phi, b_w, b_u) if has_b else 1.0
-        a = _lin3(ix, iy, phi, a_wx, a_wy, a_wz, a_u) if has_a else 1.0
-        d = _lin2(ix, iy, d_wx, d_wy, d_u) if has_d else 1.0
-        c = _lin2(s_[i], phi, c_ws, c_wphi, c_u) if has_c else 0.0
-        bg_rate = 0.0
+    n = order.size
+    B = _BLOCK_ROWS
+    X = np.empty((5, B))  # phi, iy, ix, seconds, pixels
+    F = np.zeros((13, B))  # fractional indices, by axis
+    nan = np.nan
+    for start in range(0, n, B):
+        m = min(B, n - start)
+        for t in range(m):
+            r = order[start + t]
+            pixels = np.float64(pixels_[r])
+            X[4, t] = pixels
+            X[0, t] = phi_[r] / pixels
+            X[1, t] = iy_[r] / pixels
+            X[2, t] = ix_[r] / pixels
+            X[3, t] = seconds_[r]
+        phi, iy, ix = X[0], X[1], X[2]
+        _indices(iy, 0, m, grid_iy, 0.0, ny - 1.0, F[0])
+        _indices(ix, 0, m, grid_ix, 0.0, nx - 1.0, F[1])
+        if has_b:
+            _indices(phi, 0, m, b_w, nan, nan, F[2])
+        if has_a:
+            _indices(ix, 0, m, a_wx, 0.0, a_wx.shape[1] - 1.0, F[3])
+            _indices(iy, 0, m, a_wy, 0.0, a_wy.shape[1] - 1.0, F[4])
+            _indices(phi, 0, m, a_wz, 0.0, a_wz.shape[1] - 1.0, F[5])
+        if has_d:
+            _indices(ix, 0, m, d_wx, nan, nan, F[6])
+            _indices(iy, 0, m, d_wy, nan, nan, F[7])
+        if has_c:
+            _indices(s_, start, m, c_ws, nan, nan, F[8])
+            _indices(phi, 0, m, c_wphi, nan, nan, F[9])
         if has_bkg:
-            fz = _np_interp_index(phi, bkg_phi, 0.0, nz_b - 1.0)
-            fy = _np_interp_index(iy, bkg_iy, 0.0, ny_b - 1.0)
-            fx = _np_interp_index(ix, bkg_ix, 0.0, nx_b - 1.0)
-            z0, z1, wz0, wz1 = _cell(fz, nz_b)
-            y0, y1, wy0, wy1 = _cell(fy, ny_b)
-            x0, x1, wx0, wx1 = _cell(fx, nx_b)
-            t = 0.0
-            for zc in range(2):
-                z = z0 if zc == 0 else z1
-                wz = wz0 if zc == 0 else wz1
-                for yc in range(2):
-                    y = y0 if yc == 0 else y1
-                    wy = wy0 if yc == 0 else wy1
-                    base = (z * ny_b + y) * nx_b
-                    t += bkg_rate[base + x0] * wz * wy * wx0
-                    t += bkg_rate[base + x1] * wz * wy * wx1
-            bg_rate = t
-        out[i, 0] = np.float64(counts_[r])
-        out[i, 1] = seconds * (bg_rate + c * a * d * sa)
-        out[i, 2] = seconds * sa * a * b * d
-        out[i, 3] = multiplicity
+            _indices(phi, 0, m, bkg_phi, 0.0, nz_b - 1.0, F[10])
+            _indices(iy, 0, m, bkg_iy, 0.0, ny_b - 1.0, F[11])
+            _indices(ix, 0, m, bkg_ix, 0.0, nx_b - 1.0, F[12])
+        for t in range(m):
+            i = start + t
+            pixels = X[4, t]
+            seconds = X[3, t]
+            # corrections: scipy's map_coordinates(order=1) of each factor at (iy, ix)
+            y0, y1, wy0, wy1 = _cell(F[0, t], ny)
+            x0, x1, wx0, wx1 = _cell(F[1, t], nx)
+            c00 = y0 * nx + x0
+            c01 = y0 * nx + x1
+            c10 = y1 * nx + x0
+            c11 = y1 * nx + x1
+            f0 = 0.0
+            f0 += grids[c00, 0] * wy0 * wx0
+            f0 += grids[c01, 0] * wy0 * wx1
+            f0 += grids[c10, 0] * wy1 * wx0
+            f0 += grids[c11, 0] * wy1 * wx1
+            f1 = 0.0
+            f1 += grids[c00, 1] * wy0 * wx0
+            f1 += grids[c01, 1] * wy0 * wx1
+            f1 += grids[c10, 1] * wy1 * wx0
+            f1 += grids[c11, 1] * wy1 * wx1
+            f2 = 0.0
+            f2 += grids[c00, 2] * wy0 * wx0
+            f2 += grids[c01, 2] * wy0 * wx1
+            f2 += grids[c10, 2] * wy1 * wx0
+            f2 += grids[c11, 2] * wy1 * wx1
+            f3 = 0.0
+            f3 += grids[c00, 3] * wy0 * wx0
+            f3 += grids[c01, 3] * wy0 * wx1
+            f3 += grids[c10, 3] * wy1 * wx0
+            f3 += grids[c11, 3] * wy1 * wx1
+            f4 = 0.0
+            f4 += grids[c00, 4] * wy0 * wx0
+            f4 += grids[c01, 4] * wy0 * wx1
+            f4 += grids[c10, 4] * wy1 * wx0
+            f4 += grids[c11, 4] * wy1 * wx1
+            sa = f0
+            sa *= f1
+            sa *= f2
+            sa *= f3
+            multiplicity = pixels * f4 * mult_factor / det
+            b = _lin1(F[2, t], b_u) if has_b else 1.0
+            a = 1.0
+            if has_a:
+                a = _lin3(X[2, t], X[1, t], X[0, t], a_wx, a_wy, a_wz, F[3, t], F[4, t], F[5, t], a_u)
+            d = _lin2(F[6, t], F[7, t], d_u) if has_d else 1.0
+            c = _lin2(F[8, t], F[9, t], c_u) if has_c else 0.0
+            bg_rate = 0.0
+            if has_bkg:
+                z0, z1, wz0, wz1 = _cell(F[10, t], nz_b)
+                y0, y1, wy0, wy1 = _cell(F[11, t], ny_b)
+                x0, x1, wx0, wx1 = _cell(F[12, t], nx_b)
+                base = (z0 * ny_b + y0) * nx_b
+                g = 0.0
+                g += bkg_rate[base + x0] * wz0 * wy0 * wx0
+                g += bkg_rate[base + x1] * wz0 * wy0 * wx1
+                base = (z0 * ny_b + y1) * nx_b
+                g += bkg_rate[base + x0] * wz0 * wy1 * wx0
+                g += bkg_rate[base + x1] * wz0 * wy1 * wx1
+                base = (z1 * ny_b + y0) * nx_b
+                g += bkg_rate[base + x0] * wz1 * wy0 * wx0
+                g += bkg_rate[base + x1] * wz1 * wy0 * wx1
+                base = (z1 * ny_b + y1) * nx_b
+                g += bkg_rate[base + x0] * wz1 * wy1 * wx0
+                g += bkg_rate[base + x1] * wz1 * wy1 * wx1
+                bg_rate = g
+            out[i, 0] = np.float64(counts_[order[i]])
+            out[i, 1] = seconds * (bg_rate + c * a * d * sa)
+            out[i, 2] = seconds * sa * a * b * d
+            out[i, 3] = multiplicity
 
 
 @numba.njit(nogil=True, cache=True)

@@ -54,6 +54,9 @@ class ReintegrateSteps:
     kind = "reintegrated"
     dtype = REINTEGRATE_DTYPE
     runs_by_h = True  # the reduction adds rows into a dense block of H planes: no key order needed
+    # one chunk a run: a run's arrays stay below glibc's mmap threshold (32 MB), so they reuse the
+    # heap instead of being mapped (and zeroed by the kernel) afresh
+    max_run_rows = 1
 
     @property
     def schema(self) -> dict[str, np.dtype]:

@@ -58,7 +58,8 @@ class RowSteps(Protocol):
     ``schema`` with ``reduce``; parquet parts are of kind ``kind``. ``h_range`` replaces the plan's
     range of H (keys are the step's own), ``fingerprint`` joins the work directory's (``--resume``).
 
-    Optional: ``runs_by_h = True`` spills runs sorted by H only (stable), and a method
+    Optional: ``runs_by_h = True`` spills runs sorted by H only (stable), ``max_run_rows`` caps the
+    rows of a run below the memory budget's (a run ends at the chunk that reaches it), and a method
     ``reduce_pieces(pieces)`` takes the partition's slices of the runs (memory-mapped, in task, run
     and chunk order) in place of ``reduce(rows)`` on their concatenation."""
 
@@ -186,13 +187,14 @@ def run_map_task(task, ctx: MapContext) -> dict:
     runs, pieces, pending, used = [], [], 0, 0
     dtype = ctx.steps.dtype if ctx.steps else PARTIAL_DTYPE
     by_h = bool(getattr(ctx.steps, "runs_by_h", False))
+    max_run_rows = min(ctx.max_run_rows, getattr(ctx.steps, "max_run_rows", ctx.max_run_rows))
     for rows, pixels in bin_task_chunks(task, ctx):
         if ctx.steps:
             rows = ctx.steps.after_binning(rows)
         pieces.append(rows)
         pending += rows.size
         used += pixels
-        if pending >= ctx.max_run_rows:
+        if pending >= max_run_rows:
             runs.append(
                 _spill_run(
                     pieces,

@@ -73,7 +73,7 @@ def to_asu(H, K, L, ops: np.ndarray | None, asu: MillerExpression | None):
 LIMIT = 2**29  # |H|, |K|, |L| below this: images of int32 indices under 0/+-1 operators stay int32
 
 
-def asu_images(hkl: np.ndarray, ops: np.ndarray | None, asu: MillerExpression | None):
+def asu_images(hkl: np.ndarray, ops: np.ndarray | None, asu: MillerExpression | None, lowest: bool = True):
     """Images in the asymmetric unit of the int32 indices ``hkl`` (3, n), all below :data:`LIMIT` in
     magnitude, and the index of the operator that maps each there: ((3, n) int32, (n,) int64).
 
@@ -85,7 +85,8 @@ def asu_images(hkl: np.ndarray, ops: np.ndarray | None, asu: MillerExpression | 
     operator of a nearby row; only rows where that fails are searched in full. The winning image is
     then unique, and the lowest operator giving it is found with integer arithmetic alone.
     Otherwise every row is searched in full, operators in increasing order. With P1 (``ops`` None):
-    ``op = (l < 0)`` and ``l = |l|``.
+    ``op = (l < 0)`` and ``l = |l|``. ``lowest=False``: the images only matter (the operator given
+    may then be another one with the same image at special positions).
     """
     if ops is None:
         image = hkl.copy()
@@ -96,7 +97,7 @@ def asu_images(hkl: np.ndarray, ops: np.ndarray | None, asu: MillerExpression | 
         raise ValueError("Laue operators must have integer entries")
     ops_t = np.ascontiguousarray(np.transpose(int_ops, (0, 2, 1)).astype(np.int32))  # op[i].T
     if hkl.shape[1] > 4 * _GUESS_STRIDE and selects_one_per_orbit(int_ops, asu):
-        return _guided_search(hkl, ops_t, asu)
+        return _guided_search(hkl, ops_t, asu, lowest)
     return _full_search(hkl, ops_t, asu)
 
 
@@ -127,7 +128,7 @@ def _full_search(hkl: np.ndarray, ops_t: np.ndarray, asu: MillerExpression):
     return out, op_index
 
 
-def _guided_search(hkl: np.ndarray, ops_t: np.ndarray, asu: MillerExpression):
+def _guided_search(hkl: np.ndarray, ops_t: np.ndarray, asu: MillerExpression, lowest: bool = True):
     """See :func:`asu_images`: each row tries the operator of the first row of its block of
     ``_GUESS_STRIDE`` rows, then that of the next block (a region boundary usually lies between the
     two); rows that miss both are searched in full."""
@@ -145,7 +146,8 @@ def _guided_search(hkl: np.ndarray, ops_t: np.ndarray, asu: MillerExpression):
         miss = miss[~hit]
     if miss.size:
         image[:, miss], guess[miss] = _full_search(np.ascontiguousarray(hkl[:, miss]), ops_t, asu)
-    _lowest_with_image(ops_t, hkl, image, guess, asu)
+    if lowest:
+        _lowest_with_image(ops_t, hkl, image, guess, asu)
     return image, guess
 
 

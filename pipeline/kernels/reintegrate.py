@@ -513,7 +513,7 @@ def reintegrate_rows(rows: np.ndarray, model: ReintegrateModel) -> np.ndarray:
         order, rows["pixels"], rows["counts"], rows["phi"], rows["iy"], rows["ix"], rows["seconds"], s,
         *args, values,
     )  # fmt: skip
-    image, _ = asu_images(hkl, model.ops, model.asu)
+    image, _ = asu_images(hkl, model.ops, model.asu, lowest=False)  # the images only
     out = np.empty(n, dtype=REINTEGRATE_DTYPE)
     ranges = np.asarray(model.asu_range, dtype=np.int64)
     m = _emit(image, values, ranges, out["key"], out.view(np.float64).reshape(n, 5))
@@ -576,9 +576,13 @@ def accumulate_sorted(rows: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @numba.njit(nogil=True, cache=True)
-def _accumulate_dense(key_, counts_, bkg_, scale_, mult_, h0, k0, nk, l0, nl, counts, sums):
+def _accumulate_dense(
+    key_, counts_, bkg_, scale_, mult_, h0, k0, nk, l0, nl, counts, sums, touched, n_touched
+):
     """Add rows into a dense block of voxels (H from ``h0``, K from ``k0``, L from ``l0``; C order)
-    as mdx2's grids take them: ``float32(float64(sum) + value)`` (counts: uint32), row after row."""
+    as mdx2's grids take them: ``float32(float64(sum) + value)`` (counts: uint32), row after row.
+    A voxel all 0 before its row is listed in ``touched`` (from ``n_touched``; returns the new
+    count): the voxels to read out, without scanning the block."""
     field = (1 << KEY_BITS) - 1
     for r in range(key_.size):
         key = key_[r]
@@ -586,25 +590,30 @@ def _accumulate_dense(key_, counts_, bkg_, scale_, mult_, h0, k0, nk, l0, nl, co
         K = ((key >> KEY_BITS) & field) - KEY_OFFSET
         L = (key & field) - KEY_OFFSET
         c = ((H - h0) * nk + (K - k0)) * nl + (L - l0)
+        if counts[c] == 0 and sums[c, 0] == 0 and sums[c, 1] == 0 and sums[c, 2] == 0:
+            touched[n_touched] = c
+            n_touched += 1
         counts[c] = np.uint32(np.float64(counts[c]) + counts_[r])
         sums[c, 0] = np.float32(np.float64(sums[c, 0]) + bkg_[r])
         sums[c, 1] = np.float32(np.float64(sums[c, 1]) + scale_[r])
         sums[c, 2] = np.float32(np.float64(sums[c, 2]) + mult_[r])
+    return n_touched
 
 
 @numba.njit(nogil=True, cache=True)
-def _dense_cells(counts, sums, h0, k0, nk, l0, nl):
-    """The voxels of a dense block with any sum not 0, in C (= key) order: keys, counts, sums; the
-    block is left all 0 (ready for the next partition)."""
-    n = 0
-    for c in range(counts.size):
-        if counts[c] != 0 or sums[c, 0] != 0 or sums[c, 1] != 0 or sums[c, 2] != 0:
-            n += 1
-    keys = np.empty(n, dtype=np.int64)
-    out_counts = np.empty(n, dtype=np.uint32)
-    out_sums = np.empty((n, 3), dtype=np.float32)
+def _dense_cells(cells, counts, sums, h0, k0, nk, l0, nl):
+    """The voxels ``cells`` (sorted, repeats allowed) of a dense block with any sum not 0, in C (=
+    key) order: keys, counts, sums; they are set back to 0 (the block is all 0 again)."""
+    keys = np.empty(cells.size, dtype=np.int64)
+    out_counts = np.empty(cells.size, dtype=np.uint32)
+    out_sums = np.empty((cells.size, 3), dtype=np.float32)
     m = 0
-    for c in range(counts.size):
+    last = -1
+    for i in range(cells.size):
+        c = cells[i]
+        if c == last:
+            continue
+        last = c
         if counts[c] != 0 or sums[c, 0] != 0 or sums[c, 1] != 0 or sums[c, 2] != 0:
             L = c % nl + l0
             K = (c // nl) % nk + k0
@@ -615,11 +624,11 @@ def _dense_cells(counts, sums, h0, k0, nk, l0, nl):
             out_sums[m, 1] = sums[c, 1]
             out_sums[m, 2] = sums[c, 2]
             m += 1
-            counts[c] = 0
-            sums[c, 0] = 0
-            sums[c, 1] = 0
-            sums[c, 2] = 0
-    return keys, out_counts, out_sums
+        counts[c] = 0
+        sums[c, 0] = 0
+        sums[c, 1] = 0
+        sums[c, 2] = 0
+    return keys[:m], out_counts[:m], out_sums[:m]
 
 
 #: largest dense block :func:`accumulate_pieces` allocates (bytes); beyond, it sorts
@@ -654,14 +663,17 @@ def accumulate_pieces(pieces, asu_range, dense_limit: int = DENSE_LIMIT) -> dict
         return accumulate_sorted(np.concatenate(pieces))
     block = _dense_block(cells)
     counts, sums = block[0][:cells], block[1][:cells]
+    touched = np.empty(sum(p.size for p in pieces), dtype=np.int64)
+    n_touched = 0
     for p in pieces:
         if p.dtype != REINTEGRATE_DTYPE:
             raise TypeError(f"expected rows of dtype {REINTEGRATE_DTYPE}, got {p.dtype}")
-        _accumulate_dense(
+        n_touched = _accumulate_dense(
             p["key"], p["counts"], p["background_counts"], p["scale"], p["multiplicity"],
-            h0, k0, nk, l0, nl, counts, sums,
+            h0, k0, nk, l0, nl, counts, sums, touched, n_touched,
         )  # fmt: skip
-    keys, counts, sums = _dense_cells(counts, sums, h0, k0, nk, l0, nl)
+    touched = np.sort(touched[:n_touched])
+    keys, counts, sums = _dense_cells(touched, counts, sums, h0, k0, nk, l0, nl)
     _BLOCK.kept = block  # all 0 again
     return {
         "key": keys,

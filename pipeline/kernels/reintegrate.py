@@ -684,6 +684,31 @@ def accumulate_pieces(pieces, asu_range, dense_limit: int = DENSE_LIMIT) -> dict
     }
 
 
+@numba.njit(nogil=True, cache=True)
+def _hkl_columns(keys, lo, n, out):
+    """``h = ((H - lo) / n + lo / n)`` as float32 (numpy's operations on int64 H), k and l alike."""
+    field = (1 << KEY_BITS) - 1
+    for i in range(keys.size):
+        key = keys[i]
+        H = (key >> (2 * KEY_BITS)) - KEY_OFFSET
+        K = ((key >> KEY_BITS) & field) - KEY_OFFSET
+        L = (key & field) - KEY_OFFSET
+        out[0, i] = np.float32((H - lo[0]) / n[0] + lo[0] / n[0])
+        out[1, i] = np.float32((K - lo[1]) / n[1] + lo[1] / n[1])
+        out[2, i] = np.float32((L - lo[2]) / n[2] + lo[2] / n[2])
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _intensity_columns(counts, bkg, scale, intensity, error):
+    """numpy's ``((counts - bkg) / scale)`` and ``(sqrt(counts) / scale)`` on uint32 counts and
+    float32 sums (computed in float64), as float32."""
+    for i in range(counts.size):
+        c = np.float64(counts[i])
+        sc = np.float64(scale[i])
+        intensity[i] = np.float32((c - np.float64(bkg[i])) / sc)
+        error[i] = np.float32(np.sqrt(c) / sc)
+
+
 def finish_rows(
     sums: dict[str, np.ndarray], ndiv, asu_range, output: str = "counts"
 ) -> dict[str, np.ndarray]:
@@ -691,24 +716,28 @@ def finish_rows(
     ``to_table(sparse=True)``), ``h = (H - lo) / ndiv + lo / ndiv`` (the grid's axes) in float32, and
     with ``output="intensity"``: ``intensity = (counts - background_counts) / scale``,
     ``intensity_error = sqrt(counts) / scale`` (float32) in place of counts, background and scale."""
+    if output not in ("counts", "intensity"):
+        raise ValueError(f"output must be 'counts' or 'intensity', got {output!r}")
     keep = ~(
         (sums["counts"] == 0)
         & (sums["background_counts"] == 0)
         & (sums["scale"] == 0)
         & (sums["multiplicity"] == 0)
     )
-    out = {}
-    for name, index, n, (lo, _) in zip("hkl", unpack_keys(sums["key"][keep]), ndiv, asu_range, strict=True):
-        out[name] = ((index - lo) / n + np.int64(lo) / n).astype(np.float32)
+    everything = bool(keep.all())
+    keys = sums["key"] if everything else sums["key"][keep]
+    hkl = np.empty((3, keys.size), dtype=np.float32)
+    lo = np.array([r[0] for r in asu_range], dtype=np.int64)
+    _hkl_columns(np.ascontiguousarray(keys), lo, np.asarray(ndiv, dtype=np.int64), hkl)
+    out = {"h": hkl[0], "k": hkl[1], "l": hkl[2]}
     for name in SUMS:
-        out[name] = sums[name][keep]
+        out[name] = sums[name] if everything else sums[name][keep]
     if output == "intensity":
         counts, bkg, scale = out.pop("counts"), out.pop("background_counts"), out.pop("scale")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out["intensity"] = ((counts - bkg) / scale).astype(np.float32)
-            out["intensity_error"] = (np.sqrt(counts) / scale).astype(np.float32)
-    elif output != "counts":
-        raise ValueError(f"output must be 'counts' or 'intensity', got {output!r}")
+        intensity = np.empty(counts.size, dtype=np.float32)
+        error = np.empty(counts.size, dtype=np.float32)
+        _intensity_columns(counts, bkg, scale, intensity, error)
+        out["intensity"], out["intensity_error"] = intensity, error
     return out
 
 

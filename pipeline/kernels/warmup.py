@@ -85,6 +85,45 @@ def scale_kernels(dtypes=(np.float32, np.float64), dims=(1, 2, 3)) -> None:
     sf.solve(AA, ne.Ay, [(1.0, sf.regulariser(grid.shape, kind))], extra_diag=0.1)
 
 
+def _reintegrate() -> None:
+    """``reintegrate``'s kernels: per-row values with every model (and without), the rows' emission,
+    the dense-block sums and the output columns."""
+    from pipeline.io.scales import Scales
+    from pipeline.kernels import scaling_models as sm
+    from pipeline.kernels.binning import PARTIAL_DTYPE
+    from pipeline.kernels.keys import pack_keys
+    from pipeline.kernels.reintegrate import (
+        ReintegrateModel,
+        accumulate_pieces,
+        finish_rows,
+        reintegrate_rows,
+    )
+    from pipeline.model import BackgroundGrid, CorrectionGrid
+
+    ax = np.linspace(0.0, 20.0, 3)
+    names = ("solid_angle", "attenuation", "polarization", "efficiency", "d3s")
+    corrections = CorrectionGrid(ax, ax, {n: np.ones((3, 3)) for n in names})
+    scales = Scales(
+        sm.ScalingModel(ax, np.ones(3)), sm.AbsorptionModel(ax, ax, ax, np.ones((3, 3, 3))),
+        sm.DetectorModel(ax, ax, np.ones((3, 3))), sm.OffsetModel(ax, ax, np.zeros((3, 3))),
+    )  # fmt: skip
+    rows = np.zeros(4, dtype=PARTIAL_DTYPE)
+    rows["key"] = pack_keys(np.arange(4), np.zeros(4), np.zeros(4))
+    rows["pixels"] = 1
+    for scale, bkg in ((scales, BackgroundGrid(ax, ax, ax, np.ones((3, 3, 3)))), (None, None)):
+        model = ReintegrateModel(
+            np.eye(3), None, None, corrections, bkg, scale, (1, 1, 1), ((0, 3), (0, 0), (0, 0))
+        )
+        out = reintegrate_rows(rows, model)
+        for output in ("counts", "intensity"):
+            finish_rows(
+                accumulate_pieces([out[:2], out[2:]], model.asu_range), (1, 1, 1), model.asu_range, output
+            )
+            finish_rows(
+                accumulate_pieces([out], model.asu_range, dense_limit=0), (1, 1, 1), model.asu_range, output
+            )
+
+
 def warm_up() -> float:
     """Compile (or load from the cache) every kernel; returns the seconds it took."""
     t0 = time.perf_counter()
@@ -92,6 +131,7 @@ def warm_up() -> float:
     _io()
     _maps()
     scale_kernels()
+    _reintegrate()
     return time.perf_counter() - t0
 
 

@@ -10,15 +10,17 @@ included), with the peak memory of its whole process tree:
 * I/O floor: read and decompress data and mask, storage chunk by storage chunk, with h5py, in
   ``--workers`` processes (what any reader of these files must do);
 * ``mdx2.integrate --nproc W`` and ``diffuse integrate --workers W``;
-* ``diffuse convert --to zarr`` (once) and ``diffuse integrate`` from the cache;
 * ``mdx2.correct`` and ``diffuse correct`` on the integrated table.
 Outputs are checked with refkit's compare.py (set ``--compare``). Writes speed.csv and speed.png.
 mdx2 must be run from the dataset directory (its virtual dataset paths are relative).
 
 Before each timed command the page cache is synced (the previous command's output written back). Timings
 on a shared VM drift by 10-40 % from minute to minute, for mdx2 and us alike. ``--repeat N``
-runs the whole sequence N times, interleaved (the cache is converted once); ratios.json holds the
-ratios of each round (each is "one run on the same machine") and of the medians.
+runs the whole sequence N times, interleaved; ratios.json holds the
+ratios of each round (each is "one run on the same machine") and of the medians. Each diffuse
+command writes its run log beside its output (kept in ``--out``): ``integrate.timings_s`` there is
+the time budget (startup, cluster, plan, map and the map tasks' read/mask/bin/spill seconds, reduce,
+export).
 """
 
 from __future__ import annotations
@@ -74,6 +76,10 @@ def main() -> int:
     ap.add_argument("--subdivide", type=int, nargs=3, default=(4, 4, 4))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1, help="rounds of the whole sequence (medians reported)")
+    ap.add_argument(
+        "--no-correct", action="store_true", help="integrate only (no mdx2.correct/diffuse correct)"
+    )
+    ap.add_argument("--no-floor", action="store_true", help="skip the h5py I/O floor")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/speed"))
     a = ap.parse_args()
     ds, out, w = a.dataset.resolve(), a.out.resolve(), a.workers
@@ -105,8 +111,10 @@ def main() -> int:
 
     for rnd in range(a.repeat):
         current_round[0] = rnd
-        settle()
-        record("io floor (h5py, data+mask)", io_floor(ds, w))
+        if not a.no_floor:
+            settle()
+            record("io floor (h5py, data+mask)", io_floor(ds, w))
+        record("load average (1 min) at start", 0, 0, 0, f"{os.getloadavg()[0]:.2f}")
         ours_int, ours_cor = out / "integrated.nxs", out / "corrected.nxs"
         ref_int, ref_cor = out / "mdx2_integrated.nxs", out / "mdx2_corrected.nxs"
         mdx2_bin = Path(shutil.which("mdx2.integrate") or "mdx2.integrate").parent if a.mdx2 else None
@@ -146,37 +154,8 @@ def main() -> int:
         ]
         settle()
         record("diffuse integrate", *measure_command(argv)[:3])
-        cache = out / "data.zarr"
-        argv = [
-            DIFFUSE,
-            "convert",
-            str(ds / "data.nxs"),
-            str(cache),
-            *mask,
-            "--workers",
-            str(w),
-            "--overwrite",
-            "--quiet",
-        ]
-        if rnd == 0:
-            record("diffuse convert --to zarr (once)", *measure_command(argv)[:3])
-        zarr_out = out / "integrated_zarr.nxs"
-        argv = [
-            DIFFUSE,
-            "integrate",
-            str(ds / "geometry.nxs"),
-            str(cache),
-            "--subdivide",
-            *sub,
-            "--workers",
-            str(w),
-            "--outfile",
-            str(zarr_out),
-            "--overwrite",
-            "--quiet",
-        ]
-        settle()
-        record("diffuse integrate (zarr cache)", *measure_command(argv)[:3])
+        if a.no_correct:
+            continue
         if mdx2_bin:
             argv = [
                 str(mdx2_bin / "mdx2.correct"),
@@ -207,8 +186,7 @@ def main() -> int:
         py = str(mdx2_bin / "python")
         for name, ref, cand, kind in (
             ("integrated", ref_int, ours_int, "integrated"),
-            ("integrated (zarr)", ref_int, zarr_out, "integrated"),
-            ("corrected", ref_cor, ours_cor, "corrected"),
+            *([] if a.no_correct else [("corrected", ref_cor, ours_cor, "corrected")]),
         ):
             res = subprocess.run(
                 [py, str(a.compare), str(ref), str(cand), "--kind", kind], capture_output=True, text=True
@@ -220,11 +198,10 @@ def main() -> int:
         out = {}
         if "mdx2.integrate" in by:
             out["mdx2_integrate / diffuse_integrate"] = by["mdx2.integrate"] / by["diffuse integrate"]
-            out["mdx2_integrate / diffuse_integrate_zarr"] = (
-                by["mdx2.integrate"] / by["diffuse integrate (zarr cache)"]
-            )
-            out["mdx2_correct / diffuse_correct"] = by["mdx2.correct"] / by["diffuse correct"]
-        out["diffuse_integrate / io_floor"] = by["diffuse integrate"] / by["io floor (h5py, data+mask)"]
+            if "mdx2.correct" in by:
+                out["mdx2_correct / diffuse_correct"] = by["mdx2.correct"] / by["diffuse correct"]
+        if "io floor (h5py, data+mask)" in by:
+            out["diffuse_integrate / io_floor"] = by["diffuse integrate"] / by["io floor (h5py, data+mask)"]
         return out
 
     timed = [r for r in rows if r["wall_s"] > 0]
@@ -251,9 +228,8 @@ def main() -> int:
     if a.repeat > 1:
         title += f", median of {a.repeat} rounds"
     plot(median_rows, out / "speed.png", title)
-    for f in (ours_int, ours_cor, ref_int, ref_cor, zarr_out):
+    for f in (ours_int, ours_cor, ref_int, ref_cor):
         f.unlink(missing_ok=True)
-    shutil.rmtree(cache, ignore_errors=True)
     return 0 if all(r["rc"] == 0 for r in rows) else 1
 
 

@@ -119,7 +119,7 @@ def _make_bad(case: str, kind: str, base: Path) -> tuple[str, list[str]]:
         return str(bad / "missing.nxs"), []
     if case == "directory":
         return str(bad), []
-    if case == "plain-directory":  # a directory that is neither a zarr cache nor a parquet dataset
+    if case == "plain-directory":  # a directory that is not a parquet dataset
         return str(bad), []
     if case == "unreadable":
         target = bad / "unreadable"

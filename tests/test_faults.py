@@ -447,26 +447,6 @@ def test_truncated_source_file_is_named(dataset_copy, tmp_path, scheduler_addres
     assert list(out.iterdir()) == []
 
 
-def test_corrupt_zarr_cache_chunk_is_detected(dataset_copy, tmp_path, scheduler_address):
-    ds = dataset_copy("cubic")
-    cache = tmp_path / "cache.zarr"
-    assert cli("convert", ds / "data.nxs", cache, "--cluster", scheduler_address, "--quiet").exit_code == 0
-    chunk = cache / "c/0/1/1"
-    raw = bytearray(chunk.read_bytes())
-    raw[len(raw) // 2] ^= 0x01  # one flipped bit
-    chunk.write_bytes(bytes(raw))
-    out = tmp_path / "out"
-    out.mkdir()
-    result = cli(
-        "integrate", ds / "geometry.nxs", cache, "--outfile", out / "integrated.nxs",
-        "--cluster", scheduler_address, "--quiet",
-    )  # fmt: skip
-    assert result.exit_code == 1
-    (line,) = result.stderr.strip().splitlines()
-    assert str(chunk) in line and "checksum does not match" in line, line
-    assert list(out.iterdir()) == []
-
-
 def test_resume_refuses_a_workdir_of_another_dataset(dataset_copy, tmp_path, client):
     other = dataset_copy("cubic")
     with h5py.File(other / "datastore/data_0.nxs", "r+") as f:  # other counts, same shapes

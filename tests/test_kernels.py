@@ -308,6 +308,24 @@ def test_reduce_partials_of_binned_chunks_equals_oracle(data):
     assert_rows_equal(reduce_partials(rows, 1.0), reduce_partials_oracle(rows, 1.0))
 
 
+@SETTINGS
+@given(
+    rows=partial_rows(), max_spread=st.sampled_from([0.1, 1.0]), ndiv=st.sampled_from([(1, 1, 1), (3, 7, 10)])
+)
+def test_reduce_to_table_equals_finalize_of_reduce_partials(rows, max_spread, ndiv):
+    """The reduce task's one-pass table is finalize(reduce_partials(...)) bit for bit."""
+    from pipeline.io.tables import INTEGRATED_SCHEMA
+    from pipeline.kernels.partials import reduce_to_table
+
+    table = reduce_to_table(rows, max_spread, ndiv, np.dtype(list(INTEGRATED_SCHEMA.items())))
+    columns = finalize(reduce_partials(rows, max_spread), ndiv)
+    for name, dtype in INTEGRATED_SCHEMA.items():
+        assert table[name].dtype == dtype
+        np.testing.assert_array_equal(
+            table[name].view(f"u{dtype.itemsize}"), columns[name].view(f"u{dtype.itemsize}")
+        )
+
+
 def test_kahan_reduceat_equals_pandas_groupby_sum():
     """Many groups in shuffled rows (pandas' Kahan path), including values where naive sums differ."""
     rng = np.random.default_rng(5)
@@ -559,3 +577,44 @@ def test_correct_rows_equals_oracle(seed, n, block, flags, background, symmetry)
     for name in want:
         assert ours[name].dtype == want[name].dtype, name
         np.testing.assert_allclose(ours[name], want[name], rtol=1e-6, atol=0, equal_nan=True, err_msg=name)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hkl=hnp.arrays(np.int64, st.tuples(st.integers(0, 400), st.just(3)), elements=st.integers(-40, 40)),
+    spread=st.sampled_from([1, 1000, KEY_LIMIT]),
+)
+def test_stable_key_order_equals_argsort(hkl, spread):
+    """The radix sort of spilled runs gives numpy's stable order (narrow and wide key ranges, the
+    timsort fallback), and take_rows gathers the same rows as fancy indexing."""
+    from pipeline.kernels.sorting import concat_rows, stable_key_order, stable_key_order_oracle, take_rows
+
+    H, K, L = hkl.T
+    keys = pack_keys(np.clip(H * spread, -KEY_LIMIT, KEY_LIMIT), K, L)
+    order = stable_key_order(keys)
+    np.testing.assert_array_equal(order, stable_key_order_oracle(keys))
+    rows = np.zeros(keys.size, PARTIAL_DTYPE)
+    rows["key"] = keys
+    rows["phi"] = np.arange(keys.size) * 0.5
+    np.testing.assert_array_equal(take_rows(rows, order), rows[order])
+    pieces = [rows[: keys.size // 3], rows[keys.size // 3 :]]
+    np.testing.assert_array_equal(concat_rows(pieces, PARTIAL_DTYPE), np.concatenate(pieces))
+
+
+def test_reduce_to_columns_equals_reduce_to_table():
+    from pipeline.io.tables import INTEGRATED_SCHEMA
+    from pipeline.kernels.partials import reduce_to_columns, reduce_to_table
+
+    rng = np.random.default_rng(3)
+    rows = np.zeros(500, PARTIAL_DTYPE)
+    rows["key"] = pack_keys(rng.integers(-3, 3, 500), rng.integers(-3, 3, 500), rng.integers(-3, 3, 500))
+    rows["pixels"] = rng.integers(1, 9, 500)
+    rows["counts"] = rng.integers(0, 99, 500)
+    for name in ("phi", "iy", "ix", "seconds"):
+        rows[name] = rng.random(500) * rows["pixels"] * 10
+    table = reduce_to_table(rows, 1.0, (2, 3, 4), np.dtype(list(INTEGRATED_SCHEMA.items())))
+    columns = reduce_to_columns(rows, 1.0, (2, 3, 4), INTEGRATED_SCHEMA)
+    for name, dtype in INTEGRATED_SCHEMA.items():
+        assert columns[name].dtype == dtype and columns[name].flags.c_contiguous
+        np.testing.assert_array_equal(columns[name], table[name])
+    assert reduce_to_columns(rows[:0], 1.0, (1, 1, 1), INTEGRATED_SCHEMA)["h"].size == 0

@@ -1,4 +1,4 @@
-"""estimate, convert (zarr cache), bench sweep, and the memory-bounding knobs of integrate."""
+"""estimate, bench sweep, and the memory-bounding knobs of integrate."""
 
 from __future__ import annotations
 
@@ -96,35 +96,15 @@ def test_spread_sample_covers_every_axis():
         assert len({p[axis] for p in picks}) == size  # no aliasing with the grid (e.g. always x = 0)
 
 
-def test_zarr_cache_gives_the_same_table(tmp_path, reference, client, scheduler_address):
-    ref, _ = reference
-    cache = tmp_path / "data.zarr"
-    result = CliRunner().invoke(
-        app,
-        [
-            "convert",
-            str(CUBIC / "data.nxs"),
-            str(cache),
-            "--mask",
-            str(CUBIC / "mask.nxs"),
-            "--cluster",
-            scheduler_address,
-            "--quiet",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    out = tmp_path / "from_zarr.nxs"
-    pipeline.integrate(CUBIC / "geometry.nxs", cache, subdivide=(2, 2, 2), outfile=out, client=client)
-    _same(out, ref)
-
-
-def test_convert_refuses_an_existing_cache(tmp_path, scheduler_address):
+def test_a_zarr_cache_of_the_removed_convert_is_refused_with_the_reason(tmp_path):
+    """'diffuse convert' was removed (its cache was not faster to integrate, docs/SPEED.md): an old
+    cache given as data is refused with that reason, not as "a directory"."""
     cache = tmp_path / "data.zarr"
     cache.mkdir()
-    result = CliRunner().invoke(
-        app, ["convert", str(CUBIC / "data.nxs"), str(cache), "--cluster", scheduler_address]
-    )
-    assert result.exit_code == 1 and "already exists" in result.output
+    (cache / "zarr.json").write_text("{}")
+    result = CliRunner().invoke(app, ["integrate", str(CUBIC / "geometry.nxs"), str(cache)])
+    assert result.exit_code == 1
+    assert "no longer read" in result.output and "diffuse convert" in result.output
 
 
 def test_tiny_runs_and_partitions_give_the_same_table(tmp_path, reference, client):
@@ -196,3 +176,41 @@ def test_help_groups_every_command():
     assert "Other" not in result.output
     for panel in ("Reduce", "Check", "Prepare inputs", "Clusters"):
         assert panel in result.output
+
+
+def test_local_threads_without_a_scheduler_give_the_same_table(tmp_path, reference):
+    """A local run on threads (no client given, reads that release the GIL) uses the light in-process
+    executor, not a dask cluster: same table, and the run log says so and has the time budget."""
+    ref, _ = reference
+    out, log_file = tmp_path / "threads.nxs", tmp_path / "threads.log"
+    result = pipeline.integrate(
+        CUBIC / "geometry.nxs", CUBIC / "data.nxs", mask=CUBIC / "mask.nxs", subdivide=(2, 2, 2),
+        outfile=out, cluster="local", log_file=log_file,
+    )  # fmt: skip
+    _same(out, ref)
+    text = log_file.read_text()
+    assert "threads://this-process" in text
+    for stage in ("startup", "cluster", "map_tasks_read", "map_tasks_bin", "map_tasks_spill", "reduce_tasks"):
+        assert stage in result.seconds, stage
+
+
+def test_thread_client_cancels_what_has_not_started():
+    import threading
+
+    from pipeline.cluster.threads import ThreadClient
+    from pipeline.graph.run_tasks import run_tasks
+
+    gate, started = threading.Event(), []
+
+    def task(i):
+        started.append(i)
+        if i == 0:
+            raise ValueError("first task fails")
+        gate.wait(5)
+        return i
+
+    with ThreadClient(1) as c, pytest.raises(ValueError, match="first task fails"):
+        with run_tasks(c, task, list(range(5)), name="t") as results:
+            list(results)
+    gate.set()
+    assert started == [0]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Sequence
 
-from pipeline.api.runlog import check_outputs, run_step
+from pipeline.api.runlog import check_outputs, process_age, run_step
 from pipeline.config import ClusterSpec, IntegrateParams
 from pipeline.io.lock import output_locks
 from pipeline.progress import progress_bar
@@ -76,13 +77,22 @@ def integrate(
     from pipeline.io.images import reads_release_the_gil  # here: correct need not import numba
 
     threads_ok = client is None and reads_release_the_gil(params.data, params.mask)
+    started = time.perf_counter()
     with (
         output_locks([params.outfile, params.parquet, params.workdir], what="integrate"),
-        connect(cluster, client=client, threads_ok=threads_ok) as c,
+        connect(cluster, client=client, threads_ok=threads_ok, light=performance_report is None) as c,
         progress_bar(quiet) as bar,
         run_step("integrate", params, c, log_file, performance_report) as step,
     ):
+        cluster_start = time.perf_counter() - started
         if params.workdir is None and (shared := default_workdir(params.outfile or params.parquet)):
             params = dataclasses.replace(params, workdir=shared)  # the cluster config's workdir-root
-        step.result = run_integration(params, c, progress=bar)
+        result = run_integration(params, c, progress=bar)
+        # the time budget: from process start to here (imports), the cluster's start, then the run's
+        result.seconds = {
+            "startup": process_age(started),
+            "cluster": round(cluster_start, 3),
+            **result.seconds,
+        }
+        step.result = result
         return step.result

@@ -51,6 +51,7 @@ __all__ = [
     "check_outputs",
     "peak_memory",
     "performance_report",
+    "process_age",
     "read_run_log",
     "run_step",
     "versions",
@@ -70,7 +71,6 @@ _PACKAGES = (
     "hdf5plugin",
     "pandas",
     "pyarrow",
-    "zarr",
     "matplotlib",
 )
 _PATH_PARAMS = ("geometry", "data", "mask", "background", "integrated", "merged", "hkl")
@@ -93,6 +93,21 @@ def versions() -> dict[str, str]:
     except ImportError:  # pragma: no cover - h5py is a dependency
         pass
     return out
+
+
+def process_age(at: float | None = None) -> float | None:
+    """Seconds from this process's start to ``at`` (a ``time.perf_counter()`` value; default: now),
+    e.g. the imports and set-up before a step begins; None where the start time is unknown."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # starttime, clock ticks after boot
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    now = time.perf_counter()
+    age = uptime - ticks / os.sysconf("SC_CLK_TCK") - (now - (now if at is None else at))
+    return round(max(age, 0.0), 3)
 
 
 def _peak_rss_mb() -> float:

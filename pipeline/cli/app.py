@@ -139,7 +139,7 @@ ExposureTimeOpt = Annotated[
     typer.Option("--exposure-time", help="Exposure time per frame in seconds, for files that recorded 0."),
 ]
 IMAGES_HELP = (
-    "data.nxs image stack, a zarr cache, or detector images (NXmx/Eiger master file, CBF template, or the "
+    "data.nxs image stack, or detector images (NXmx/Eiger master file, CBF template, or the "
     "DIALS .expt naming them)."
 )
 ChunksOpt = Annotated[

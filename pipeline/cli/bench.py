@@ -38,7 +38,7 @@ def parse_subdivisions(text: str) -> list[tuple[int, int, int]]:
 @user_errors
 def sweep(
     geometry: Annotated[Path, typer.Argument(help="geometry.nxs")],
-    data: Annotated[Path, typer.Argument(help="data.nxs (or a zarr cache)")],
+    data: Annotated[Path, typer.Argument(help="data.nxs")],
     mask: MaskOpt = None,
     subdivisions: Annotated[
         str, typer.Option("--subdivisions", help="Comma-separated, e.g. 1,2,4,6,8,10 or 3x2x5.")

@@ -5,7 +5,6 @@ from pipeline.cli import (
     bench,  # noqa: F401
     bin_background,  # noqa: F401
     cluster_config,  # noqa: F401
-    convert,  # noqa: F401
     correct,  # noqa: F401
     demo,  # noqa: F401
     estimate,  # noqa: F401
@@ -27,7 +26,7 @@ from pipeline.cli import (
 from pipeline.cli.app import app
 
 PANELS = {
-    "Reduce": ["run", "integrate", "correct", "scale", "merge", "reintegrate", "map", "estimate", "convert"],
+    "Reduce": ["run", "integrate", "correct", "scale", "merge", "reintegrate", "map", "estimate"],
     "Check": ["qc", "find-hot-pixels"],
     "Prepare inputs": [
         "import-geometry",

@@ -37,7 +37,7 @@ def integrate(
     data: Annotated[
         Path,
         typer.Argument(
-            help="data.nxs image stack (or a zarr cache from 'diffuse convert'), or the detector's files: "
+            help="data.nxs image stack, or the detector's files: "
             "an NXmx/Eiger master file, CBF files ('img_#####.cbf', a glob, a list file), or the DIALS "
             ".expt naming them (phi and exposure times then come from the .expt)."
         ),

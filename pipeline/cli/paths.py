@@ -35,7 +35,6 @@ PATHS: dict[str, dict[str, str]] = {
         "background": "background",
     },
     "estimate": {"geometry": "geometry", "data": "images", "mask": "mask"},
-    "convert": {"data": "data-file", "mask": "mask", "outfile": "outdir-whole"},
     "qc": {"table": "table", "data": "images", "mask": "mask", "background": "background"},
     "find-hot-pixels": {"data": "images", "mask": "mask"},
     "find-peaks": {"geometry": "geometry", "data": "images"},

@@ -44,7 +44,7 @@ def reintegrate(
     data: Annotated[
         Path,
         typer.Argument(
-            help="data.nxs image stack, a zarr cache from 'diffuse convert', or detector images "
+            help="data.nxs image stack, or detector images "
             "(NXmx/Eiger master, CBF template, or the DIALS .expt naming them)."
         ),
     ],

@@ -29,8 +29,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-
-from distributed import Client, LocalCluster
+from typing import TYPE_CHECKING
 
 from pipeline.cluster.config import (
     apply_cluster_config,
@@ -44,6 +43,9 @@ from pipeline.errors import ConfigError, PipelineError
 
 __all__ = ["connect", "default_workdir", "default_workers", "local_dashboard_link", "wait_for_workers"]
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 log = logging.getLogger(__name__)
 
 SCHEDULER_PROTOCOLS = ("tcp://", "tls://", "ucx://", "inproc://")
@@ -55,6 +57,7 @@ def connect(
     *,
     client: Client | None = None,
     threads_ok: bool = False,
+    light: bool = False,
     local_directory: str | None = None,
     **options,
 ) -> Iterator[Client]:
@@ -66,7 +69,9 @@ def connect(
     to wait for (a running scheduler); ``memory_limit`` is per worker process; the SLURM options
     override the SLURM config. An existing ``client`` is used as it is (and left open), for library
     callers and tests. ``threads_ok``: the work releases the GIL, so a local cluster with
-    ``processes: auto`` runs as threads in this process (no worker start-up).
+    ``processes: auto`` runs as threads in this process (no worker start-up); with ``light`` too,
+    those threads are a :class:`~pipeline.cluster.threads.ThreadClient` (no dask scheduler, no
+    dashboard: about 0.9 s less per run).
     """
     spec_ = dataclasses.replace(ClusterSpec.of(cluster), **options)
     if client is not None:
@@ -86,6 +91,13 @@ def connect(
             settings = resolve_local(
                 file.path, workers=workers, memory_limit=memory_limit, threads_ok=threads_ok
             )
+            if light and not settings.processes:
+                from pipeline.cluster.threads import ThreadClient
+
+                with ThreadClient(settings.workers, _memory_bytes(settings.memory_limit)) as c:
+                    log.info("local: %d threads in this process", settings.workers)
+                    yield c
+                return
             with _local_client(settings, local_directory) as c:
                 yield c
         else:
@@ -103,8 +115,19 @@ def _refuse(spec: str, why: str, **options) -> None:
         raise ConfigError(f"{', '.join(given)} cannot be used with --cluster {spec}: {why}")
 
 
+def _memory_bytes(limit) -> int | None:
+    """A memory limit (bytes, "4GB", or "auto" = None: the machine's RAM) in bytes."""
+    if limit in (None, "auto"):
+        return None
+    from dask.utils import parse_bytes
+
+    return int(parse_bytes(limit)) if isinstance(limit, str) else int(limit)
+
+
 @contextlib.contextmanager
 def _local_client(settings, local_directory: str | None) -> Iterator[Client]:
+    from distributed import Client, LocalCluster
+
     processes = settings.processes
     cluster = LocalCluster(
         n_workers=settings.workers if processes else 1,
@@ -123,7 +146,7 @@ def _local_client(settings, local_directory: str | None) -> Iterator[Client]:
         yield c
 
 
-def local_dashboard_link(cluster: LocalCluster) -> str:
+def local_dashboard_link(cluster) -> str:
     """The dashboard URL of an in-process cluster (its link names the host's address instead of the
     127.0.0.1 the dashboard listens on)."""
     port = cluster.scheduler.http_server.port
@@ -133,6 +156,8 @@ def local_dashboard_link(cluster: LocalCluster) -> str:
 @contextlib.contextmanager
 def _scheduler_client(spec: str, workers: int | None) -> Iterator[Client]:
     """A client of a running scheduler (address or scheduler file); the scheduler is left running."""
+    from distributed import Client
+
     timeout = float(get_default("cluster.wait-timeout"))
     try:
         if spec.endswith(".json"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -72,11 +73,15 @@ def build_model(params: CorrectParams) -> CorrectionModel:
     )
 
 
-def _row_ranges(source: TableSource, rows_per_task: int) -> list[tuple[int, int]]:
+def _row_ranges(source: TableSource, rows_per_task: int, slots: int = 1) -> list[tuple[int, int]]:
+    """Row ranges of at most ``rows_per_task`` rows, as many as a multiple of ``slots`` (threads that
+    run them), in equal sizes, so no thread waits alone for the last task."""
     if source.format == "parquet":  # one task per part file: reading a part is the unit of I/O
         bounds = np.cumsum([0, *(rows for _, rows in source.parts)])
         return [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
-    edges = [*range(0, source.n_rows, rows_per_task), source.n_rows]
+    n = -(-source.n_rows // max(rows_per_task, 1))
+    n = -(-n // max(slots, 1)) * max(slots, 1)
+    edges = np.linspace(0, source.n_rows, n + 1).round().astype(int).tolist()
     return [(a, b) for a, b in itertools.pairwise(edges) if b > a] or [(0, 0)]
 
 
@@ -142,7 +147,8 @@ def run_correction(
             f"{params.integrated!r} lacks the integrated columns {missing}; is it an integrated table?"
         )
     model = build_model(params)
-    ranges = _row_ranges(source, params.tuning.correct_rows_per_task)
+    slots = (threads or os.cpu_count() or 1) if client is None else 1
+    ranges = _row_ranges(source, params.tuning.correct_rows_per_task, slots)
     seconds = {"plan": time.perf_counter() - t0}
     bar = progress("correct", len(ranges)) if progress else None
     from pipeline.graph.space import correct_needs, explained, warn_if_short

@@ -17,9 +17,9 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from distributed import Client
 
 from pipeline.config import IntegrateParams, Tuning
 from pipeline.errors import DiskFullError, PipelineError
@@ -29,6 +29,9 @@ from pipeline.graph.tasks import MapContext, ReduceContext, RowSteps, run_map_ta
 from pipeline.graph.workdir import WorkDir, fingerprint_files
 from pipeline.io.atomic import atomic_path, check_output_path
 from pipeline.io.tables import INTEGRATED_SCHEMA, NexusTableWriter
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["IntegrateResult", "choose_partitions", "run_integration"]
 
@@ -214,7 +217,10 @@ def _run(
                 check_space = False
     seconds["map"] = time.perf_counter() - t
     # 2. partitions
+    t = time.perf_counter()
     ordered = [records[task.index] for task in plan.tasks]
+    for stage in ("read", "mask", "bin", "spill"):  # summed over map tasks (thread seconds)
+        seconds[f"map_tasks_{stage}"] = sum(r.get("seconds", {}).get(stage, 0.0) for r in ordered)
     runs = [(work.map_dir / run["file"], run["h_counts"]) for record in ordered for run in record["runs"]]
     counts = np.array([c for _, c in runs], dtype=np.int64)  # rows per H value of each spilled run
     h_counts = counts.sum(axis=0)
@@ -222,6 +228,7 @@ def _run(
     ranges = choose_partitions(h_counts, max_rows, min_partitions=2 * _task_slots(client))
     offsets = np.concatenate([np.zeros((len(runs), 1), np.int64), np.cumsum(counts, axis=1)], axis=1)
     log.info("%d partial rows -> %d partitions of <= %d rows", int(h_counts.sum()), len(ranges), max_rows)
+    seconds["partition"] = time.perf_counter() - t
     # 3. reduce (+ parquet parts)
     t = time.perf_counter()
     work.clear_reduce()
@@ -230,8 +237,9 @@ def _run(
             outputs.enter_context(atomic_path(params.parquet, is_dir=True)) if params.parquet else None
         )
         rctx = ReduceContext(
-            plan.ndiv, params.max_spread, str(work.reduce_dir), parquet_tmp and str(parquet_tmp), steps
-        )
+            plan.ndiv, params.max_spread, str(work.reduce_dir), parquet_tmp and str(parquet_tmp), steps,
+            in_memory=steps is None and params.outfile is not None and getattr(client, "in_process", False),
+        )  # fmt: skip
         jobs = []
         for i, (lo, hi) in enumerate(ranges):
             sources = [
@@ -249,6 +257,7 @@ def _run(
                 )
             )
         part_rows: dict[int, int] = {}
+        in_memory: dict[int, dict] = {}  # parts returned by in-process tasks, until their turn
         exported = 0
         with run_tasks(
             client, run_reduce_task, [j[0] for j in jobs], [j[1] for j in jobs], ctx=rctx,
@@ -256,9 +265,16 @@ def _run(
         ) as results:  # fmt: skip
             for r in results:
                 part_rows[r["index"]] = r["rows"]
+                if "columns" in r:
+                    in_memory[r["index"]] = r.pop("columns")
+                seconds["reduce_tasks"] = seconds.get("reduce_tasks", 0.0) + r["seconds"]
                 while exported in part_rows:
                     if writer is not None:
-                        _append_part(writer, work.reduce_file(exported))
+                        t_append = time.perf_counter()
+                        _append_part(writer, in_memory.pop(exported, None) or work.reduce_file(exported))
+                        seconds["export_appends"] = seconds.get("export_appends", 0.0) + (
+                            time.perf_counter() - t_append
+                        )  # the NeXus writer is one thread: a floor under the reduce on many cores
                     exported += 1
         seconds["reduce"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -280,8 +296,12 @@ def _run(
     )
 
 
-def _append_part(writer: NexusTableWriter, path: Path) -> None:
-    """Append one reduced part to the NeXus table, then delete it (bounding scratch space)."""
-    part = np.load(path)
-    writer.append({name: part[name] for name in writer.schema})
-    path.unlink()
+def _append_part(writer: NexusTableWriter, part: Path | dict) -> None:
+    """Append one reduced part to the NeXus table: its columns (from an in-process task), or its
+    file, deleted afterwards (bounding scratch space)."""
+    if isinstance(part, dict):
+        writer.append(part)
+        return
+    table = np.load(part)
+    writer.append({name: table[name] for name in writer.schema})
+    part.unlink()

@@ -49,7 +49,10 @@ def run_tasks(
     if client is None:
         yield (advance(func(*args, **kwargs)) for args in zip(*iterables, strict=True))
         return
-    from distributed import as_completed
+    if getattr(client, "in_process", False):  # pipeline.cluster.threads.ThreadClient
+        as_completed = client.as_completed
+    else:
+        from distributed import as_completed
 
     token = uuid.uuid4().hex[:8]
     futures = client.map(func, *iterables, pure=False, key=[f"{name}-{i}-{token}" for i in ids], **kwargs)

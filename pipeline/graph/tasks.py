@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from pipeline.io.images import ImageStack, MaskStack
 from pipeline.kernels.binning import PARTIAL_DTYPE, bin_chunk
 from pipeline.kernels.interpolate import prepare_miller_block
 from pipeline.kernels.keys import KEY_BITS, KEY_OFFSET
-from pipeline.kernels.partials import finalize, reduce_partials
+from pipeline.kernels.partials import reduce_to_columns, reduce_to_table
+from pipeline.kernels.sorting import concat_rows, stable_key_order
 
 __all__ = ["MapContext", "ReduceContext", "RowSteps", "run_map_task", "run_reduce_task"]
 
@@ -48,6 +50,7 @@ class ReduceContext:
     reduce_dir: str
     parquet_dir: str | None
     steps: RowSteps | None = None
+    in_memory: bool = False  # tasks run in the caller's process: return the table, write no part file
 
 
 class RowSteps(Protocol):
@@ -106,12 +109,18 @@ def _bands(chunks):
     return bands
 
 
-def bin_task_chunks(task, ctx: MapContext) -> Iterator[tuple[np.ndarray, int]]:
+def bin_task_chunks(task, ctx: MapContext, clock: dict | None = None) -> Iterator[tuple[np.ndarray, int]]:
     """Yield the partial rows (unsorted) and pixels used of each storage chunk of ``task``, in order.
 
     The mask is read once per band of chunks (same frames and rows): mask files are chunked
     differently from the data, and reading per data chunk would decompress shared chunks again.
+    ``clock``: seconds spent reading data (``read``), masks (``mask``) and binning (``bin``) are added
+    to it (the time budget of a run).
     """
+    clock = {} if clock is None else clock
+    for stage in ("read", "mask", "bin"):
+        clock.setdefault(stage, 0.0)
+    tic = time.perf_counter
     axes, hkl = _miller_grid(ctx.geometry)
     stack = ctx.stack
     hint = 0
@@ -123,14 +132,20 @@ def bin_task_chunks(task, ctx: MapContext) -> Iterator[tuple[np.ndarray, int]]:
             band_mask = None
             if masks is not None:
                 where = (band[0][0], band[0][1], slice(x0, x1))
+                t = tic()
                 band_mask = _read(masks.read, where, ",".join(ctx.masks.paths), "mask")
+                clock["mask"] += tic() - t
             for sl in band:
+                t = tic()
                 data = _read(images.read, sl, stack.path, "image data")
+                clock["read"] += tic() - t
+                t = tic()
                 mask = None if band_mask is None else band_mask[:, :, sl[2].start - x0 : sl[2].stop - x0]
                 phi, iy, ix = stack.phi[sl[0]], stack.iy[sl[1]], stack.ix[sl[2]]
                 block = prepare_miller_block(axes, hkl, phi, iy, ix)
                 rows = bin_chunk(data, mask, block, phi, iy, ix, stack.exposure_times[sl[0]], ctx.ndiv, hint)
                 hint = max(hint, int(rows.size * 1.25))  # chunks of a task are alike: size the next table
+                clock["bin"] += tic() - t
                 yield rows, int(rows["pixels"].sum())
 
 
@@ -151,7 +166,7 @@ def _spill_run(
     """Sort the rows of consecutive chunks by voxel key (stable: chunk order is kept within a voxel)
     and save them; return the run's record with its rows per H value. ``by_h``: sort by H only
     (stable; a radix sort), for steps whose reduction needs no more order than that."""
-    rows = np.concatenate(pieces) if pieces else np.zeros(0, dtype)
+    rows = concat_rows(pieces, dtype)
     lo, hi = h_range
     if by_h:
         H = (rows["key"] >> (2 * KEY_BITS)) - KEY_OFFSET
@@ -162,7 +177,7 @@ def _spill_run(
         rows = _take_rows(rows, order)
         H = H[order]
     else:
-        rows = _take_rows(rows, np.argsort(rows["key"], kind="stable"))
+        rows = _take_rows(rows, stable_key_order(rows["key"]))
         H = (rows["key"] >> (2 * KEY_BITS)) - KEY_OFFSET
         if rows.size and (H[0] < lo or H[-1] > hi):
             raise RuntimeError(f"H outside the planned range {h_range}: {H[0]}..{H[-1]}")
@@ -188,29 +203,27 @@ def run_map_task(task, ctx: MapContext) -> dict:
     dtype = ctx.steps.dtype if ctx.steps else PARTIAL_DTYPE
     by_h = bool(getattr(ctx.steps, "runs_by_h", False))
     max_run_rows = min(ctx.max_run_rows, getattr(ctx.steps, "max_run_rows", ctx.max_run_rows))
-    for rows, pixels in bin_task_chunks(task, ctx):
+    clock = {"read": 0.0, "mask": 0.0, "bin": 0.0, "spill": 0.0}
+
+    def spill():
+        t = time.perf_counter()
+        path = map_dir / f"task-{task.index:05d}-run{len(runs):03d}.npy"
+        runs.append(_spill_run(pieces, path, ctx.h_range, dtype, by_h))
+        clock["spill"] += time.perf_counter() - t
+
+    for rows, pixels in bin_task_chunks(task, ctx, clock):
         if ctx.steps:
+            t = time.perf_counter()
             rows = ctx.steps.after_binning(rows)
+            clock["bin"] += time.perf_counter() - t
         pieces.append(rows)
         pending += rows.size
         used += pixels
         if pending >= max_run_rows:
-            runs.append(
-                _spill_run(
-                    pieces,
-                    map_dir / f"task-{task.index:05d}-run{len(runs):03d}.npy",
-                    ctx.h_range,
-                    dtype,
-                    by_h,
-                )
-            )
+            spill()
             pieces, pending = [], 0
     if pieces or not runs:
-        runs.append(
-            _spill_run(
-                pieces, map_dir / f"task-{task.index:05d}-run{len(runs):03d}.npy", ctx.h_range, dtype, by_h
-            )
-        )
+        spill()
     record = {
         "index": task.index,
         "rows": sum(r["rows"] for r in runs),
@@ -218,9 +231,26 @@ def run_map_task(task, ctx: MapContext) -> dict:
         "pixels_used": used,
         "runs": runs,
         "seconds_total": round(time.perf_counter() - t0, 4),
+        "seconds": {k: round(v, 4) for k, v in clock.items()},
     }
     write_json_atomic(map_dir / f"task-{task.index:05d}.json", record)
     return record
+
+
+def _read_rows(path: str, start: int, out: np.ndarray) -> None:
+    """Rows ``start:start + out.size`` of the .npy file ``path`` read straight into ``out`` (one read
+    call: no memory map, whose page faults cost more than the copy)."""
+    with open(path, "rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = header(f)
+        if dtype != out.dtype or fortran or len(shape) != 1 or start + out.size > shape[0]:
+            raise RuntimeError(f"{path}: rows {start}:{start + out.size} of {dtype} {shape} cannot be read")
+        f.seek(start * out.dtype.itemsize, os.SEEK_CUR)
+        view = memoryview(out).cast("B")
+        got = f.readinto(view)
+        if got != view.nbytes:
+            raise RuntimeError(f"{path}: ends {view.nbytes - got} bytes early (truncated work file)")
 
 
 def run_reduce_task(index: int, sources: list[tuple[str, int, int]], ctx: ReduceContext) -> dict:
@@ -240,20 +270,29 @@ def run_reduce_task(index: int, sources: list[tuple[str, int, int]], ctx: Reduce
     filled = 0
     for path, start, stop in sources:  # in task and run order: keeps chunk order within a voxel
         if stop > start:
-            rows[filled : filled + stop - start] = np.load(path, mmap_mode="r")[start:stop]
+            _read_rows(path, start, rows[filled : filled + stop - start])
             filled += stop - start
     if ctx.steps:
         return _reduce_steps(index, rows, ctx, t0)
-    obs = reduce_partials(rows, ctx.max_spread)
+    if ctx.in_memory:  # the caller appends the columns itself (no part file written and read back)
+        columns = reduce_to_columns(rows, ctx.max_spread, ctx.ndiv, INTEGRATED_SCHEMA)
+        del rows
+        if ctx.parquet_dir is not None:
+            write_parquet_part(ctx.parquet_dir, index, columns, INTEGRATED_SCHEMA, ctx.ndiv, "integrated")
+        size = len(columns["h"])
+        return {
+            "index": index,
+            "rows": size,
+            "columns": columns,
+            "seconds": round(time.perf_counter() - t0, 4),
+        }
+    table = reduce_to_table(rows, ctx.max_spread, ctx.ndiv, np.dtype(list(INTEGRATED_SCHEMA.items())))
     del rows
-    columns = finalize(obs, ctx.ndiv)
-    table = np.empty(obs.size, dtype=[(k, v) for k, v in INTEGRATED_SCHEMA.items()])
-    for name in INTEGRATED_SCHEMA:
-        table[name] = columns[name]
     save_npy_atomic(Path(ctx.reduce_dir) / f"part-{index:05d}.npy", table)
     if ctx.parquet_dir is not None:
+        columns = {name: np.ascontiguousarray(table[name]) for name in INTEGRATED_SCHEMA}
         write_parquet_part(ctx.parquet_dir, index, columns, INTEGRATED_SCHEMA, ctx.ndiv, "integrated")
-    return {"index": index, "rows": int(obs.size), "seconds": round(time.perf_counter() - t0, 4)}
+    return {"index": index, "rows": int(table.size), "seconds": round(time.perf_counter() - t0, 4)}
 
 
 def _reduce_steps(index: int, rows: np.ndarray, ctx: ReduceContext, t0: float) -> dict:

@@ -48,7 +48,7 @@ def _parent(path: Path) -> Path:
 
 def check_output_path(path: str | os.PathLike, overwrite: bool, *, is_dir: bool = False) -> Path:
     """The rule for an output file (or, with ``is_dir``, an output directory written whole, such as a
-    parquet dataset or a zarr cache): its parent directory must exist (it is not created), and an
+    parquet dataset): its parent directory must exist (it is not created), and an
     existing output is refused unless ``overwrite``; a directory where a file is expected (or the
     reverse) is refused even with ``overwrite``. Call it before any work starts."""
     path = Path(path)

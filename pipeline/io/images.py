@@ -1,4 +1,4 @@
-"""The image stack of data.nxs (plain or virtual HDF5 dataset, or a zarr cache) and masks over it.
+"""The image stack of data.nxs (plain or virtual HDF5 dataset, or detector files) and masks over it.
 
 The graph holds only :class:`ImageStack` and :class:`MaskStack` descriptors (paths, shapes, chunking,
 small axis arrays); each task opens the files itself, so no h5py object or pixel array is pickled.
@@ -52,7 +52,7 @@ class ImageStack:
     ix: np.ndarray
     exposure_times: np.ndarray
     sources: tuple[str, ...] = ()
-    format: str = "hdf5"  # "hdf5", "zarr", or detector files: "nxmx" (Eiger/NXmx master), "cbf"
+    format: str = "hdf5"  # "hdf5", or detector files: "nxmx" (Eiger/NXmx master), "cbf"
     # (phi start, phi stop, file, dataset) of each phi slab stored whole in one file, so chunks can be
     # read from the slab's own file (the virtual dataset's sources, or the dataset itself)
     slabs: tuple[tuple[int, int, str, str], ...] = ()
@@ -64,10 +64,6 @@ class ImageStack:
 
     def open(self):
         """Open the pixel array for reading; use as a context manager inside one task."""
-        if self.format == "zarr":
-            import zarr
-
-            return _ZarrHandle(zarr.open_array(self.path, mode="r"))
         if self.format == "nxmx":
             from pipeline.io.nxmx import NxmxHandle
 
@@ -151,22 +147,6 @@ class _H5Handle:
         return self._ds.read(slices)
 
 
-class _ZarrHandle:
-    def __init__(self, arr):
-        self._arr = arr
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-    def read(self, slices: Slices) -> np.ndarray:
-        from pipeline.io.zarr_cache import read_zarr_chunk
-
-        return read_zarr_chunk(self._arr, slices)
-
-
 def storage_chunk_slices(shape: tuple[int, ...], chunks: tuple[int, ...], axis: int) -> list[slice]:
     """``range(0, n, c)`` slices along one axis, the last one shorter when ``c`` does not divide ``n``."""
     n, c = shape[axis], chunks[axis]
@@ -211,8 +191,8 @@ def open_detector_images(path: str | os.PathLike, exposure_time: float | None = 
 
 
 def open_image_stack(path: str | os.PathLike, exposure_time: float | None = None) -> ImageStack:
-    """Describe the image stack in ``path`` (data.nxs or a zarr cache made by ``diffuse convert``, or
-    the detector's own files: an NXmx/Eiger master file, CBF files, or the DIALS ``.expt`` naming them).
+    """Describe the image stack in ``path`` (data.nxs, or the detector's own files: an NXmx/Eiger
+    master file, CBF files, or the DIALS ``.expt`` naming them).
 
     Checks that the axes and exposure times agree with the data's shape and that every source file of
     a virtual dataset exists (HDF5 would silently read a missing source as -1, i.e. as masked pixels).
@@ -220,9 +200,9 @@ def open_image_stack(path: str | os.PathLike, exposure_time: float | None = None
     """
     path = Path(path)
     if path.is_dir() and (path / "zarr.json").exists():
-        from pipeline.io.zarr_cache import open_zarr_stack
+        from pipeline.io.inputs import ZARR_CACHE_REMOVED
 
-        return open_zarr_stack(path, exposure_time=exposure_time)
+        raise InputError(f"{str(path)!r}: {ZARR_CACHE_REMOVED}")
     if is_detector_images(path):
         return open_detector_images(path, exposure_time)
     with open_nexus(path, "data file") as f:
@@ -328,9 +308,10 @@ def _check_virtual_sources(path: Path, ds: h5py.Dataset):
 
 def reads_release_the_gil(data: str | os.PathLike, masks=()) -> bool:
     """True when every read of ``data`` and ``masks`` takes the fast path of
-    :class:`~pipeline.io.chunks.ChunkReader` (raw chunks inflated with the GIL released), or comes from
-    a zarr cache: then threads of one process read in parallel. Other HDF5 filters decode inside
-    h5py, which lets one thread at a time in. Any problem gives False (the run reports it properly)."""
+    :class:`~pipeline.io.chunks.ChunkReader` (raw chunks inflated with the GIL released), or are
+    detector files read with the GIL released: then threads of one process read in parallel. Other
+    HDF5 filters decode inside h5py, which lets one thread at a time in. Any problem gives False (the
+    run reports it properly)."""
     try:
         stack = open_image_stack(data)
         if stack.format == "nxmx":
@@ -339,7 +320,7 @@ def reads_release_the_gil(data: str | os.PathLike, masks=()) -> bool:
             if not fast_reads(stack):
                 return False
             paths = []
-        elif stack.format in ("zarr", "cbf"):
+        elif stack.format == "cbf":
             paths = []
         else:
             if not stack.slabs:

@@ -3,7 +3,7 @@
 :data:`KINDS` names every kind of path a command takes (``geometry``, ``data``, ``mask``, ``table``,
 ``outfile``, ``outdir`` ...); :func:`check_path` checks one path against its kind before any work
 starts: an input exists, is a file or a directory as expected, is readable, and is the right kind of
-file (an HDF5 file with the expected ``/entry/...`` group, a parquet dataset, a zarr cache, a JSON
+file (an HDF5 file with the expected ``/entry/...`` group, a parquet dataset, a JSON
 experiment list); an output follows :func:`pipeline.io.atomic.check_output_path` (parent directory
 must exist, existing outputs refused without ``--overwrite``) or :func:`~pipeline.io.atomic.prepare_outdir`
 (``--outdir``: created). Every failure is an :class:`~pipeline.errors.InputError` naming the path.
@@ -28,6 +28,10 @@ from pipeline.io.atomic import check_output_path
 __all__ = ["KINDS", "PathKind", "check_finite", "check_input", "check_mask_dtype", "check_path"]
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZARR_CACHE_REMOVED = (
+    "zarr image caches ('diffuse convert') are no longer read: integrating from them was not faster than "
+    "from data.nxs (docs/SPEED.md); integrate data.nxs and its mask instead"
+)
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class PathKind:
     ``role``: ``input``, ``output`` (a file, or with ``is_dir`` a directory written whole),
     ``outdir`` (a directory that is created) or ``workdir`` (scratch directory, created by the run).
     ``is_dir`` for inputs: False = a file, True = a directory, None = either (``dir_kind`` says which
-    directory: ``parquet`` or ``zarr``). ``groups``: HDF5 groups an input file must hold (all of them,
+    directory: ``parquet``). ``groups``: HDF5 groups an input file must hold (all of them,
     or one with ``any_group``).
     """
 
@@ -72,18 +76,12 @@ KINDS: dict[str, PathKind] = _kinds(
         groups=("/entry/miller_index", "/entry/corrections", "/entry/crystal", "/entry/symmetry"),
         what="geometry file (mdx2.import_geometry)",
     ),
-    PathKind(
-        "data",
-        is_dir=None,
-        groups=("/entry/image_series",),
-        dir_kind="zarr",
-        what="image stack (data.nxs from mdx2.import_data, or a zarr cache from 'diffuse convert')",
-    ),
+    PathKind("data", groups=("/entry/image_series",), what="image stack (data.nxs from mdx2.import_data)"),
     PathKind("data-file", groups=("/entry/image_series",), what="image stack (data.nxs, mdx2.import_data)"),
     PathKind(
         "images",
         is_dir=None,
-        what="image stack (data.nxs, a zarr cache) or detector images (NXmx/Eiger master file, CBF "
+        what="image stack (data.nxs) or detector images (NXmx/Eiger master file, CBF "
         "template/list, or the DIALS .expt naming them)",
     ),
     PathKind(
@@ -123,7 +121,7 @@ KINDS: dict[str, PathKind] = _kinds(
     # a scales file holds any of /entry/{scaling,absorption,detector,offset}_model: io.scales checks which
     PathKind("file", what="input file"),
     PathKind("outfile", role="output"),
-    PathKind("outdir-whole", role="output", is_dir=True),  # parquet dataset, zarr cache
+    PathKind("outdir-whole", role="output", is_dir=True),  # parquet dataset
     PathKind("outdir", role="outdir", is_dir=True),
     PathKind("workdir", role="workdir", is_dir=True),
 )
@@ -151,6 +149,8 @@ def check_input(path: str | os.PathLike, kind: PathKind | str, option: str = "")
     except OSError as exc:
         raise InputError(f"{label}{str(path)!r} cannot be read: {exc.strerror}") from None
     is_dir = stat.S_ISDIR(st.st_mode)
+    if is_dir and kind.name == "data" and (path / "zarr.json").is_file():
+        raise InputError(f"{label}{str(path)!r}: {ZARR_CACHE_REMOVED}")
     if is_dir and kind.is_dir is False:
         raise InputError(f"{label}{str(path)!r} is a directory, expected a file ({what})")
     if not is_dir and kind.is_dir is True:
@@ -168,13 +168,7 @@ def check_input(path: str | os.PathLike, kind: PathKind | str, option: str = "")
 
 
 def _check_directory(path: Path, kind: PathKind, label: str, what: str) -> None:
-    if kind.dir_kind == "zarr":
-        if not ((path / "zarr.json").is_file() or (path / ".zarray").is_file()):
-            raise InputError(
-                f"{label}{str(path)!r} is a directory but not a zarr cache (no zarr.json); "
-                f"expected a NeXus file with {kind.groups[0]} or a cache from 'diffuse convert'"
-            )
-    elif kind.dir_kind == "parquet":
+    if kind.dir_kind == "parquet":
         if not any(path.glob("*.parquet")) and not any(path.glob("*/*.parquet")):
             raise InputError(
                 f"{label}{str(path)!r} is a directory without .parquet files; expected a parquet "

@@ -130,6 +130,7 @@ class NexusTableWriter:
             raise (as_disk_full(exc, self.path) or exc) from exc
         self._pending: dict[str, list[np.ndarray]] = {name: [] for name in schema}
         self._pending_rows = 0
+        self._compress = compress
         self._file = None
         self._closed = False
         self._lock = threading.Lock()
@@ -220,13 +221,30 @@ class NexusTableWriter:
             n -= n % self.APPEND_CHUNK
         if n == 0:
             return
-        rows = {name: np.concatenate(parts) for name, parts in self._pending.items()}
         with self._lock:
             start = self.n_rows
             self.n_rows += n
             with self._on_full():
                 for ds in self._datasets.values():
                     ds.resize((self.n_rows,))
+        if not self._compress:
+            # Unfiltered chunks without a chunk cache are written straight to the file even in part,
+            # so each waiting piece is written where it belongs (no copy of the whole part); the
+            # unwritten tail is kept as a copy of its own.
+            names = list(self.schema)
+            offset, rest = 0, {name: [] for name in names}
+            for piece in zip(*(self._pending[name] for name in names), strict=True):
+                take = min(len(piece[0]), n - offset)
+                if take > 0:
+                    self.write(start + offset, {name: a[:take] for name, a in zip(names, piece, strict=True)})
+                    offset += take
+                for name, a in zip(names, piece, strict=True):
+                    if take < len(a):
+                        rest[name].append(a[take:].copy())
+            self._pending = rest
+            self._pending_rows -= n
+            return
+        rows = {name: np.concatenate(parts) for name, parts in self._pending.items()}
         self.write(start, {name: a[:n] for name, a in rows.items()})
         self._pending = {name: [a[n:]] for name, a in rows.items()}
         self._pending_rows -= n

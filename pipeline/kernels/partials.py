@@ -15,9 +15,17 @@ import numba
 import numpy as np
 
 from pipeline.kernels.binning import PARTIAL_DTYPE
-from pipeline.kernels.keys import unpack_keys
+from pipeline.kernels.keys import KEY_BITS, KEY_OFFSET, unpack_keys
 
-__all__ = ["OBSERVATION_DTYPE", "finalize", "kahan_reduceat", "reduce_partials", "reduce_partials_oracle"]
+__all__ = [
+    "OBSERVATION_DTYPE",
+    "finalize",
+    "kahan_reduceat",
+    "reduce_partials",
+    "reduce_partials_oracle",
+    "reduce_to_columns",
+    "reduce_to_table",
+]
 
 #: Sums per observation (voxel, n); the same columns as the partial rows plus ``n``.
 OBSERVATION_DTYPE = np.dtype([*PARTIAL_DTYPE.descr, ("n", "<i8")])
@@ -78,6 +86,16 @@ def _reduce_sorted(order, key_, pixels_, counts_, phi, iy, ix, seconds, max_spre
         b = a + 1
         while b < size and key[b] == key[a]:
             b += 1
+        if b == a + 1:  # one row (most voxels at fine subdivision): n = 0, Kahan sums of one value
+            out_key[total] = key[a]
+            out_n[total] = 0
+            out_ints[total, 0] = pixels[a]
+            out_ints[total, 1] = counts[a]
+            for j in range(4):
+                out_sums[total, j] = 0.0 + floats[a, j]  # as the Kahan loop: -0.0 becomes 0.0
+            total += 1
+            a = b
+            continue
         # the voxel's rows are a..b-1: minimum of the mean angles m = phi / pixels, then each n
         lowest = np.inf
         for i in range(a, b):
@@ -120,6 +138,60 @@ def _reduce_sorted(order, key_, pixels_, counts_, phi, iy, ix, seconds, max_spre
             total += 1
         a = b
     return out_key[:total], out_n[:total], out_ints[:total], out_sums[:total]
+
+
+_INTEGRATED_FIELDS = ("h", "k", "l", "phi", "iy", "ix", "seconds", "counts", "pixels", "n")
+
+
+def reduce_to_table(rows: np.ndarray, max_spread: float, ndiv, dtype: np.dtype) -> np.ndarray:
+    """``finalize(reduce_partials(rows, max_spread), ndiv)`` as one structured array of ``dtype``
+    (mdx2's integrated columns, :data:`~pipeline.io.tables.INTEGRATED_SCHEMA`), written in one pass
+    from the sums: no observation array, no column temporaries (the reduce task's memory and time)."""
+    if rows.dtype != PARTIAL_DTYPE:
+        raise TypeError(f"expected partial rows of dtype {PARTIAL_DTYPE}, got {rows.dtype}")
+    sums = _sums(rows, max_spread)
+    table = np.empty(sums[0].size, dtype)
+    _finalize_into(*sums, np.asarray(ndiv, dtype=np.int64), *(table[f] for f in _INTEGRATED_FIELDS))
+    return table
+
+
+def reduce_to_columns(rows: np.ndarray, max_spread: float, ndiv, schema: dict) -> dict[str, np.ndarray]:
+    """:func:`reduce_to_table` as one contiguous array per column of ``schema`` (what the table
+    writer takes without copying)."""
+    if rows.dtype != PARTIAL_DTYPE:
+        raise TypeError(f"expected partial rows of dtype {PARTIAL_DTYPE}, got {rows.dtype}")
+    sums = _sums(rows, max_spread)
+    columns = {name: np.empty(sums[0].size, schema[name]) for name in _INTEGRATED_FIELDS}
+    _finalize_into(*sums, np.asarray(ndiv, dtype=np.int64), *columns.values())
+    return columns
+
+
+def _sums(rows: np.ndarray, max_spread: float):
+    """(key, n, [pixels, counts], [phi, iy, ix, seconds]) of the observations, sorted."""
+    if rows.size == 0:
+        return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 2), np.int64), np.zeros((0, 4)))
+    order = np.argsort(rows["key"], kind="stable")
+    columns = [rows[name] for name in ("key", "pixels", "counts", *_FLOAT_SUMS)]
+    return _reduce_sorted(order, *columns, float(max_spread))
+
+
+@numba.njit(nogil=True, cache=True)
+def _finalize_into(key, n, ints, sums, ndiv, h, k, l, phi, iy, ix, seconds, counts, pixels, n_out):
+    """:func:`finalize`'s operations row by row (the same float64 divisions, then the casts)."""
+    field = (1 << KEY_BITS) - 1
+    for i in range(key.size):
+        kk = key[i]
+        h[i] = np.float32(((kk >> (2 * KEY_BITS)) - KEY_OFFSET) / ndiv[0])
+        k[i] = np.float32((((kk >> KEY_BITS) & field) - KEY_OFFSET) / ndiv[1])
+        l[i] = np.float32(((kk & field) - KEY_OFFSET) / ndiv[2])
+        p = ints[i, 0]
+        phi[i] = np.float32(sums[i, 0] / p)
+        iy[i] = np.float32(sums[i, 1] / p)
+        ix[i] = np.float32(sums[i, 2] / p)
+        seconds[i] = np.float32(sums[i, 3])
+        counts[i] = np.int32(ints[i, 1])
+        pixels[i] = np.int32(p)
+        n_out[i] = np.float64(n[i])
 
 
 def kahan_reduceat(values: np.ndarray, starts: np.ndarray) -> np.ndarray:

@@ -16,10 +16,17 @@ import numpy as np
 __all__ = ["warm_up"]
 
 
+_REST = [(c, np.float32) for c in ("phi", "iy", "ix", "seconds")] + [
+    ("counts", np.int32),
+    ("pixels", np.int32),
+    ("n", np.float64),
+]
+
+
 def _bin_and_reduce() -> None:
     from pipeline.kernels.binning import bin_chunk
     from pipeline.kernels.interpolate import prepare_miller_block
-    from pipeline.kernels.partials import finalize, kahan_reduceat, reduce_partials
+    from pipeline.kernels.partials import finalize, kahan_reduceat, reduce_partials, reduce_to_table
 
     grid_axes = (np.linspace(0, 2, 3), np.linspace(-0.5, 9.5, 3), np.linspace(-0.5, 19.5, 3))
     hkl = np.random.default_rng(0).normal(size=(3, 3, 3, 3))
@@ -34,6 +41,7 @@ def _bin_and_reduce() -> None:
             rows.append(bin_chunk(data[:, : shape[1]], mask, block, *target, seconds, (2, 2, 2)))
     both = np.concatenate(rows)
     finalize(reduce_partials(both, 1.0), (2, 2, 2))
+    reduce_to_table(both, 1.0, (2, 2, 2), np.dtype([(c, np.float32) for c in "hkl"] + _REST))
     kahan_reduceat(np.ones((4, 2)), np.array([0, 2]))
 
 

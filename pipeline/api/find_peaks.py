@@ -76,7 +76,7 @@ def find_peaks(
     pixels in the same order, the same outliers and model. Writes ``outfile`` (mdx2's peaks.nxs
     layout) unless it is None.
 
-    ``data`` is a data.nxs, a zarr cache, or the detector's own files (NXmx/Eiger master, CBF, or the
+    ``data`` is a data.nxs or the detector's own files (NXmx/Eiger master, CBF, or the
     DIALS ``.expt`` naming them); mdx2 lists peak pixels chunk by chunk, so the order follows
     ``chunks`` (frames, y, x; default: the data's storage chunks, or for detector files the chunks
     mdx2.import_data would write).

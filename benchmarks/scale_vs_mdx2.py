@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import h5py
@@ -87,6 +88,10 @@ def main(argv=None) -> None:
         "--skip-mdx2-above", type=int, default=None, help="do not run mdx2.scale on larger tables"
     )
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/scale_medium"))
+    ap.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scale_vs_mdx2",
+        help="scales, merged tables and logs of each run (kept out of --out: they are large)",
+    )  # fmt: skip
     a = ap.parse_args(argv)
     a.out = a.out.resolve()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -97,8 +102,8 @@ def main(argv=None) -> None:
     for table in a.tables:
         table = table.resolve()
         n = _rows(table)
-        work = a.out / f"work_{table.stem}_{model}"
-        work.mkdir(exist_ok=True)
+        work = a.workdir.resolve() / f"work_{table.stem}_{model}"
+        work.mkdir(parents=True, exist_ok=True)
         extra = ["--mca2020"] if a.mca2020 else []
         results = {}
         runs = [

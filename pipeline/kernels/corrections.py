@@ -164,7 +164,8 @@ def _asu_columns(rows, ndiv, model: CorrectionModel) -> dict[str, np.ndarray]:
     return out
 
 
-BLOCK_ROWS = 1 << 16  # rows per pass: the temporaries of a pass stay in the CPU's cache
+BLOCK_ROWS = 1 << 15  # rows per pass: the temporaries of a pass stay in the CPU's cache (32 K rows: 15-20 %
+# fewer thread-seconds than 64 K on medium with 2 threads, see docs/SPEED.md)
 
 
 def correct_rows(rows: dict[str, np.ndarray], ndiv, model: CorrectionModel) -> dict[str, np.ndarray]:

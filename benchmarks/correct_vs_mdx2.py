@@ -3,13 +3,14 @@
     source ../shared/refkit/setup.sh      # puts mdx2.correct on PATH
     flock -x /work/coord/bench.lock .venv/bin/python benchmarks/correct_vs_mdx2.py \\
         /work/data/medium /work/scratch-scale/medium/int_4.nxs --repeat 3 \\
-        --out benchmarks/results/correct_medium
+        --out benchmarks/results/correct_medium --work /work/scratch-correct/bench
 
 Both commands read the same integrated table (ours is what ``mdx2.io.loadobj`` loads) with the
 dataset's ``geometry.nxs`` and ``bkg_data_binned.nxs``; each is timed from start to exit (start-up
 included) with its process tree's peak RSS, after the previous command's dirty pages were written
-back. Rounds alternate the two commands; medians and the ratio go to ``summary.json``, every timing
-and the load average to ``correct.csv``. The process is polled every 20 ms (the exit time's
+back and with no output file left from before (both write new files into ``--work``). Rounds
+alternate the two commands; medians and the ratio go to ``summary.json``, every timing and the load
+average to ``correct.csv``. The process is polled every 20 ms (the exit time's
 resolution), the same for both.
 """
 
@@ -37,10 +38,12 @@ def main() -> int:
     ap.add_argument("dataset", type=Path, help="directory with geometry.nxs (and bkg_data_binned.nxs)")
     ap.add_argument("integrated", type=Path, help="the integrated table both commands correct")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/correct"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/correct"), help="CSV + summary")
+    ap.add_argument("--work", type=Path, required=True, help="scratch directory for the corrected tables")
     a = ap.parse_args()
-    ds, table, out = a.dataset.resolve(), a.integrated.resolve(), a.out.resolve()
+    ds, table, out, work = a.dataset.resolve(), a.integrated.resolve(), a.out.resolve(), a.work.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     mdx2 = shutil.which("mdx2.correct")
     if mdx2 is None:
         print("mdx2.correct is not on PATH (source the refkit setup.sh)", file=sys.stderr)
@@ -48,19 +51,21 @@ def main() -> int:
     bkg = ["--background", str(ds / "bkg_data_binned.nxs")] if (ds / "bkg_data_binned.nxs").exists() else []
     commands = {
         "mdx2.correct": (
-            [mdx2, "geometry.nxs", str(table), *bkg, "--outfile", str(out / "mdx2_corrected.nxs"),
-             "--logfile", str(out / "mdx2.correct.log")],
+            [mdx2, "geometry.nxs", str(table), *bkg, "--outfile", str(work / "mdx2_corrected.nxs"),
+             "--logfile", str(work / "mdx2.correct.log")],
             {"cwd": ds, "stderr": subprocess.DEVNULL},
         ),
         "diffuse correct": (
             [DIFFUSE, "correct", str(ds / "geometry.nxs"), str(table), *bkg, "--outfile",
-             str(out / "corrected.nxs"), "--overwrite", "--quiet"],
+             str(work / "corrected.nxs"), "--overwrite", "--quiet"],
             {},
         ),
     }  # fmt: skip
     rows = []
     for rnd in range(a.repeat):
         for name, (argv, popen) in commands.items():
+            for old in work.glob("*corrected.nxs"):  # each command writes a new file (none replaced)
+                old.unlink()
             os.sync()  # no command pays for the previous one's writeback
             time.sleep(1.0)
             load = os.getloadavg()[0]

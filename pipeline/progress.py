@@ -5,16 +5,10 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+if TYPE_CHECKING:  # rich is imported only when a bar is shown (~25 ms of start-up otherwise)
+    from rich.progress import Progress
 
 __all__ = ["ProgressBar", "progress_bar"]
 
@@ -39,6 +33,16 @@ def progress_bar(quiet: bool = False) -> Iterator:
     if quiet:
         yield lambda description, total: ProgressBar(None, description, total)
         return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     console = Console(file=sys.stderr)
     columns = (
         TextColumn("{task.description:<10}"),

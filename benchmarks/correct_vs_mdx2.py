@@ -40,6 +40,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/correct"), help="CSV + summary")
     ap.add_argument("--work", type=Path, required=True, help="scratch directory for the corrected tables")
+    ap.add_argument("--compare", type=Path, help="refkit compare.py: check our last table against mdx2's")
     a = ap.parse_args()
     ds, table, out, work = a.dataset.resolve(), a.integrated.resolve(), a.out.resolve(), a.work.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -61,11 +62,11 @@ def main() -> int:
             {},
         ),
     }  # fmt: skip
+    outputs = {"mdx2.correct": work / "mdx2_corrected.nxs", "diffuse correct": work / "corrected.nxs"}
     rows = []
     for rnd in range(a.repeat):
         for name, (argv, popen) in commands.items():
-            for old in work.glob("*corrected.nxs"):  # each command writes a new file (none replaced)
-                old.unlink()
+            outputs[name].unlink(missing_ok=True)  # each command writes a new file (none replaced)
             os.sync()  # no command pays for the previous one's writeback
             time.sleep(1.0)
             load = os.getloadavg()[0]
@@ -80,6 +81,18 @@ def main() -> int:
         w.writeheader()
         w.writerows(rows)
     medians = {n: float(np.median([r["wall_s"] for r in rows if r["step"] == n])) for n in commands}
+    verdict = None
+    if a.compare:
+        res = subprocess.run(
+            [str(Path(mdx2).with_name("python")), str(a.compare), *map(str, outputs.values()),
+             "--kind", "corrected"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        verdict = {
+            "rc": res.returncode,
+            "last line": (res.stdout.strip().splitlines() or [res.stderr[-300:]])[-1],
+        }
+        print("compare:", verdict)
     summary = {
         "table": str(table),
         "median_wall_s": medians,
@@ -88,10 +101,11 @@ def main() -> int:
         ),
         "rounds": a.repeat,
         "failed": [r for r in rows if r["rc"] != 0],
+        "compare": verdict,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
-    return 0 if not summary["failed"] else 1
+    return 0 if not summary["failed"] and (verdict is None or verdict["rc"] == 0) else 1
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/correct"), help="CSV + summary")
     ap.add_argument("--work", type=Path, required=True, help="scratch directory for the corrected tables")
+    ap.add_argument("--baseline", type=Path, help="another diffuse executable (e.g. main's) timed alongside")
     ap.add_argument("--compare", type=Path, help="refkit compare.py: check our last table against mdx2's")
     a = ap.parse_args()
     ds, table, out, work = a.dataset.resolve(), a.integrated.resolve(), a.out.resolve(), a.work.resolve()
@@ -63,6 +64,11 @@ def main() -> int:
         ),
     }  # fmt: skip
     outputs = {"mdx2.correct": work / "mdx2_corrected.nxs", "diffuse correct": work / "corrected.nxs"}
+    if a.baseline:
+        argv = commands["diffuse correct"][0].copy()
+        argv[0], argv[argv.index("--outfile") + 1] = str(a.baseline), str(work / "baseline_corrected.nxs")
+        commands["diffuse correct (baseline)"] = (argv, {})
+        outputs["diffuse correct (baseline)"] = work / "baseline_corrected.nxs"
     rows = []
     for rnd in range(a.repeat):
         for name, (argv, popen) in commands.items():
@@ -84,7 +90,8 @@ def main() -> int:
     verdict = None
     if a.compare:
         res = subprocess.run(
-            [str(Path(mdx2).with_name("python")), str(a.compare), *map(str, outputs.values()),
+            [str(Path(mdx2).with_name("python")), str(a.compare), str(outputs["mdx2.correct"]),
+             str(outputs["diffuse correct"]),
              "--kind", "corrected"],
             capture_output=True, text=True,
         )  # fmt: skip
@@ -93,6 +100,19 @@ def main() -> int:
             "last line": (res.stdout.strip().splitlines() or [res.stderr[-300:]])[-1],
         }
         print("compare:", verdict)
+    same_as_baseline = None
+    if a.baseline:  # every column, byte for byte
+        import h5py
+
+        with (
+            h5py.File(outputs["diffuse correct"], "r") as f,
+            h5py.File(outputs["diffuse correct (baseline)"], "r") as g,
+        ):
+            t, u = f["entry/hkl_table"], g["entry/hkl_table"]
+            same_as_baseline = sorted(t) == sorted(u) and all(
+                t[c].dtype == u[c].dtype and t[c][()].tobytes() == u[c][()].tobytes() for c in t
+            )
+        print("identical to the baseline's table:", same_as_baseline)
     summary = {
         "table": str(table),
         "median_wall_s": medians,
@@ -100,6 +120,8 @@ def main() -> int:
             medians["mdx2.correct"] / medians["diffuse correct"], 2
         ),
         "rounds": a.repeat,
+        "baseline": None if a.baseline is None else str(a.baseline),
+        "identical to the baseline's table (every column's bytes)": same_as_baseline,
         "failed": [r for r in rows if r["rc"] != 0],
         "compare": verdict,
     }

@@ -4,7 +4,6 @@ model, as ``mdx2.find_peaks`` (see docs/PEAKS.md)."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import time
@@ -13,14 +12,14 @@ import numpy as np
 
 from pipeline.config import ClusterSpec, FindPeaksParams
 from pipeline.errors import InputError
+from pipeline.graph.plan import open_binned_stack
 from pipeline.io.atomic import check_output_path
 from pipeline.io.geometry import read_miller_grid
-from pipeline.io.images import open_image_stack
 from pipeline.io.peaks import PeakTable, write_peaks
 from pipeline.kernels.peaks import fit_gaussian, interp_points
 from pipeline.progress import progress_bar
 
-__all__ = ["find_peaks", "local_threads", "maybe_cluster", "open_stack"]
+__all__ = ["find_peaks", "local_threads", "maybe_cluster"]
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +30,6 @@ def local_threads(cluster: ClusterSpec | str | None) -> int:
     """Threads for a run in this process: ``workers`` if given, else the cores (at most 4)."""
     spec = ClusterSpec.of(cluster)
     return int(spec.workers or min(4, os.cpu_count() or 1))
-
-
-def open_stack(data: PathLike, chunks: tuple[int, int, int] | None = None):
-    """The image stack of ``data`` with ``chunks`` (-1: the default for that axis) as its binning grid."""
-    from pipeline.graph.plan import binning_chunks
-
-    stack = open_image_stack(data)
-    return dataclasses.replace(stack, storage_chunks=binning_chunks(chunks, stack))
 
 
 @contextlib.contextmanager
@@ -85,7 +76,7 @@ def find_peaks(
     if outfile is not None:
         check_output_path(outfile, overwrite)
     grid = read_miller_grid(geometry)
-    stack = open_stack(data, params.chunks)
+    stack = open_binned_stack(data, params.chunks)
     t0 = time.perf_counter()
     from pipeline.graph.peaks import search_peaks
 

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.api.find_peaks import local_threads, maybe_cluster, open_stack
+from pipeline.api.find_peaks import local_threads, maybe_cluster
 from pipeline.config import ClusterSpec, MaskPeaksParams
 from pipeline.errors import InputError
+from pipeline.graph.plan import open_binned_stack
 from pipeline.io.atomic import check_output_path
 from pipeline.io.geometry import read_miller_grid, read_symmetry
 from pipeline.io.peaks import read_peaks, write_mask
@@ -81,7 +82,7 @@ def mask_peaks(
             "(a geometry file from mdx2 before 1.0 or not from import_geometry); re-import the geometry"
         )
     is_reflection = parse_miller_expression(symmetry.reflection_conditions)
-    stack = open_stack(data, params.chunks)
+    stack = open_binned_stack(data, params.chunks)
     table = read_peaks(peaks)
     axes = (stack.phi, stack.iy, stack.ix)
     index = None if params.bragg else peak_indices(table, axes)

@@ -137,13 +137,20 @@ def binning_chunks(chunks, stack: ImageStack) -> tuple[int, int, int]:
     )
 
 
+def open_binned_stack(data, chunks=None, exposure_time: float | None = None) -> ImageStack:
+    """The image stack of ``data`` with ``--chunks`` (:func:`binning_chunks`) as its storage chunks:
+    the grid mdx2 works by (integrate's partial observations, the order of find-peaks' pixels, the
+    chunks of mask-peaks)."""
+    stack = open_image_stack(data, exposure_time=exposure_time)
+    return dataclasses.replace(stack, storage_chunks=binning_chunks(chunks, stack))
+
+
 def plan_integration(params: IntegrateParams, n_workers: int = 1) -> IntegrationPlan:
     """Read and cross-check every input (before any work starts) and plan the map tasks.
 
     The binning grid (mdx2's partial-observation split) is the data's storage chunks, or ``--chunks``.
     """
-    stack = open_image_stack(params.data, exposure_time=params.exposure_time)
-    stack = dataclasses.replace(stack, storage_chunks=binning_chunks(params.chunks, stack))
+    stack = open_binned_stack(params.data, params.chunks, params.exposure_time)
     check_exposure_times(stack)
     masks = open_masks(list(params.mask), stack.shape)
     grid = read_miller_grid(params.geometry)

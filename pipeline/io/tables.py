@@ -27,7 +27,14 @@ import h5py
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.io.atomic import as_disk_full, atomic_path, free_bytes, publish, temp_sibling
+from pipeline.io.atomic import (
+    as_disk_full,
+    atomic_path,
+    close_h5_discarding,
+    free_bytes,
+    publish,
+    temp_sibling,
+)
 from pipeline.io.nexus import open_nexus, read_array, require, write_mdx2_root_attrs
 
 if TYPE_CHECKING:
@@ -290,21 +297,9 @@ class NexusTableWriter:
 
     def _close(self) -> None:
         self._release()
-        if self._file is not None and self._file.id.valid:
-            # A table closed without commit is discarded: point HDF5's file descriptor at an anonymous
-            # in-memory file first, so that what HDF5 writes on close cannot fail. (A close that fails
-            # for lack of space, e.g. while other tasks fill the disk, crashes h5py.)
-            with contextlib.suppress(AttributeError, OSError, RuntimeError, ValueError):
-                fd = self._file.id.get_vfd_handle()
-                sink = os.memfd_create("discarded-table")
-                try:
-                    os.dup2(sink, fd)
-                finally:
-                    os.close(sink)
-            try:
-                self._file.close()
-            except (OSError, RuntimeError):  # the temporary is removed anyway
-                pass
+        if self._file is not None:
+            # a table closed without commit is discarded: a close that cannot fail (a full disk)
+            close_h5_discarding(self._file)
         self._tmp.unlink(missing_ok=True)
 
     def __enter__(self):

@@ -107,6 +107,18 @@ def _fractions(x: np.ndarray, axis: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
+def _bilinear(grids, col, c00, c01, c10, c11, wy0, wy1, wx0, wx1):
+    """Column ``col`` of the correction grids at one point, the four corners summed in
+    map_coordinates' order from 0.0."""
+    f = 0.0
+    f += grids[c00, col] * wy0 * wx0
+    f += grids[c01, col] * wy0 * wx1
+    f += grids[c10, col] * wy1 * wx0
+    f += grids[c11, col] * wy1 * wx1
+    return f
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
 def _cell(f, n):
     """scipy's order-1 spline cell: ``start = floor(f)``, ``w0 = 1 - (f - start)``, ``w1 = 1 - w0``
     (the last weight is 1 minus the others, not ``f - start``); at ``f == n - 1`` the second index
@@ -354,31 +366,11 @@ def _chunk_values(
             c01 = y0 * nx + x1
             c10 = y1 * nx + x0
             c11 = y1 * nx + x1
-            f0 = 0.0
-            f0 += grids[c00, 0] * wy0 * wx0
-            f0 += grids[c01, 0] * wy0 * wx1
-            f0 += grids[c10, 0] * wy1 * wx0
-            f0 += grids[c11, 0] * wy1 * wx1
-            f1 = 0.0
-            f1 += grids[c00, 1] * wy0 * wx0
-            f1 += grids[c01, 1] * wy0 * wx1
-            f1 += grids[c10, 1] * wy1 * wx0
-            f1 += grids[c11, 1] * wy1 * wx1
-            f2 = 0.0
-            f2 += grids[c00, 2] * wy0 * wx0
-            f2 += grids[c01, 2] * wy0 * wx1
-            f2 += grids[c10, 2] * wy1 * wx0
-            f2 += grids[c11, 2] * wy1 * wx1
-            f3 = 0.0
-            f3 += grids[c00, 3] * wy0 * wx0
-            f3 += grids[c01, 3] * wy0 * wx1
-            f3 += grids[c10, 3] * wy1 * wx0
-            f3 += grids[c11, 3] * wy1 * wx1
-            f4 = 0.0
-            f4 += grids[c00, 4] * wy0 * wx0
-            f4 += grids[c01, 4] * wy0 * wx1
-            f4 += grids[c10, 4] * wy1 * wx0
-            f4 += grids[c11, 4] * wy1 * wx1
+            f0 = _bilinear(grids, 0, c00, c01, c10, c11, wy0, wy1, wx0, wx1)
+            f1 = _bilinear(grids, 1, c00, c01, c10, c11, wy0, wy1, wx0, wx1)
+            f2 = _bilinear(grids, 2, c00, c01, c10, c11, wy0, wy1, wx0, wx1)
+            f3 = _bilinear(grids, 3, c00, c01, c10, c11, wy0, wy1, wx0, wx1)
+            f4 = _bilinear(grids, 4, c00, c01, c10, c11, wy0, wy1, wx0, wx1)
             sa = f0
             sa *= f1
             sa *= f2

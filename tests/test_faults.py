@@ -594,8 +594,12 @@ def test_full_disk_is_one_message_and_leaves_nothing(command, room, tmp_path):
         lines = done.stderr.strip().splitlines()
         assert lines[-1].startswith("error: no space left on the device writing"), done.stderr
         assert "Traceback" not in done.stderr, done.stderr
-        if command == "run" and "run" in left:  # the batch run's record: run.log, with the failed step
-            assert sorted(p.name for p in (disk / "run").iterdir()) == ["run.log"]
+        if command == "run" and "run" in left:  # the batch run's record: run.log, with the failed step,
+            # and the steps started and finished, for --resume
+            assert sorted(p.name for p in (disk / "run").iterdir()) in (
+                ["run.log"],
+                [".diffuse-run.json", "run.log"],
+            )
             assert 'status: "error: DiskFullError' in (disk / "run/run.log").read_text()
             left.remove("run")
         assert left == ["filler"], left

@@ -75,12 +75,23 @@ def _drop_user_error_reports(record: logging.LogRecord) -> bool:
     return not _is_user_error_report(record)
 
 
+def _drop_cancelled_reports(record: logging.LogRecord) -> bool:
+    """A worker's "Async instruction ... ended with CancelledError": a task we cancelled while the
+    cluster shuts down (Ctrl-C, SIGTERM, an error elsewhere), not news for the user."""
+    return "ended with CancelledError" not in str(record.msg)
+
+
 def quiet_worker_reports() -> None:
-    """Drop dask workers' "Compute Failed" records of our errors (idempotent; called when the package
-    is imported, so in every worker process that runs one of our tasks)."""
-    logger = logging.getLogger("distributed.worker")
-    if _drop_user_error_reports not in logger.filters:
-        logger.addFilter(_drop_user_error_reports)
+    """Drop dask workers' "Compute Failed" records of our errors and the warnings about the tasks
+    cancelled at shut-down (idempotent; called when the package is imported, so in every worker
+    process that runs one of our tasks)."""
+    for name, drop in (
+        ("distributed.worker", _drop_user_error_reports),
+        ("distributed.worker.state_machine", _drop_cancelled_reports),
+    ):
+        logger = logging.getLogger(name)
+        if drop not in logger.filters:
+            logger.addFilter(drop)
 
 
 def _size(n: float) -> str:

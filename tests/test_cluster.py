@@ -343,3 +343,22 @@ def test_cluster_config_command():
     shown = runner.invoke(app, ["cluster-config", "slurm"])
     assert shown.output == (CONFIG_DIR / "slurm.yaml").read_text()
     assert runner.invoke(app, ["cluster-config", "pbs"]).exit_code == 1
+
+
+def test_two_local_clusters_in_one_fresh_process():
+    """distributed imported first inside the cluster config's ``dask.config.set`` block lost its
+    defaults when the block ended: the second cluster of a process failed with KeyError 'comm'."""
+    import subprocess
+    import sys
+
+    code = (
+        "import dask.config\n"
+        "from pipeline.cluster import connect\n"
+        "for _ in range(2):\n"
+        "    with connect('local', workers=1) as c:\n"
+        "        assert c.submit(sum, [1, 2]).result() == 3\n"
+        "assert dask.config.get('distributed.comm.timeouts.connect')\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -250,6 +250,35 @@ def test_sigterm_exits_143_and_leaves_nothing_half_written(tmp_path, slow_diffus
     assert_same_table(out / "integrated.nxs", reference[0])
 
 
+@pytest.mark.slow
+def test_run_killed_in_integrate_then_resume(tmp_path, slow_diffuse, client, reference):
+    """``diffuse run`` (the batch job) killed by SIGTERM while integrating: exit 143, one line, only its
+    records kept; ``--resume`` reuses the finished map tasks and gives the same table."""
+    from pipeline.api.run import run_pipeline
+
+    out = tmp_path / "run"
+    cubic = DATA / "cubic"
+    args = [
+        "run", cubic / "geometry.nxs", cubic / "data.nxs", "--mask", cubic / "mask.nxs",
+        "--subdivide", *SUBDIVIDE, "--outdir", out, "--no-scan-images", "--workers", "2", "--quiet",
+    ]  # fmt: skip
+    proc, _ = slow_diffuse(*args, delay=1.0)
+    work = out / ".integrated.nxs.work"
+    wait_for(lambda: len(list((work / "map").glob("task-*.json"))) >= 2, "two map tasks done")
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines() == ["terminated"], stderr  # no worker warnings either
+    assert sorted(p.name for p in out.iterdir()) == [".diffuse-run.json", ".integrated.nxs.work", "run.log"]
+    result = run_pipeline(
+        cubic / "geometry.nxs", cubic / "data.nxs", out, mask=cubic / "mask.nxs", subdivide=SUBDIVIDE,
+        scan_images=False, client=client, resume=True,
+    )  # fmt: skip
+    assert result.skipped == [] and result.integrate.map_tasks_skipped >= 2
+    assert_same_table(out / "integrated.nxs", reference[0])
+    assert_same_parquet(out / "integrated.parquet", reference[1])
+
+
 # --- a killed worker ---------------------------------------------------------------------------------
 
 SLOW_WORKER = textwrap.dedent(
@@ -594,8 +623,12 @@ def test_full_disk_is_one_message_and_leaves_nothing(command, room, tmp_path):
         lines = done.stderr.strip().splitlines()
         assert lines[-1].startswith("error: no space left on the device writing"), done.stderr
         assert "Traceback" not in done.stderr, done.stderr
-        if command == "run" and "run" in left:  # the batch run's record: run.log, with the failed step
-            assert sorted(p.name for p in (disk / "run").iterdir()) == ["run.log"]
+        if command == "run" and "run" in left:  # the batch run's record: run.log, with the failed step,
+            # and the steps started and finished, for --resume
+            assert sorted(p.name for p in (disk / "run").iterdir()) in (
+                ["run.log"],
+                [".diffuse-run.json", "run.log"],
+            )
             assert 'status: "error: DiskFullError' in (disk / "run/run.log").read_text()
             left.remove("run")
         assert left == ["filler"], left

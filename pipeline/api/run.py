@@ -17,13 +17,18 @@ Layout of ``outdir``::
                                             merged.nxs, and a PNG of its central slice
     run.log                                 parameters, versions, timings and peak memory of each step
     performance-report.html                 (with performance_report) dask's report of the whole run
+    .diffuse-run.json                       the steps finished, for ``resume`` (:mod:`pipeline.api.runstate`)
 
-The cluster is connected once and every step gets the same client.
+The cluster is connected once and every step gets the same client. With ``resume`` the steps that a
+previous run finished here with the same inputs and options are skipped, and the step it was in goes
+on from its finished tasks (integrate, merge, reintegrate).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import logging
 import os
 import time
@@ -31,7 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.api.runlog import RunLog, performance_report
+from pipeline.api.runlog import RunLog, jsonable, performance_report
+from pipeline.api.runstate import RunState
 from pipeline.cluster import connect
 from pipeline.config import ClusterSpec
 from pipeline.errors import ConfigError, PipelineError
@@ -98,6 +104,7 @@ class RunResult:
     outputs: list[str] = field(default_factory=list)  # the optional steps' files, by name in outdir
     qc: dict[str, dict] = field(default_factory=dict)  # table kind -> qc summary
     seconds: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # steps done before (resume)
 
     @property
     def verdict(self) -> str:
@@ -157,6 +164,7 @@ def run_pipeline(
     map_signal: str = "intensity",
     cluster: ClusterSpec | str | None = None,
     client=None,
+    resume: bool = False,
     quiet: bool = True,
 ) -> RunResult:
     """Run integrate -> qc -> correct -> qc into ``outdir`` on one cluster (see the module docstring),
@@ -167,10 +175,14 @@ def run_pipeline(
 
     ``cluster`` (a :class:`~pipeline.config.ClusterSpec` or its name) goes to
     :func:`pipeline.cluster.connect`. A failing correct (e.g. seconds == 0) is re-raised after the
-    integrated table's QC report has been written.
+    integrated table's QC report has been written. ``resume``: skip the steps a previous run finished
+    in ``outdir`` with the same inputs and options (:mod:`pipeline.api.runstate`); the others replace
+    what that run left, and integrate, merge and reintegrate reuse their finished tasks.
     """
     from pipeline.api.correct import correct
     from pipeline.api.integrate import integrate
+    from pipeline.graph.correct import CorrectResult
+    from pipeline.graph.integrate import IntegrateResult
 
     t0 = time.perf_counter()
     after = AfterCorrect(
@@ -193,135 +205,221 @@ def run_pipeline(
             *after.outputs(),
         )
     }
+    state = RunState(out, resume)
+    replace = overwrite or state.has_record  # resuming: the unfinished steps replace what they left
     for name, path in paths.items():  # before the cluster starts or run.log is opened
-        check_output_path(path, overwrite, is_dir=name.endswith(".parquet"))
+        check_output_path(path, replace, is_dir=name.endswith(".parquet"))
     result = RunResult(str(out), outputs=after.outputs())
-    common = {"overwrite": overwrite, "quiet": quiet}
+    common = {"overwrite": replace, "quiet": quiet}
+    masks = [mask] if isinstance(mask, str | os.PathLike) else list(mask or [])
     with contextlib.ExitStack() as stack:
         runlog = stack.enter_context(RunLog(out / "run.log", atomic=True))
-        masks = [mask] if isinstance(mask, str | os.PathLike) else list(mask or [])
         threads_ok = client is None and reads_release_the_gil(data, masks)
         c = stack.enter_context(connect(cluster, client=client, threads_ok=threads_ok))
         stack.enter_context(performance_report(performance_report_file))
-        result.integrate = integrate(
-            geometry,
-            data,
-            mask,
-            subdivide,
-            max_spread,
-            exposure_time=exposure_time,
-            chunks=chunks,
-            outfile=paths["integrated.nxs"],
-            parquet=paths["integrated.parquet"],
-            client=c,
-            log_file=runlog,
-            **common,
+        once = _Once(state, runlog, result)
+        images = [geometry, data, *masks]
+        result.integrate = once(
+            "integrate",
+            lambda resume: integrate(
+                geometry,
+                data,
+                mask,
+                subdivide,
+                max_spread,
+                exposure_time=exposure_time,
+                chunks=chunks,
+                outfile=paths["integrated.nxs"],
+                parquet=paths["integrated.parquet"],
+                resume=resume,
+                client=c,
+                log_file=runlog,
+                **common,
+            ),
+            options={
+                "subdivide": subdivide,
+                "max_spread": max_spread,
+                "exposure_time": exposure_time,
+                "chunks": chunks,
+            },
+            inputs=images,
+            outputs=[paths["integrated.nxs"], paths["integrated.parquet"]],
+            saved=lambda d: IntegrateResult(**d),
         )
         pixels = (result.integrate.pixels_read, result.integrate.pixels_used)
-        scan = _scan(data, mask, exposure_time, scan_images, c, quiet)
+        scan = functools.cache(lambda: _scan(data, mask, exposure_time, scan_images, c, quiet))
         qc_inputs = {
             "data": data,
             "mask": mask,
             "background": background,
-            "image_scan": scan,
             "scan_images_mode": False,
             "exposure_time": exposure_time,
         }
-        result.qc["integrated"] = _qc_step(
-            runlog,
-            "qc_integrated",
-            c,
-            table=paths["integrated.nxs"],
-            outdir=out / "qc" / "integrated",
-            pixels=pixels,
-            quiet=quiet,
-            **qc_inputs,
-        )
+        qc_options = {"scan_images": scan_images, "exposure_time": exposure_time, "pixels": pixels}
+
+        def qc(kind: str) -> dict:
+            table, outdir = paths[f"{kind}.nxs"], out / "qc" / kind
+            return once(
+                f"qc_{kind}",
+                lambda _: _qc_step(
+                    runlog,
+                    f"qc_{kind}",
+                    c,
+                    table=table,
+                    outdir=outdir,
+                    pixels=pixels,
+                    image_scan=scan(),
+                    quiet=quiet,
+                    **qc_inputs,
+                ),
+                options=qc_options,
+                inputs=[table, *images, background],
+                outputs=[outdir],
+                saved=lambda d: d,
+            )
+
+        result.qc["integrated"] = qc("integrated")
         try:
-            result.correct = correct(
-                geometry,
-                paths["integrated.parquet"],
-                background,
-                lorentz=lorentz,
-                p1=p1,
-                outfile=paths["corrected.nxs"],
-                parquet=paths["corrected.parquet"],
-                client=c,
-                log_file=runlog,
-                **common,
+            result.correct = once(
+                "correct",
+                lambda _: correct(
+                    geometry,
+                    paths["integrated.parquet"],
+                    background,
+                    lorentz=lorentz,
+                    p1=p1,
+                    outfile=paths["corrected.nxs"],
+                    parquet=paths["corrected.parquet"],
+                    client=c,
+                    log_file=runlog,
+                    **common,
+                ),
+                options={"lorentz": lorentz, "p1": p1},
+                inputs=[geometry, paths["integrated.parquet"], background],
+                outputs=[paths["corrected.nxs"], paths["corrected.parquet"]],
+                saved=lambda d: CorrectResult(**d),
             )
         except PipelineError:
             log.error("correct failed; see the QC report %s", out / "qc" / "integrated" / "qc.html")
             raise
-        result.qc["corrected"] = _qc_step(
-            runlog,
-            "qc_corrected",
-            c,
-            table=paths["corrected.nxs"],
-            outdir=out / "qc" / "corrected",
-            pixels=pixels,
-            quiet=quiet,
-            **qc_inputs,
-        )
+        result.qc["corrected"] = qc("corrected")
         reading = {"exposure_time": exposure_time, "chunks": chunks}  # how the images are read
-        _after_correct(after, result, paths, geometry, data, mask, background, reading, c, runlog, common)
+        _after_correct(
+            after, result, paths, geometry, data, mask, background, reading, c, once, runlog, common
+        )
         result.seconds["total"] = round(time.perf_counter() - t0, 3)
+        if result.skipped:
+            runlog.record("run.skipped", result.skipped)
         runlog.record("run.verdict", result.verdict)
     return result
 
 
+class _Once:
+    """Runs a step of the pipeline unless the outdir's :class:`RunState` says it is done (resume)."""
+
+    def __init__(self, state: RunState, runlog: RunLog, result: RunResult):
+        self.state, self.runlog, self.result = state, runlog, result
+
+    def __call__(self, name: str, call, *, options: dict, inputs, outputs, saved=None):
+        """``call(resume)``, recorded in the state with its result's summary; or, when it finished
+        before with the same ``options`` and ``inputs`` and its ``outputs`` are untouched, ``saved``
+        of that summary (None without ``saved``). ``resume`` tells the step to reuse its work
+        directory's finished tasks."""
+        digest = RunState.digest(name, options, inputs)
+        kept = self.state.done(name, digest, outputs)
+        if kept is not None:
+            log.info("%s: done before with the same inputs and options; skipped (--resume)", name)
+            self.runlog.record(f"{name}.status", "done before: skipped (--resume)")
+            self.result.skipped.append(name)
+            return saved(kept) if saved else None
+        resume = self.state.resumable(name, digest)  # before start() records this run's digest
+        self.state.start(name, digest)
+        value = call(resume)
+        summary = None
+        if saved is not None:
+            summary = json.loads(json.dumps(value, default=jsonable))
+        self.state.finish(name, digest, outputs, summary)
+        return value
+
+
 def _after_correct(
-    after: AfterCorrect, result, paths, geometry, data, mask, background, reading, c, runlog, common
+    after: AfterCorrect, result, paths, geometry, data, mask, background, reading, c, once, runlog, common
 ):
     """scale -> merge -> reintegrate -> map, as ``after`` asks, on the run's client."""
+    masks = [mask] if isinstance(mask, str | os.PathLike) else list(mask or [])
+    corrected = paths["corrected.parquet"]
     scales = after.scale
     if after.fit_scales:
         from pipeline.api.scale import scale
 
-        result.scale = scale(
-            paths["corrected.parquet"], outfile=paths["scales.nxs"], client=c, log_file=runlog, **common
+        result.scale = once(
+            "scale",
+            lambda _: scale(corrected, outfile=paths["scales.nxs"], client=c, log_file=runlog, **common),
+            options={},
+            inputs=[corrected],
+            outputs=[paths["scales.nxs"]],
         )
         scales = paths["scales.nxs"]
     if after.merges:
         from pipeline.api.merge import merge
 
-        result.merge = merge(
-            paths["corrected.parquet"],
-            scales,
-            outfile=paths["merged.nxs"],
-            client=c,
-            log_file=runlog,
-            **common,
+        result.merge = once(
+            "merge",
+            lambda resume: merge(
+                corrected,
+                scales,
+                outfile=paths["merged.nxs"],
+                resume=resume,
+                client=c,
+                log_file=runlog,
+                **common,
+            ),
+            options={},
+            inputs=[corrected, scales],
+            outputs=[paths["merged.nxs"]],
         )
     if after.reintegrate:
         from pipeline.api.reintegrate import reintegrate
 
-        result.reintegrate = reintegrate(
-            geometry,
-            data,
-            mask,
-            after.reintegrate,
-            scale=scales,
-            background=background,
-            output="intensity",
-            **reading,
-            outfile=paths["reintegrated.nxs"],
-            client=c,
-            log_file=runlog,
-            **common,
+        result.reintegrate = once(
+            "reintegrate",
+            lambda resume: reintegrate(
+                geometry,
+                data,
+                mask,
+                after.reintegrate,
+                scale=scales,
+                background=background,
+                output="intensity",
+                **reading,
+                outfile=paths["reintegrated.nxs"],
+                resume=resume,
+                client=c,
+                log_file=runlog,
+                **common,
+            ),
+            options={"subdivide": after.reintegrate, **reading},
+            inputs=[geometry, data, *masks, scales, background],
+            outputs=[paths["reintegrated.nxs"]],
         )
     if after.map_limits is not None:
         from pipeline.api.map import make_map
 
         source = paths["reintegrated.nxs"] if after.reintegrate else paths["merged.nxs"]
-        result.map = make_map(
-            geometry,
-            source,
-            limits=after.map_limits,
-            signal=after.map_signal,
-            outfile=paths["map.nxs"],
-            png=paths["map.png"],
-            client=c,
-            log_file=runlog,
-            **common,
+        result.map = once(
+            "map",
+            lambda _: make_map(
+                geometry,
+                source,
+                limits=after.map_limits,
+                signal=after.map_signal,
+                outfile=paths["map.nxs"],
+                png=paths["map.png"],
+                client=c,
+                log_file=runlog,
+                **common,
+            ),
+            options={"limits": after.map_limits, "signal": after.map_signal},
+            inputs=[geometry, source],
+            outputs=[paths["map.nxs"], paths["map.png"]],
         )

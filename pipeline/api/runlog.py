@@ -164,7 +164,8 @@ def _inputs(params) -> dict:
     return out
 
 
-def _jsonable(obj):
+def jsonable(obj):
+    """``json.dumps``'s ``default``: dataclasses, paths and numpy values as JSON."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
     if isinstance(obj, Path):
@@ -212,7 +213,7 @@ class RunLog:
         """Write ``key: value`` (JSON) and flush; a full disk raises :class:`DiskFullError` naming the log."""
         self._handler.acquire()
         try:
-            self._file.write(f"{key}: {json.dumps(value, default=_jsonable)}\n")
+            self._file.write(f"{key}: {json.dumps(value, default=jsonable)}\n")
             self._file.flush()
         except OSError as exc:
             raise (as_disk_full(exc, self.path) or exc) from exc
@@ -242,7 +243,7 @@ class RunLog:
             seconds.setdefault("total", round(time.perf_counter() - t0, 3))
             self.record(f"{name}.timings_s", seconds)
             if result is not None:
-                fields = result.to_dict() if hasattr(result, "to_dict") else _jsonable(result)
+                fields = result.to_dict() if hasattr(result, "to_dict") else jsonable(result)
                 if isinstance(fields, dict):
                     fields = {k: v for k, v in fields.items() if k != "seconds"}
                 self.record(f"{name}.result", fields)

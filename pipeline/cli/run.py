@@ -89,12 +89,22 @@ def run(
     account: AccountOpt = None,
     walltime: WalltimeOpt = None,
     overwrite: OverwriteOpt = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Go on with an interrupted run in OUTDIR: skip the steps it finished with the same inputs "
+            "and options; integrate, merge and reintegrate reuse their finished tasks.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Integrate, correct, export (NeXus + parquet) and QC in one command on one cluster (for batch jobs);
     then optionally scale, merge, reintegrate and map.
 
     Example: diffuse run geometry.nxs data.nxs --mask mask.nxs --subdivide 2 2 2 --outdir results
+
+    Example (go on after the job was killed): add --resume to the same command.
 
     Example (the whole chain): diffuse run geometry.nxs data.nxs --mask mask.nxs --subdivide 2 2 2
     --background bkg_data_binned.nxs --fit-scales --reintegrate 4 4 4 --map-limits -10 10 -10 10 0 0
@@ -125,6 +135,7 @@ def run(
         map_limits=map_limits,
         map_signal=map_signal,
         cluster=ClusterSpec(cluster, workers, memory_limit, partition, account, walltime),
+        resume=resume,
         quiet=quiet,
     )
     if not quiet:
@@ -140,4 +151,6 @@ def run(
         )
         if result.outputs:
             typer.echo(f"then: {', '.join(str(outdir / name) for name in result.outputs)}")
+        if result.skipped:
+            typer.echo(f"done before, skipped (--resume): {', '.join(result.skipped)}")
         typer.echo(f"run log: {outdir / 'run.log'}")

@@ -309,6 +309,13 @@ class NexusTableWriter:
         self.close()
 
 
+#: Parquet columns with few distinct values, dictionary-encoded. Dictionary-encoding every column (the
+#: default) made writing a corrected part twice as slow: for float columns with as many values as
+#: rows, pyarrow fills a dictionary page (~250 k entries) before falling back to plain encoding, and
+#: the files came out larger (corrected 520 k rows: 0.151 -> 0.071 s, 12.2 -> 10.5 MB).
+DICTIONARY_COLUMNS = frozenset({"h", "k", "l", "n", "op", "counts", "pixels", "seconds"})
+
+
 def write_parquet_part(
     directory: str | os.PathLike, index: int, columns: dict[str, np.ndarray], schema, ndiv, kind: str
 ) -> Path:
@@ -324,8 +331,9 @@ def write_parquet_part(
     }
     table = table.replace_schema_metadata(meta)
     path = Path(directory) / f"part-{index:05d}.parquet"
+    dictionary = [name for name in schema if name in DICTIONARY_COLUMNS]
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20)
+        pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 20, use_dictionary=dictionary)
     return path
 
 

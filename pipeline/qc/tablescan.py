@@ -156,6 +156,24 @@ class _Range:
         return [self.lo, self.hi] if self.lo <= self.hi else None
 
 
+def _read_ahead(source: TableSource, blocks, columns: list[str]):
+    """``(start, stop, rows)`` of every block, the next block read by a helper thread while the caller
+    works on this one (reading a NeXus table or a parquet part is a third of the scan)."""
+    import concurrent.futures
+
+    if len(blocks) < 2:
+        for start, stop in blocks:
+            yield start, stop, source.read(start, stop, columns)
+        return
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qc-read") as pool:
+        ahead = pool.submit(source.read, *blocks[0], columns)
+        for i, (start, stop) in enumerate(blocks):
+            rows = ahead.result()
+            if i + 1 < len(blocks):
+                ahead = pool.submit(source.read, *blocks[i + 1], columns)
+            yield start, stop, rows
+
+
 def _survey(source, kind, blocks, params, stats, bar, background=None) -> dict[str, np.ndarray]:
     """Pass 1 (see the module docstring); returns the sample."""
     rng = np.random.default_rng(params.seed)
@@ -183,8 +201,7 @@ def _survey(source, kind, blocks, params, stats, bar, background=None) -> dict[s
     )
     zero_phi = _Range()
     sample: dict[str, list] = {}
-    for start, stop in blocks:
-        rows = source.read(start, stop, cols)
+    for _, _, rows in _read_ahead(source, blocks, cols):
         v = _values(kind, rows)
         c["value_nan"] += int(np.count_nonzero(np.isnan(v)))
         c["value_posinf"] += int(np.count_nonzero(v == np.inf))
@@ -355,10 +372,8 @@ def _score_pass(source, blocks, params: QCParams, stats: TableStats, hood: _Neig
     voxels = RunLengthCounter() if kind == "integrated" else VoxelCounter()
     max_non_hot, min_hot, n_hot = -np.inf, np.inf, 0
     size_column = "pixels" if kind == "integrated" else "rs_volume"
-    for start, stop in blocks:
-        rows = source.read(
-            start, stop, ["h", "k", "l", "phi", "iy", "ix", *_value_columns(kind), size_column]
-        )
+    columns = ["h", "k", "l", "phi", "iy", "ix", *_value_columns(kind), size_column]
+    for _, _, rows in _read_ahead(source, blocks, columns):
         v, cell, score = hood.score(kind, rows)
         hot = score > params.hot_score
         if hot.any():
@@ -382,8 +397,7 @@ def _score_pass(source, blocks, params: QCParams, stats: TableStats, hood: _Neig
     if isinstance(voxels, RunLengthCounter) and not voxels.sorted:
         log.debug("%s is not sorted by voxel: counting distinct voxels in another pass", source.path)
         voxels = VoxelCounter()
-        for start, stop in blocks:
-            rows = source.read(start, stop, ["h", "k", "l"])
+        for _, _, rows in _read_ahead(source, blocks, ["h", "k", "l"]):
             voxels.add(voxel_keys(rows["h"], rows["k"], rows["l"], stats.ndiv))
     stats.redundancy = [int(x) for x in voxels.redundancy()]
 
@@ -394,10 +408,8 @@ def _bulk_pass(source, blocks, params: QCParams, stats: TableStats, hood: _Neigh
     upper = stats.max_non_hot if stats.max_non_hot is not None else hi
     bulk = Histogram(_linear_edges([lo, max(upper, lo)], 60))
     below = 0
-    for start, stop in blocks:
-        v, _, score = hood.score(
-            stats.kind, source.read(start, stop, ["iy", "ix", *_value_columns(stats.kind)])
-        )
+    for _, _, rows in _read_ahead(source, blocks, ["iy", "ix", *_value_columns(stats.kind)]):
+        v, _, score = hood.score(stats.kind, rows)
         bulk.add(v[v <= upper])
         below += int(np.count_nonzero((score > params.hot_score) & (v <= upper)))
         if bar:

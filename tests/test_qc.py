@@ -81,6 +81,21 @@ def test_voxel_counters_equal_np_unique(cuts, seed, shuffle):
         assert runs.redundancy().tolist() == expected.tolist()
 
 
+@pytest.mark.parametrize(
+    "n, spread, batch", [(0, 5, 10), (1, 1, 1), (5000, 50, 700), (200_000, 30_000, 9_000)]
+)
+def test_voxel_counter_keys_and_counts_are_np_unique(n, spread, batch):
+    rng = np.random.default_rng(n)
+    keys = rng.integers(-spread, spread, n)
+    counter = VoxelCounter(batch_rows=batch)
+    for part in np.array_split(keys, 7):
+        counter.add(part)
+    got, counts = counter.result()
+    want, want_counts = np.unique(keys, return_counts=True)
+    assert got.tolist() == want.tolist() and counts.tolist() == want_counts.tolist()
+    assert got.dtype == counts.dtype == np.int64
+
+
 def test_grouped_median_matches_oracle():
     rng = np.random.default_rng(3)
     values, groups = rng.normal(size=1001), rng.integers(0, 13, 1001)

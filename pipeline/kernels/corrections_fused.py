@@ -36,7 +36,7 @@ import numpy as np
 
 from pipeline.symmetry.expressions import MillerExpression
 
-__all__ = ["AsuTable", "compile_asu", "fused_columns", "fused_plan"]
+__all__ = ["AsuTable", "compile_asu", "fused_columns", "fused_plan", "load_kernels", "warm_up"]
 
 LIMIT = 2**29  # as pipeline.kernels.asu.LIMIT
 MAX_COMPARISONS = 14  # table of 2**14 entries at most
@@ -379,7 +379,7 @@ _LOADED = False
 _LOAD_LOCK = threading.Lock()
 
 
-def _load_kernels() -> None:
+def load_kernels() -> None:
     """Load the kernels (numba's first load sets up its compiler: ~0.15 s). numba then checks
     whether BLAS is there by importing ``scipy.linalg`` (~0.2 s, when scipy is installed); none of
     these kernels uses BLAS, so that import is skipped (numba then computes ``np.vdot`` & co. in
@@ -417,7 +417,7 @@ def warm_up() -> None:
 def fused_columns(rows, ndiv, model, grids, plan: FusedPlan) -> dict[str, np.ndarray] | None:
     """The corrected columns s, intensity, intensity_error, rs_volume, h, k, l, op of ``rows``, or
     None if some row needs the numpy path's error."""
-    _load_kernels()
+    load_kernels()
     size = len(rows["h"])
     out = {
         name: np.empty(size, dtype=np.float32) for name in ("s", "intensity", "intensity_error", "rs_volume")

@@ -9,6 +9,7 @@ beyond the ASU limit).
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def _assert_same(ours, want):
 
 def _pieces(rows, cuts):
     edges = [0, *cuts, len(rows["h"])]
-    return [{c: a[lo:hi] for c, a in rows.items()} for lo, hi in zip(edges, edges[1:], strict=False)]
+    return [{c: a[lo:hi] for c, a in rows.items()} for lo, hi in itertools.pairwise(edges)]
 
 
 @pytest.mark.parametrize("background", ["none", "grid", "two phi", "nan"])
@@ -156,10 +157,8 @@ def test_numpy_path_where_fused_does_not_apply():
     rows, ndiv, model = _case(5, 300, "grid", 9)
     assert fused.fused_plan({**rows, "h": rows["h"].astype(np.float64)}, ndiv, model) is None
     assert fused.fused_plan(rows, (2, 3, np.int64(1)), model) is None
-    odd = CorrectionModel(
-        model.ub_matrix, model.ops, parse_miller_expression("(h >= 0) & ((h + k) % 2 == 0)"), model.corrections,
-        model.background,
-    )  # fmt: skip
+    odd_asu = parse_miller_expression("(h >= 0) & ((h + k) % 2 == 0)")
+    odd = CorrectionModel(model.ub_matrix, model.ops, odd_asu, model.corrections, model.background)
     assert fused.fused_plan(rows, ndiv, odd) is None
     flat = CorrectionGrid(np.array([1.0]), model.corrections.ix, {n: np.ones((1, 9)) for n in NAMES})
     one_row = CorrectionModel(model.ub_matrix, None, None, flat, None)

@@ -6,8 +6,8 @@ with :func:`~pipeline.kernels.corrections.correct_rows` and writes it. Two execu
 
 * in-process threads (a thread pool; the default when no cluster is asked for): the work is numba
   (numpy on tables below ``FUSED_MIN_ROWS``: the same bits) that releases the GIL, so threads use
-  every core without starting worker processes; each task writes its rows straight into the preallocated NeXus table (h5py serialises
-  the writes) and its own parquet part;
+  every core without starting worker processes; each task writes its rows straight into the
+  preallocated NeXus table (h5py serialises the writes) and its own parquet part;
 * a dask cluster (``--cluster``, e.g. SLURM): workers write parts to a work directory and the
   client streams them, in order, into the NeXus file.
 """

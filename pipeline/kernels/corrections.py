@@ -14,7 +14,8 @@ Grids are interpolated linearly at fractional grid coordinates ``np.interp(x, ax
 as mdx2's ``interp2``/``interp3`` (``scipy.ndimage.map_coordinates(order=1)``, where a NaN corner
 makes the value NaN even at weight 0). :func:`correct_rows` does it in numpy, blocks of rows at a time
 on padded, flattened grids, or (the same bits) with the numba kernels of
-:mod:`pipeline.kernels.corrections_fused`; :func:`correct_rows_oracle` is the plain numpy/scipy transcription of mdx2 it is tested against.
+:mod:`pipeline.kernels.corrections_fused`; :func:`correct_rows_oracle` is the plain numpy/scipy
+transcription of mdx2 it is tested against.
 """
 
 from __future__ import annotations

@@ -49,12 +49,13 @@ _OPS = {ast.Eq: 0, ast.NotEq: 1, ast.Lt: 2, ast.LtE: 3, ast.Gt: 4, ast.GtE: 5}
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _fraction(x, axis, inv_step):
+def _fraction(x, axis, inv_step, slopes):
     """``f = np.interp(x, axis, arange(n))`` exactly as numpy computes it (strictly increasing axis,
     n >= 2), then ``corrections._cells``: cell ``int(f)`` clipped to the grid, weight ``f - cell``
     (a NaN ``x``: cell 0, weight NaN, as numpy's cast of NaN clipped). The interval ``j`` with
     ``axis[j] <= x < axis[j + 1]`` is numpy's; it is found from a guess for an evenly spaced axis
-    (``inv_step`` = (n - 1) / span), moved until those two comparisons hold."""
+    (``inv_step`` = (n - 1) / span), moved until those two comparisons hold. ``slopes`` are numpy's
+    slopes ``(j + 1 - j) / (axis[j + 1] - axis[j])``, computed once (as numpy does for long inputs)."""
     n = axis.size
     if x != x:
         return 0, np.nan
@@ -73,7 +74,7 @@ def _fraction(x, axis, inv_step):
         if axis[j] == x:
             f = float(j)
         else:
-            slope = (float(j + 1) - float(j)) / (axis[j + 1] - axis[j])
+            slope = slopes[j]
             f = slope * (x - axis[j]) + float(j)
             if f != f:
                 f = slope * (x - axis[j + 1]) + float(j + 1)
@@ -87,25 +88,37 @@ def _inv_step(axis):
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _bilinear(v, c00, stride, w00, w01, w10, w11):
-    total = w00 * v[c00]
-    total += w01 * v[c00 + 1]
-    total += w10 * v[c00 + stride]
-    total += w11 * v[c00 + stride + 1]
+def _slopes(axis):
+    out = np.empty(axis.size - 1)
+    for j in range(axis.size - 1):
+        out[j] = (float(j + 1) - float(j)) / (axis[j + 1] - axis[j])
+    return out
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _bilinear(v, j, c00, stride, w00, w01, w10, w11):
+    """Grid ``j`` of the interleaved grids ``v`` (padded cells, grids) at a point: the numpy path's
+    sum, in its order."""
+    total = w00 * v[c00, j]
+    total += w01 * v[c00 + 1, j]
+    total += w10 * v[c00 + stride, j]
+    total += w11 * v[c00 + stride + 1, j]
     return total
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
 def _correct_kernel(
-    h, k, l, phi, iy, ix, seconds, counts, pixels, ub, det_ub, g_iy, g_ix, factors, d3s,
+    h, k, l, phi, iy, ix, seconds, counts, pixels, ub, det_ub, g_iy, g_ix, grids,
     has_bkg, b_phi, b_iy, b_ix, b_rate, lorentz, s_out, i_out, e_out, v_out,
 ):  # fmt: skip
     stride = g_ix.size + 1
     sy = b_ix.size + 1
     sp = (b_iy.size + 1) * sy
-    n_factors = factors.shape[0]
+    n_factors = grids.shape[1] - 1  # the factors, then d3s
     i_iy, i_ix = _inv_step(g_iy), _inv_step(g_ix)
     i_bphi, i_biy, i_bix = _inv_step(b_phi), _inv_step(b_iy), _inv_step(b_ix)
+    s_iy, s_ix = _slopes(g_iy), _slopes(g_ix)
+    s_bphi, s_biy, s_bix = _slopes(b_phi), _slopes(b_iy), _slopes(b_ix)
     for r in range(h.size):
         hh, kk, ll = np.float64(h[r]), np.float64(k[r]), np.float64(l[r])
         s2 = 0.0
@@ -114,24 +127,24 @@ def _correct_kernel(
             s2 += si * si
         s_out[r] = np.float32(np.sqrt(s2))
         y_r, x_r = np.float64(iy[r]), np.float64(ix[r])
-        y, fy = _fraction(y_r, g_iy, i_iy)
-        x, fx = _fraction(x_r, g_ix, i_ix)
+        y, fy = _fraction(y_r, g_iy, i_iy, s_iy)
+        x, fx = _fraction(x_r, g_ix, i_ix, s_ix)
         c00 = y * stride + x
         w11 = fy * fx
         w10 = fy - w11
         w01 = fx - w11
         w00 = 1 - fy - w01
-        factor = _bilinear(factors[0], c00, stride, w00, w01, w10, w11)
+        factor = _bilinear(grids, 0, c00, stride, w00, w01, w10, w11)
         for j in range(1, n_factors):
-            factor *= _bilinear(factors[j], c00, stride, w00, w01, w10, w11)
+            factor *= _bilinear(grids, j, c00, stride, w00, w01, w10, w11)
         cnt = np.float64(counts[r])
         sec = np.float64(seconds[r])
         rate = cnt / sec
         rate_error = np.sqrt(cnt) / sec
         if has_bkg:
-            p, fp = _fraction(np.float64(phi[r]), b_phi, i_bphi)
-            by, fby = _fraction(y_r, b_iy, i_biy)
-            bx, fbx = _fraction(x_r, b_ix, i_bix)
+            p, fp = _fraction(np.float64(phi[r]), b_phi, i_bphi, s_bphi)
+            by, fby = _fraction(y_r, b_iy, i_biy, s_biy)
+            bx, fbx = _fraction(x_r, b_ix, i_bix, s_bix)
             base = p * sp + by * sy + bx
             for dp in range(2):
                 wp = 1 - fp if dp == 0 else fp
@@ -139,7 +152,7 @@ def _correct_kernel(
                     wy = 1 - fby if dy == 0 else fby
                     corner = base + (dp * sp + dy * sy)
                     rate -= wp * wy * ((1 - fbx) * b_rate[corner] + fbx * b_rate[corner + 1])
-        volume = np.float64(pixels[r]) * _bilinear(d3s, c00, stride, w00, w01, w10, w11) / det_ub
+        volume = np.float64(pixels[r]) * _bilinear(grids, n_factors, c00, stride, w00, w01, w10, w11) / det_ub
         intensity = rate / factor
         error = rate_error / factor
         if lorentz:
@@ -409,8 +422,8 @@ def warm_up() -> None:
         f32.copy(), f32.copy(), f32.copy(), i32.copy(),
     )  # fmt: skip
     _correct_kernel(
-        f32, f32, f32, f32, f32, f32, f32, i32, i32, np.eye(3), 1.0, ax, ax, np.zeros((1, 9)), np.zeros(9),
-        True, ax, ax, ax, np.zeros(27), False, f32.copy(), f32.copy(), f32.copy(), f32.copy(),
+        f32, f32, f32, f32, f32, f32, f32, i32, i32, np.eye(3), 1.0, ax, ax, np.zeros((9, 2)), True,
+        ax, ax, ax, np.zeros(27), False, f32.copy(), f32.copy(), f32.copy(), f32.copy(),
     )  # fmt: skip
 
 
@@ -427,10 +440,12 @@ def fused_columns(rows, ndiv, model, grids, plan: FusedPlan) -> dict[str, np.nda
     has_bkg = grids.bkg_axes is not None
     empty = np.arange(2.0)
     b_phi, b_iy, b_ix = grids.bkg_axes if has_bkg else (empty, empty, empty)
+    interleaved = np.stack([*grids.factors, grids.d3s], axis=1)  # a corner's values side by side
+    b_rate = grids.bkg_rate if has_bkg else empty
     _correct_kernel(
         rows["h"], rows["k"], rows["l"], rows["phi"], rows["iy"], rows["ix"], rows["seconds"],
-        rows["counts"], rows["pixels"], ub, det_ub, grids.iy, grids.ix, np.stack(grids.factors),
-        grids.d3s, has_bkg, b_phi, b_iy, b_ix, grids.bkg_rate if has_bkg else empty, model.lorentz,
+        rows["counts"], rows["pixels"], ub, det_ub, grids.iy, grids.ix, interleaved, has_bkg,
+        b_phi, b_iy, b_ix, b_rate, model.lorentz,
         out["s"], out["intensity"], out["intensity_error"], out["rs_volume"],
     )  # fmt: skip
     for c in "hkl":

@@ -74,10 +74,9 @@ def _fraction(x, axis, inv_step, slopes):
         if axis[j] == x:
             f = float(j)
         else:
-            slope = slopes[j]
-            f = slope * (x - axis[j]) + float(j)
-            if f != f:
-                f = slope * (x - axis[j + 1]) + float(j + 1)
+            # numpy retries from the right end when this is NaN: it cannot be (x finite and above
+            # axis[j], the slope positive, at most inf), and the dead test cost ~25 ns per call
+            f = slopes[j] * (x - axis[j]) + float(j)
     b = int(f)
     return b, f - b
 
@@ -351,8 +350,13 @@ _DTYPES = {
 
 
 def _strictly_increasing(axis) -> bool:
+    """Finite, at least 2 points, strictly increasing, with finite slopes (1 / spacing)."""
     a = np.asarray(axis, dtype=np.float64)
-    return a.ndim == 1 and a.size >= 2 and bool(np.all(np.isfinite(a))) and bool(np.all(np.diff(a) > 0))
+    if a.ndim != 1 or a.size < 2 or not np.all(np.isfinite(a)):
+        return False
+    d = np.diff(a)
+    with np.errstate(divide="ignore", over="ignore"):
+        return bool(np.all(d > 0) and np.all(np.isfinite(1.0 / d)))
 
 
 @dataclass(frozen=True, eq=False)

@@ -196,7 +196,7 @@ def _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outpu
     writer = None
     if params.outfile:
         writer = outputs.enter_context(
-            NexusTableWriter(params.outfile, CORRECTED_SCHEMA, source.n_rows, source.ndiv)
+            NexusTableWriter(params.outfile, CORRECTED_SCHEMA, source.n_rows, source.ndiv, direct=True)
         )
     with ThreadPoolExecutor(threads or os.cpu_count() or 1, thread_name_prefix="correct") as pool:
         futures = [

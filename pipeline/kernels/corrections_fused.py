@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import gc
 import sys
 import threading
 from dataclasses import dataclass
@@ -397,7 +398,7 @@ _LOAD_LOCK = threading.Lock()
 
 
 def load_kernels() -> None:
-    """Load the kernels (numba's first load sets up its compiler: ~0.15 s). numba then checks
+    """Load the kernels (numba's first load sets up its compiler: ~0.15 s), once. numba then checks
     whether BLAS is there by importing ``scipy.linalg`` (~0.2 s, when scipy is installed); none of
     these kernels uses BLAS, so that import is skipped (numba then computes ``np.vdot`` & co. in
     loops instead: no kernel of this package uses them)."""
@@ -413,6 +414,7 @@ def load_kernels() -> None:
         finally:
             if block:
                 sys.modules.pop("scipy.linalg.cython_blas", None)
+        gc.freeze()  # numba's ~1M objects live as long as the process: later collections skip them
         _LOADED = True
 
 

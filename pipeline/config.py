@@ -38,13 +38,18 @@ with open(_DEFAULTS_FILE) as _f:
     _DEFAULTS = yaml.safe_load(_f)
 
 
+_REGISTERED = False
+
+
 def _dask_config():
     """:mod:`dask.config` with the package defaults registered (again, if a ``dask.config.set`` block
     that added the first ``diffuse`` key has removed them on leaving)."""
+    global _REGISTERED
     import dask.config
 
-    if "diffuse" not in dask.config.config:
+    if not _REGISTERED or "diffuse" not in dask.config.config:
         dask.config.update_defaults(_DEFAULTS)
+        _REGISTERED = True
     return dask.config
 
 
@@ -89,7 +94,12 @@ def get_default(key: str):
         or any(k.startswith("DASK_") for k in os.environ)
         or _config_files_mention_diffuse()
     ):
-        return _dask_config().get(f"diffuse.{key}")
+        config = _dask_config()
+        value = config.get(f"diffuse.{key}", _DEFAULTS)
+        if value is _DEFAULTS:  # a set block's own "diffuse" keys since: the defaults go under them
+            config.update_defaults(_DEFAULTS)
+            value = config.get(f"diffuse.{key}")
+        return value
     value = _DEFAULTS["diffuse"]
     for part in key.split("."):
         value = value[part if part in value else part.replace("_", "-")]

@@ -108,10 +108,10 @@ def _record(index: int, out: dict[str, np.ndarray]) -> dict:
 
 def run_correct_task(
     index: int, start: int, stop: int, source: TableSource, model: CorrectionModel, part_dir: str,
-    parquet_dir: str | None,
+    parquet_dir: str | None, fused: bool = True,
 ) -> dict:  # fmt: skip
     """(Cluster executor) correct rows ``start:stop``; write ``part-<index>.npy`` (and a parquet part)."""
-    out = _corrected(start, stop, source, model)
+    out = _corrected(start, stop, source, model, fused)
     table = np.empty(len(out["h"]), dtype=[(k, v) for k, v in CORRECTED_SCHEMA.items()])
     for name in CORRECTED_SCHEMA:
         table[name] = out[name]
@@ -227,7 +227,7 @@ def _run_cluster(params, source, model, ranges, parquet_dir, bar, client, second
         with run_tasks(
             client, run_correct_task, range(len(ranges)), [a for a, _ in ranges], [b for _, b in ranges],
             source=source, model=model_future, part_dir=str(work.reduce_dir), parquet_dir=parquet_dir,
-            name="correct", bar=bar,
+            fused=source.n_rows >= FUSED_MIN_ROWS, name="correct", bar=bar,
         ) as results:  # fmt: skip
             for r in results:
                 records[r["index"]] = r

@@ -17,6 +17,7 @@ metadata; :func:`read_table` puts it in ``DataFrame.attrs["ndiv"]``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import threading
@@ -316,7 +317,10 @@ class NexusTableWriter:
                     view = memoryview(a).cast("B")
                     offset, done = self._offsets[name] + start * a.itemsize, 0
                     while done < view.nbytes:
-                        done += os.pwrite(fd, view[done:], offset + done)
+                        n = os.pwrite(fd, view[done:], offset + done)
+                        if n <= 0:
+                            raise OSError(errno.ENOSPC, "no byte written", str(self.path))
+                        done += n
         finally:
             with self._lock:
                 self._active -= 1

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import gc
 import sys
 import threading
 from dataclasses import dataclass
@@ -414,7 +413,6 @@ def load_kernels() -> None:
         finally:
             if block:
                 sys.modules.pop("scipy.linalg.cython_blas", None)
-        gc.freeze()  # numba's ~1M objects live as long as the process: later collections skip them
         _LOADED = True
 
 

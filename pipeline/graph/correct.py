@@ -7,7 +7,7 @@ with :func:`~pipeline.kernels.corrections.correct_rows` and writes it. Two execu
 * in-process threads (a thread pool; the default when no cluster is asked for): the work is numba
   (numpy on tables below ``FUSED_MIN_ROWS``: the same bits) that releases the GIL, so threads use
   every core without starting worker processes; each task writes its rows straight into the
-  preallocated NeXus table (h5py serialises the writes) and its own parquet part;
+  preallocated NeXus table (``pwrite`` where HDF5 placed each column) and its own parquet part;
 * a dask cluster (``--cluster``, e.g. SLURM): workers write parts to a work directory and the
   client streams them, in order, into the NeXus file.
 """
@@ -198,7 +198,8 @@ def _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outpu
         writer = outputs.enter_context(
             NexusTableWriter(params.outfile, CORRECTED_SCHEMA, source.n_rows, source.ndiv, direct=True)
         )
-    with ThreadPoolExecutor(threads or os.cpu_count() or 1, thread_name_prefix="correct") as pool:
+    pool = ThreadPoolExecutor(threads or os.cpu_count() or 1, thread_name_prefix="correct")
+    try:
         futures = [
             pool.submit(_correct_in_place, i, a, b, source, model, writer, parquet_dir, bar, fused)
             for i, (a, b) in enumerate(ranges)
@@ -206,10 +207,10 @@ def _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outpu
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         failed = [f for f in futures if f in done and f.exception() is not None]
         if failed:
-            for f in futures:
-                f.cancel()  # those not started
             raise failed[0].exception()
         records = [f.result() for f in futures]
+    finally:  # on an error (or SIGTERM) the ranges not started are dropped, the running ones end
+        pool.shutdown(wait=True, cancel_futures=True)
     if writer is not None:
         writer.commit()
     return records

@@ -174,3 +174,32 @@ def test_fused_leaves_errors_to_numpy():
     rows["h"][17] = np.nan
     with pytest.raises(ValueError, match="not finite"):
         correct_rows(rows, ndiv, model)
+
+
+GOLDENS = json.loads((Path(__file__).parent / "data" / "goldens.json").read_text())["correct"]
+
+
+@pytest.mark.parametrize("case", GOLDENS, ids=lambda c: Path(c["reference"]).stem)
+def test_correct_command_fused_equals_numpy(case, tmp_path, monkeypatch):
+    """The whole threads executor (plain reads, both kernels, direct writes) on the golden tables,
+    fused forced (they are below ``FUSED_MIN_ROWS``) against the numpy path: every column's bytes."""
+    import h5py
+
+    import pipeline
+    from pipeline.graph import correct as graph
+
+    data = Path(__file__).parent / "data"
+    opts = dict(case["options"])
+    if "background" in opts:
+        opts["background"] = data / case["dataset"] / opts["background"]
+    tables = {}
+    for name, limit in (("fused", 0), ("numpy", 1 << 62)):
+        monkeypatch.setattr(graph, "FUSED_MIN_ROWS", limit)
+        out = tmp_path / f"{name}.nxs"
+        pipeline.correct(
+            data / case["dataset"] / "geometry.nxs", data / case["integrated"], outfile=out, **opts
+        )
+        with h5py.File(out, "r") as f:
+            g = f["entry/hkl_table"]
+            tables[name] = {c: (g[c].dtype, g[c][()].tobytes()) for c in g}
+    assert tables["fused"] == tables["numpy"]

@@ -8,8 +8,8 @@ if __name__ == "__main__":  # worker processes are spawned: guard the script's o
     df = pipeline.read_table("corrected.nxs")  # pandas DataFrame, df.attrs["ndiv"]
 """
 
-# Register the package defaults with dask.config now, so that dask.config.set(...) calls made
-# before the first pipeline run override them rather than replace them.
+# The package defaults (registered with dask.config now if dask is imported, else when a step first
+# reads one: dask.config.set(...) calls made before the first pipeline run override them either way).
 from pipeline import config as _config  # noqa: F401
 from pipeline._version import __version__
 from pipeline.errors import quiet_worker_reports as _quiet_worker_reports

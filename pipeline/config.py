@@ -1,17 +1,19 @@
 """Parameters of each step: frozen dataclasses validated once, at the boundary.
 
-Defaults live in ``pipeline/pipeline.yaml`` (registered with :mod:`dask.config` under ``diffuse``);
+Defaults live in ``pipeline/pipeline.yaml`` (registered with :mod:`dask.config` under ``diffuse`` once
+dask is imported);
 command-line flags and keyword arguments override them.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import sys
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-import dask.config
 import yaml
 
 from pipeline.errors import ConfigError
@@ -34,12 +36,74 @@ __all__ = [
 _DEFAULTS_FILE = Path(__file__).with_name("pipeline.yaml")
 with open(_DEFAULTS_FILE) as _f:
     _DEFAULTS = yaml.safe_load(_f)
-dask.config.update_defaults(_DEFAULTS)
+
+
+_REGISTERED = False
+
+
+def _dask_config():
+    """:mod:`dask.config` with the package defaults registered (again, if a ``dask.config.set`` block
+    that added the first ``diffuse`` key has removed them on leaving)."""
+    global _REGISTERED
+    import dask.config
+
+    if not _REGISTERED or "diffuse" not in dask.config.config:
+        dask.config.update_defaults(_DEFAULTS)
+        _REGISTERED = True
+    return dask.config
+
+
+if "dask" in sys.modules:  # registered now, as before ``import dask`` was left to when it is needed
+    _dask_config()
+
+
+@functools.cache
+def _config_files_mention_diffuse() -> bool:
+    """Whether a file of the user's dask config (where dask looks for it) mentions ``diffuse``."""
+    import site
+
+    dirs = [os.getenv("DASK_ROOT_CONFIG", "/etc/dask"), os.path.join(sys.prefix, "etc", "dask")]
+    dirs += [os.path.join(prefix, "etc", "dask") for prefix in site.PREFIXES]
+    dirs.append(os.path.join(os.path.expanduser("~"), ".config", "dask"))
+    for d in dirs:
+        try:
+            names = os.listdir(d) if os.path.isdir(d) else [d] if os.path.isfile(d) else []
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(d, name) if os.path.isdir(d) else name
+            if path.endswith((".yaml", ".yml", ".json")):
+                try:
+                    with open(path, errors="replace") as f:
+                        if "diffuse" in f.read():
+                            return True
+                except OSError:
+                    continue
+    return False
 
 
 def get_default(key: str):
-    """A package default, e.g. ``get_default("integrate.max-spread")`` (after user config overrides)."""
-    return dask.config.get(f"diffuse.{key}")
+    """A package default, e.g. ``get_default("integrate.max-spread")`` (after user config overrides).
+
+    Read from :mod:`dask.config` when dask is imported or the user's dask config may override it (a
+    ``DASK_*`` environment variable, a config file mentioning ``diffuse``); otherwise from
+    ``pipeline.yaml`` itself, so that a step run in this process (``correct``) does not pay for
+    ``import dask`` (~0.1 s)."""
+    if (
+        "dask" in sys.modules
+        or any(k.startswith("DASK_") for k in os.environ)
+        or _config_files_mention_diffuse()
+    ):
+        config = _dask_config()
+        value = config.get(f"diffuse.{key}", _DEFAULTS)
+        if value is _DEFAULTS:  # a set block's own "diffuse" keys since: the defaults go under them
+            config.update_defaults(_DEFAULTS)
+            value = config.get(f"diffuse.{key}")
+        return value
+    value = _DEFAULTS["diffuse"]
+    for part in key.split("."):
+        value = value[part if part in value else part.replace("_", "-")]
+    return value
 
 
 def _as_path(value, name: str) -> str:

@@ -76,12 +76,34 @@ _PACKAGES = (
 _PATH_PARAMS = ("geometry", "data", "mask", "background", "integrated", "merged", "hkl")
 
 
+def _dist_info_versions() -> dict[str, str]:
+    """``{normalized name: version}`` from the names of the ``*.dist-info`` directories on sys.path
+    (first one wins, as for imports): one directory listing, where ``importlib.metadata`` took ~60 ms
+    for these packages in a fresh process."""
+    found: dict[str, str] = {}
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            stem = name[: -len(".dist-info")]
+            if name.endswith(".dist-info") and stem.count("-") == 1:
+                dist, version = stem.split("-")
+                found.setdefault(dist.lower().replace("_", "-").replace(".", "-"), version)
+    return found
+
+
 def versions() -> dict[str, str]:
     """Versions of Python, the libraries that shape the numbers and speed, and HDF5."""
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version(), "platform": platform.platform()}
+    listed = _dist_info_versions()
     for name in _PACKAGES:
+        if name in listed:
+            out[name] = listed[name]
+            continue
+        from importlib.metadata import PackageNotFoundError, version  # (~15 ms to import)
+
         try:
             out[name] = version(name)
         except PackageNotFoundError:

@@ -4,10 +4,10 @@ Correction is row-wise and keeps the number and order of rows (as mdx2 does), so
 is known before any work starts. Each task reads a range of rows (or one parquet part), corrects it
 with :func:`~pipeline.kernels.corrections.correct_rows` and writes it. Two executors:
 
-* in-process threads (dask's threaded scheduler; the default when no cluster is asked for): the
-  work is numpy that releases the GIL, so threads use every core without starting worker
-  processes; each task writes its rows straight into the preallocated NeXus table (h5py serialises
-  the writes) and its own parquet part;
+* in-process threads (a thread pool; the default when no cluster is asked for): the work is numba
+  (numpy on tables below ``FUSED_MIN_ROWS``: the same bits) that releases the GIL, so threads use
+  every core without starting worker processes; each task writes its rows straight into the
+  preallocated NeXus table (``pwrite`` where HDF5 placed each column) and its own parquet part;
 * a dask cluster (``--cluster``, e.g. SLURM): workers write parts to a work directory and the
   client streams them, in order, into the NeXus file.
 """
@@ -85,7 +85,9 @@ def _row_ranges(source: TableSource, rows_per_task: int, slots: int = 1) -> list
     return [(a, b) for a, b in itertools.pairwise(edges) if b > a] or [(0, 0)]
 
 
-def _corrected(start: int, stop: int, source: TableSource, model: CorrectionModel) -> dict[str, np.ndarray]:
+def _corrected(
+    start: int, stop: int, source: TableSource, model: CorrectionModel, fused: bool = True
+) -> dict[str, np.ndarray]:
     rows = source.read(start, stop, INTEGRATED_COLUMNS)
     zero = np.flatnonzero(~(rows["seconds"] > 0))
     if zero.size:
@@ -94,7 +96,7 @@ def _corrected(start: int, stop: int, source: TableSource, model: CorrectionMode
             f"{start + zero[0]}); count rates would be infinite. Integrate again with --exposure-time S."
         )
     try:
-        return correct_rows(rows, source.ndiv, model)
+        return correct_rows(rows, source.ndiv, model, fused=fused)
     except ValueError as exc:  # indices no ASU search can take, or symmetry mapping none into the ASU
         raise InputError(f"{source.path!r}, rows {start}:{stop}: {exc}") from exc
 
@@ -106,10 +108,10 @@ def _record(index: int, out: dict[str, np.ndarray]) -> dict:
 
 def run_correct_task(
     index: int, start: int, stop: int, source: TableSource, model: CorrectionModel, part_dir: str,
-    parquet_dir: str | None,
+    parquet_dir: str | None, fused: bool = True,
 ) -> dict:  # fmt: skip
     """(Cluster executor) correct rows ``start:stop``; write ``part-<index>.npy`` (and a parquet part)."""
-    out = _corrected(start, stop, source, model)
+    out = _corrected(start, stop, source, model, fused)
     table = np.empty(len(out["h"]), dtype=[(k, v) for k, v in CORRECTED_SCHEMA.items()])
     for name in CORRECTED_SCHEMA:
         table[name] = out[name]
@@ -119,9 +121,9 @@ def run_correct_task(
     return _record(index, out)
 
 
-def _correct_in_place(index, start, stop, source, model, writer, parquet_dir, bar) -> dict:
+def _correct_in_place(index, start, stop, source, model, writer, parquet_dir, bar, fused) -> dict:
     """(Threads executor) correct rows ``start:stop`` and write them at the same rows of the output."""
-    out = _corrected(start, stop, source, model)
+    out = _corrected(start, stop, source, model, fused)
     if writer is not None:
         writer.write(start, out)
     if parquet_dir is not None:
@@ -163,7 +165,8 @@ def run_correction(
         parquet_dir = parquet_tmp and str(parquet_tmp)
         t = time.perf_counter()
         if client is None:
-            records = _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outputs)
+            fused = source.n_rows >= FUSED_MIN_ROWS
+            records = _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outputs, fused)
             seconds["correct"] = time.perf_counter() - t
         else:
             records = _run_cluster(params, source, model, ranges, parquet_dir, bar, client, seconds)
@@ -184,22 +187,30 @@ def run_correction(
     )
 
 
-def _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outputs) -> list[dict]:
-    import dask
-    import dask.threaded
+FUSED_MIN_ROWS = 1 << 20  # smaller tables in numpy: numba's start-up (~0.3 s) would cost more than it saves
+
+
+def _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outputs, fused) -> list[dict]:
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     writer = None
     if params.outfile:
         writer = outputs.enter_context(
-            NexusTableWriter(params.outfile, CORRECTED_SCHEMA, source.n_rows, source.ndiv)
+            NexusTableWriter(params.outfile, CORRECTED_SCHEMA, source.n_rows, source.ndiv, direct=True)
         )
-    tasks = [
-        dask.delayed(_correct_in_place, pure=False)(i, a, b, source, model, writer, parquet_dir, bar)
-        for i, (a, b) in enumerate(ranges)
-    ]
-    # the scheduler function itself: a scheduler *name* makes dask import distributed (~0.35 s) to look
-    # for a default client first
-    records = list(dask.compute(*tasks, scheduler=dask.threaded.get, num_workers=threads))
+    pool = ThreadPoolExecutor(threads or os.cpu_count() or 1, thread_name_prefix="correct")
+    try:
+        futures = [
+            pool.submit(_correct_in_place, i, a, b, source, model, writer, parquet_dir, bar, fused)
+            for i, (a, b) in enumerate(ranges)
+        ]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in futures if f in done and f.exception() is not None]
+        if failed:
+            raise failed[0].exception()
+        records = [f.result() for f in futures]
+    finally:  # on an error (or SIGTERM) the ranges not started are dropped, the running ones end
+        pool.shutdown(wait=True, cancel_futures=True)
     if writer is not None:
         writer.commit()
     return records
@@ -217,7 +228,7 @@ def _run_cluster(params, source, model, ranges, parquet_dir, bar, client, second
         with run_tasks(
             client, run_correct_task, range(len(ranges)), [a for a, _ in ranges], [b for _, b in ranges],
             source=source, model=model_future, part_dir=str(work.reduce_dir), parquet_dir=parquet_dir,
-            name="correct", bar=bar,
+            fused=source.n_rows >= FUSED_MIN_ROWS, name="correct", bar=bar,
         ) as results:  # fmt: skip
             for r in results:
                 records[r["index"]] = r

@@ -17,6 +17,7 @@ metadata; :func:`read_table` puts it in ``DataFrame.attrs["ndiv"]``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import threading
@@ -109,6 +110,10 @@ class NexusTableWriter:
     :meth:`commit`) and the file has no chunk cache: HDF5 then holds no unwritten data, so a file whose
     disk filled up still closes cleanly (with dirty cached chunks, closing such a file crashes h5py).
     A write that runs out of space raises :class:`~pipeline.errors.DiskFullError` naming ``path``.
+
+    ``direct=True`` (rows at known offsets, uncompressed): each column's storage is placed in the file
+    when it is created, and :meth:`write` puts the rows there with ``pwrite``, not through HDF5, so
+    several threads write at once (the columns read back the same; ``correct`` uses it).
     """
 
     APPEND_CHUNK = 1 << 16  # rows per HDF5 chunk of the resizable datasets (a small table wastes < 3 MB)
@@ -122,6 +127,7 @@ class NexusTableWriter:
         ndiv,
         attrs=None,
         compress: bool = False,
+        direct: bool = False,
     ):
         self.path = Path(path)
         self.schema = schema
@@ -141,6 +147,10 @@ class NexusTableWriter:
         self._file = None
         self._closed = False
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # direct writes: none running
+        self._active = 0
+        self._offsets: dict[str, int] | None = None  # direct writes: each column's place in the file
+        self._direct = direct and not compress and n_rows
         try:
             with self._on_full():
                 # no chunk cache for plain datasets (whole chunks are written directly); compressed ones
@@ -174,6 +184,18 @@ class NexusTableWriter:
                 )
                 for name, dt in schema.items()
             }
+        elif self._direct:
+            self._datasets, self._offsets = {}, {}
+            for name, dt in schema.items():
+                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+                dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # placed now: its offset is known
+                dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)  # nothing but the rows is written there
+                space = h5py.h5s.create_simple((self.n_rows,))
+                dsid = h5py.h5d.create(group.id, name.encode(), h5py.h5t.py_create(dt), space, dcpl=dcpl)
+                self._datasets[name] = h5py.Dataset(dsid)
+                self._offsets[name] = dsid.get_offset()
+            if None in self._offsets.values():
+                self._offsets = None
         else:
             self._datasets = {
                 name: group.create_dataset(name, shape=(self.n_rows,), dtype=dt, **packing)
@@ -270,11 +292,40 @@ class NexusTableWriter:
         (size,) = sizes
         if start + size > self.n_rows:
             raise ValueError(f"rows {start}:{start + size} exceed the table's {self.n_rows} rows")
+        if self._offsets is not None:
+            self._write_direct(start, size, columns)
+            return
         with self._lock, self._on_full():
             if self._closed:  # closed after another thread's error: its writes stop here
                 raise RuntimeError(f"{self.path}: the table writer is closed")
             for name, ds in self._datasets.items():
                 ds[start : start + size] = np.asarray(columns[name], dtype=self.schema[name])
+            self._written += size
+
+    def _write_direct(self, start: int, size: int, columns: dict[str, np.ndarray]) -> None:
+        """(``direct=True``) the rows written with ``pwrite`` where HDF5 placed each column: without
+        HDF5's lock and with the GIL released, so threads write at once (close waits for them)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"{self.path}: the table writer is closed")
+            self._active += 1
+        try:
+            fd = self._file.id.get_vfd_handle()
+            with self._on_full():
+                for name, dt in self.schema.items():
+                    a = np.ascontiguousarray(columns[name], dtype=dt)
+                    view = memoryview(a).cast("B")
+                    offset, done = self._offsets[name] + start * a.itemsize, 0
+                    while done < view.nbytes:
+                        n = os.pwrite(fd, view[done:], offset + done)
+                        if n <= 0:
+                            raise OSError(errno.ENOSPC, "no byte written", str(self.path))
+                        done += n
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._idle.notify_all()
+        with self._lock:
             self._written += size
 
     def commit(self) -> Path:
@@ -293,6 +344,7 @@ class NexusTableWriter:
         running in another thread: closing under a write crashes HDF5."""
         with self._lock:
             self._closed = True
+            self._idle.wait_for(lambda: self._active == 0)
             self._close()
 
     def _close(self) -> None:
@@ -356,6 +408,9 @@ class TableSource:
         """Rows ``start:stop`` of the chosen columns (all by default) as numpy arrays."""
         columns = list(columns or self.columns)
         if self.format == "nexus":
+            layout = _plain_layout(self.path, tuple(columns)) if 0 <= start and 0 <= stop else None
+            if layout is not None:
+                return _read_plain(self.path, layout, start, stop)
             with h5py.File(self.path, "r") as f:
                 g = f[TABLE_GROUP]
                 return {c: g[c][start:stop] for c in columns}
@@ -374,6 +429,99 @@ class TableSource:
             schema = pq.read_schema(self.parts[0][0])
             return {c: np.zeros(0, dtype=schema.field(c).type.to_pandas_dtype()) for c in columns}
         return {c: np.concatenate(v) if v else np.zeros(0) for c, v in out.items()}
+
+
+_LAYOUTS: dict[tuple, dict | None] = {}
+_LAYOUTS_LOCK = threading.Lock()
+
+
+def _plain_layout(path: str, columns: tuple[str, ...]) -> dict | None:
+    """Where the rows of each column lie in the file, when every column can be read with plain reads
+    (numeric native dtype, no filters, contiguous or every chunk allocated and unfiltered):
+    ``{column: (dtype, length, rows per chunk or 0, byte offsets)}``; else None. Found once per file version.
+
+    Plain reads (``os.preadv``) skip HDF5's per-call work and its global lock and release the GIL,
+    so row ranges are read in parallel: ~4x less time than h5py for correct's 4.6 M-row table."""
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size, st.st_ino, columns)
+    with _LAYOUTS_LOCK:
+        if key in _LAYOUTS:
+            return _LAYOUTS[key]
+    layout: dict | None = {}
+    try:
+        with h5py.File(path, "r") as f:
+            g = f[TABLE_GROUP]
+            for c in columns:
+                ds = g[c]
+                dt = ds.dtype
+                dcpl = ds.id.get_create_plist()
+                if ds.ndim != 1 or dt.kind not in "fiu" or not dt.isnative or dcpl.get_nfilters():
+                    layout = None
+                    break
+                if ds.chunks is None:
+                    offset = ds.id.get_offset()
+                    if offset is None and ds.shape[0]:
+                        layout = None
+                        break
+                    layout[c] = (dt, ds.shape[0], 0, [offset or 0])
+                    continue
+                rows = ds.chunks[0]
+                n_chunks = -(-ds.shape[0] // rows)
+                if ds.id.get_num_chunks() != n_chunks:
+                    layout = None
+                    break
+                offsets = [0] * n_chunks
+                for i in range(n_chunks):
+                    info = ds.id.get_chunk_info(i)
+                    if info.filter_mask or info.size != rows * dt.itemsize:
+                        layout = None
+                        break
+                    offsets[info.chunk_offset[0] // rows] = info.byte_offset
+                if layout is None:
+                    break
+                layout[c] = (dt, ds.shape[0], rows, offsets)
+    except (OSError, KeyError, RuntimeError, ValueError):
+        layout = None
+    with _LAYOUTS_LOCK:
+        _LAYOUTS[key] = layout
+    return layout
+
+
+def _pread_into(fd: int, out: np.ndarray, offset: int) -> None:
+    view = memoryview(out).cast("B")
+    done = 0
+    while done < view.nbytes:
+        n = os.preadv(fd, [view[done : done + (1 << 30)]], offset + done)
+        if n <= 0:
+            raise OSError(f"unexpected end of file at byte {offset + done}")
+        done += n
+
+
+def _read_plain(path: str, layout: dict, start: int, stop: int) -> dict[str, np.ndarray]:
+    out = {}
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for c, (dt, length, rows, offsets) in layout.items():
+            stop_c = min(stop, length)  # as slicing: rows past the end are not there
+            start_c = min(start, stop_c)
+            out[c] = _read_column(fd, dt, rows, offsets, start_c, stop_c)
+    finally:
+        os.close(fd)
+    return out
+
+
+def _read_column(fd: int, dt: np.dtype, rows: int, offsets: list[int], start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of a column stored contiguously (``rows`` 0) or in chunks of ``rows``."""
+    a = np.empty(stop - start, dtype=dt)
+    if rows == 0:
+        if a.size:
+            _pread_into(fd, a, offsets[0] + start * dt.itemsize)
+        return a
+    for i in range(start // rows, -(-stop // rows)):
+        lo, hi = max(start, i * rows), min(stop, (i + 1) * rows)
+        if lo < hi:
+            _pread_into(fd, a[lo - start : hi - start], offsets[i] + (lo - i * rows) * dt.itemsize)
+    return a
 
 
 def open_table(path: str | os.PathLike) -> TableSource:

@@ -13,8 +13,9 @@ Per row, with mdx2 1.0.5's formulas::
 Grids are interpolated linearly at fractional grid coordinates ``np.interp(x, axis, arange(n))``,
 as mdx2's ``interp2``/``interp3`` (``scipy.ndimage.map_coordinates(order=1)``, where a NaN corner
 makes the value NaN even at weight 0). :func:`correct_rows` does it in numpy, blocks of rows at a time
-on padded, flattened grids (no numba: a ``correct`` run pays neither numba's import nor its start-up);
-:func:`correct_rows_oracle` is the plain numpy/scipy transcription of mdx2 it is tested against.
+on padded, flattened grids, or (the same bits) with the numba kernels of
+:mod:`pipeline.kernels.corrections_fused`; :func:`correct_rows_oracle` is the plain numpy/scipy
+transcription of mdx2 it is tested against.
 """
 
 from __future__ import annotations
@@ -168,23 +169,40 @@ BLOCK_ROWS = 1 << 15  # rows per pass: the temporaries of a pass stay in the CPU
 # fewer thread-seconds than 64 K on medium with 2 threads, see docs/SPEED.md)
 
 
-def correct_rows(rows: dict[str, np.ndarray], ndiv, model: CorrectionModel) -> dict[str, np.ndarray]:
-    """Corrected columns (mdx2's dtypes) of integrated ``rows`` (h k l phi iy ix seconds counts pixels n)."""
+def correct_rows(
+    rows: dict[str, np.ndarray], ndiv, model: CorrectionModel, fused: bool = True
+) -> dict[str, np.ndarray]:
+    """Corrected columns (mdx2's dtypes) of integrated ``rows`` (h k l phi iy ix seconds counts pixels n).
+
+    ``fused``: in one numba pass per kernel where :func:`~pipeline.kernels.corrections_fused.fused_plan`
+    allows (the same bits); otherwise, and with ``fused=False``, in numpy blocks of rows."""
+    grids = _grids(model)
+    out = None
+    if fused:
+        from pipeline.kernels.corrections_fused import fused_columns, fused_plan
+
+        plan = fused_plan(rows, ndiv, model)
+        out = None if plan is None else fused_columns(rows, ndiv, model, grids, plan)
+    if out is None:
+        out = _numpy_columns(rows, ndiv, model, grids)
+    out["ix"] = np.asarray(rows["ix"], dtype=np.float32)
+    out["iy"] = np.asarray(rows["iy"], dtype=np.float32)
+    out["phi"] = np.asarray(rows["phi"], dtype=np.float32)
+    out["n"] = np.asarray(rows["n"]).astype(np.int32)
+    return out
+
+
+def _numpy_columns(rows, ndiv, model: CorrectionModel, grids: _Grids) -> dict[str, np.ndarray]:
     size = len(rows["h"])
     out = {
         name: np.empty(size, dtype=np.float32) for name in ("s", "intensity", "intensity_error", "rs_volume")
     }
-    grids = _grids(model)
     ub = np.asarray(model.ub_matrix, dtype=np.float64)
     det_ub = float(np.linalg.det(ub))
     with np.errstate(divide="ignore", invalid="ignore"):  # 0 counts over 0 factor etc.: NaN, as mdx2
         for start in range(0, size, BLOCK_ROWS):
             _correct_block(rows, slice(start, start + BLOCK_ROWS), ub, det_ub, grids, model.lorentz, out)
     out.update(_asu_columns(rows, ndiv, model))
-    out["ix"] = np.asarray(rows["ix"], dtype=np.float32)
-    out["iy"] = np.asarray(rows["iy"], dtype=np.float32)
-    out["phi"] = np.asarray(rows["phi"], dtype=np.float32)
-    out["n"] = np.asarray(rows["n"]).astype(np.int32)
     return out
 
 

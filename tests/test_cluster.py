@@ -362,3 +362,19 @@ def test_two_local_clusters_in_one_fresh_process():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_submit_through_the_real_entry_point_sees_every_command(tmp_path):
+    """``python -m pipeline`` registers only the command it runs (start-up time); ``submit`` parses
+    another command's arguments, so it must still see them all."""
+    import subprocess
+    import sys
+
+    cubic = Path(__file__).parent / "data" / "cubic"
+    command = ["integrate", cubic / "geometry.nxs", cubic / "data.nxs", "--outfile", tmp_path / "x.nxs"]
+    argv = [sys.executable, "-m", "pipeline", "submit", "--dry-run", "--", *map(str, command)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "-m pipeline integrate" in done.stdout
+    listed = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True)
+    assert "reintegrate" in listed.stdout and "submit" in listed.stdout

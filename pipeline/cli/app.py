@@ -342,11 +342,14 @@ def main() -> None:
         gc.freeze()
 
 
+_NEEDS_ALL = ("submit",)  # commands that parse another command's arguments: every command stays registered
+
+
 def _asked_for(argv: list[str]) -> list:
     """The registered command that ``argv`` runs, if its first word names one: typer builds the click
     command of every registered command on each call (~40 ms of every command's start-up), so only
     that one is left registered for the call (with the command groups: ``diffuse`` stays a group)."""
-    if not argv or argv[0].startswith("-") or not app.registered_groups:
+    if not argv or argv[0].startswith("-") or not app.registered_groups or argv[0] in _NEEDS_ALL:
         return []
     return [
         c for c in app.registered_commands if (c.name or c.callback.__name__.replace("_", "-")) == argv[0]

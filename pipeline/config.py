@@ -498,9 +498,15 @@ class FindPeaksParams:
     count_threshold: float
     sigma_cutoff: float = 3.0
     chunks: tuple[int, int, int] | None = None  # the chunks mdx2 read the data by (order of the peaks)
+    geometry: str | None = None  # the files, for the run log and the output rule
+    data: str | None = None
+    outfile: str | None = None
+    overwrite: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "chunks", chunks_option(self.chunks))
+        for name in ("geometry", "data", "outfile"):
+            object.__setattr__(self, name, _as_optional_path(getattr(self, name), name))
         for name in ("count_threshold", "sigma_cutoff"):
             value = getattr(self, name)
             try:
@@ -522,9 +528,16 @@ class MaskPeaksParams:
     sigma_cutoff: float = 3.0
     bragg: bool = False
     chunks: tuple[int, int, int] | None = None  # the chunks mdx2 computed the mask by
+    geometry: str | None = None  # the files, for the run log and the output rule
+    data: str | None = None
+    peaks: str | None = None
+    outfile: str | None = None
+    overwrite: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "chunks", chunks_option(self.chunks))
+        for name in ("geometry", "data", "peaks", "outfile"):
+            object.__setattr__(self, name, _as_optional_path(getattr(self, name), name))
         try:
             value = float(self.sigma_cutoff)
         except (TypeError, ValueError):

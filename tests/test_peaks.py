@@ -160,6 +160,15 @@ def test_cli_on_a_cluster(tmp_path, scheduler_address):
     )
     assert r.exit_code == 0, r.output
     _assert_same_mask(mask, GOLD / "mono" / "mask_2.nxs")
+    # each command's run log beside its output, as for the other steps
+    from pipeline.api.runlog import read_run_log
+
+    found = read_run_log(tmp_path / "peaks.nxs.log")
+    assert found["find_peaks.status"] == "ok" and found["find_peaks.inputs"]["data"] == str(data)
+    assert found["find_peaks.result"]["peak_pixels"] == _read(peaks, "/entry/peaks/observed_phi").size
+    found = read_run_log(tmp_path / "mask.nxs.log")
+    assert found["mask_peaks.status"] == "ok" and found["mask_peaks.inputs"]["peaks"] == str(peaks)
+    assert found["mask_peaks.parameters"]["sigma_cutoff"] == 2.0
 
 
 # --- kernels and graph -----------------------------------------------------------------------------

@@ -10,10 +10,10 @@ import time
 
 import numpy as np
 
+from pipeline.api.runlog import check_outputs, run_step
 from pipeline.config import ClusterSpec, FindPeaksParams
 from pipeline.errors import InputError
 from pipeline.graph.plan import open_binned_stack
-from pipeline.io.atomic import check_output_path
 from pipeline.io.geometry import read_miller_grid
 from pipeline.io.peaks import PeakTable, write_peaks
 from pipeline.kernels.peaks import fit_gaussian, interp_points
@@ -57,6 +57,7 @@ def find_peaks(
     outfile: PathLike | None = "peaks.nxs",
     overwrite: bool = False,
     cluster: ClusterSpec | str | None = None,
+    log_file: PathLike | None = None,
     client=None,
     quiet: bool = True,
 ) -> PeakTable:
@@ -70,11 +71,30 @@ def find_peaks(
     ``data`` is a data.nxs or the detector's own files (NXmx/Eiger master, CBF, or the
     DIALS ``.expt`` naming them); mdx2 lists peak pixels chunk by chunk, so the order follows
     ``chunks`` (frames, y, x; default: the data's storage chunks, or for detector files the chunks
-    mdx2.import_data would write).
+    mdx2.import_data would write). ``log_file``: write a run log there (:mod:`pipeline.api.runlog`).
     """
-    params = FindPeaksParams(count_threshold=count_threshold, sigma_cutoff=sigma_cutoff, chunks=chunks)
-    if outfile is not None:
-        check_output_path(outfile, overwrite)
+    params = FindPeaksParams(
+        count_threshold=count_threshold,
+        sigma_cutoff=sigma_cutoff,
+        chunks=chunks,
+        geometry=geometry,
+        data=data,
+        outfile=outfile,
+        overwrite=overwrite,
+    )
+    check_outputs(params, log_file)
+    with run_step("find_peaks", params, client, log_file) as step:
+        table = _find_peaks(params, client, cluster, quiet)
+        step.result = {  # for the run log (the table holds every peak pixel)
+            "peak_pixels": int(table.size),
+            "outliers": int(table.outlier_phi.size),
+            "r0": [float(x) for x in table.model.r0],
+        }
+        return table
+
+
+def _find_peaks(params: FindPeaksParams, client, cluster, quiet: bool) -> PeakTable:
+    geometry, data, outfile, overwrite = params.geometry, params.data, params.outfile, params.overwrite
     grid = read_miller_grid(geometry)
     stack = open_binned_stack(data, params.chunks)
     t0 = time.perf_counter()

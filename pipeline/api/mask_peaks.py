@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.api.find_peaks import local_threads, maybe_cluster
+from pipeline.api.runlog import check_outputs, run_step
 from pipeline.config import ClusterSpec, MaskPeaksParams
 from pipeline.errors import InputError
 from pipeline.graph.plan import open_binned_stack
-from pipeline.io.atomic import check_output_path
 from pipeline.io.geometry import read_miller_grid, read_symmetry
 from pipeline.io.peaks import read_peaks, write_mask
 from pipeline.progress import progress_bar
@@ -59,6 +59,7 @@ def mask_peaks(
     outfile: PathLike = "mask.nxs",
     overwrite: bool = False,
     cluster: ClusterSpec | str | None = None,
+    log_file: PathLike | None = None,
     client=None,
     quiet: bool = True,
 ) -> MaskResult:
@@ -69,11 +70,30 @@ def mask_peaks(
     to ``outfile`` as ``/entry/mask`` (for ``integrate --mask`` here and in mdx2). ``data`` and
     ``chunks`` as for :func:`~pipeline.api.find_peaks.find_peaks`: mdx2 computes the mask per chunk
     of its data.nxs, so pass that data.nxs's chunks when ``data`` is the detector's own files.
+    ``log_file``: write a run log there (:mod:`pipeline.api.runlog`).
     """
+    params = MaskPeaksParams(
+        sigma_cutoff=sigma_cutoff,
+        bragg=bragg,
+        chunks=chunks,
+        geometry=geometry,
+        data=data,
+        peaks=peaks,
+        outfile=outfile,
+        overwrite=overwrite,
+    )
+    check_outputs(params, log_file)
+    with run_step("mask_peaks", params, client, log_file) as step:
+        step.result = _mask_peaks(params, client, cluster, quiet)
+        return step.result
+
+
+def _mask_peaks(params: MaskPeaksParams, client, cluster, quiet: bool) -> MaskResult:
     from pipeline.graph.peaks import mask_chunks, plan_mask, run_local_or_cluster, run_mask_task
 
-    params = MaskPeaksParams(sigma_cutoff=sigma_cutoff, bragg=bragg, chunks=chunks)
-    check_output_path(outfile, overwrite)
+    geometry, data, peaks, outfile, overwrite = (
+        params.geometry, params.data, params.peaks, params.outfile, params.overwrite,
+    )  # fmt: skip
     grid = read_miller_grid(geometry)
     symmetry = read_symmetry(geometry)
     if not symmetry.reflection_conditions:

@@ -73,7 +73,7 @@ _PACKAGES = (
     "pyarrow",
     "matplotlib",
 )
-_PATH_PARAMS = ("geometry", "data", "mask", "background", "integrated", "merged", "hkl")
+_PATH_PARAMS = ("geometry", "data", "mask", "background", "integrated", "merged", "hkl", "peaks")
 
 
 def _dist_info_versions() -> dict[str, str]:
@@ -261,11 +261,15 @@ class RunLog:
             raise
         finally:
             result = step.result
-            seconds = dict(getattr(result, "seconds", {}) or {})
+            seconds = getattr(result, "seconds", None) or {}
+            seconds = dict(seconds) if isinstance(seconds, dict) else {"total": round(float(seconds), 3)}
             seconds.setdefault("total", round(time.perf_counter() - t0, 3))
             self.record(f"{name}.timings_s", seconds)
             if result is not None:
-                fields = result.to_dict() if hasattr(result, "to_dict") else jsonable(result)
+                if isinstance(result, dict):
+                    fields = result
+                else:
+                    fields = result.to_dict() if hasattr(result, "to_dict") else jsonable(result)
                 if isinstance(fields, dict):
                     fields = {k: v for k, v in fields.items() if k != "seconds"}
                 self.record(f"{name}.result", fields)

@@ -11,6 +11,7 @@ from pipeline.cli.app import (
     IMAGES_HELP,
     ChunksOpt,
     ClusterOpt,
+    LogFileOpt,
     MemoryLimitOpt,
     OverwriteOpt,
     QuietOpt,
@@ -43,6 +44,7 @@ def find_peaks(
     workers: WorkersOpt = None,
     memory_limit: MemoryLimitOpt = None,
     overwrite: OverwriteOpt = False,
+    log_file: LogFileOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Find pixels above a count threshold and fit the Gaussian peak model, as mdx2.find_peaks.
@@ -69,6 +71,7 @@ def find_peaks(
         chunks=chunks,
         overwrite=overwrite,
         cluster=ClusterSpec(cluster, workers, memory_limit),
+        log_file=log_file or Path(f"{outfile}.log"),
         quiet=quiet,
     )
     if not quiet:

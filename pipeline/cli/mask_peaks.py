@@ -11,6 +11,7 @@ from pipeline.cli.app import (
     IMAGES_HELP,
     ChunksOpt,
     ClusterOpt,
+    LogFileOpt,
     MemoryLimitOpt,
     OverwriteOpt,
     QuietOpt,
@@ -45,6 +46,7 @@ def mask_peaks(
     workers: WorkersOpt = None,
     memory_limit: MemoryLimitOpt = None,
     overwrite: OverwriteOpt = False,
+    log_file: LogFileOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Mask the Bragg peaks (peak model contour + threshold pixels), as mdx2.mask_peaks.
@@ -70,6 +72,7 @@ def mask_peaks(
         chunks=chunks,
         overwrite=overwrite,
         cluster=ClusterSpec(cluster, workers, memory_limit),
+        log_file=log_file or Path(f"{outfile}.log"),
         quiet=quiet,
     )
     if not quiet:

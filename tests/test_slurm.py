@@ -184,7 +184,10 @@ def test_interrupted_client_cancels_its_jobs(signum, workdir):
         from pipeline.cluster import connect
         with connect("slurm", workers=2) as client:
             print("ready", flush=True)
-            time.sleep(300)
+            # short sleeps: a signal the kernel delivers to another thread (the client's event loop)
+            # does not cut a long sleep of the main thread short; Python acts on it at the next wake-up
+            for _ in range(1500):
+                time.sleep(0.2)
     """)
     proc = subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -141,6 +141,12 @@ def run_integration(
     except DiskFullError as exc:
         raise explain_disk_full(exc, plan, workdir, n_slots, memory, estimate) from None
     seconds["plan"] = time.perf_counter() - t0
+    if getattr(client, "in_process", False):  # the kernels run in this process's threads
+        from pipeline.kernels.warmup import prepare_numba
+
+        t = time.perf_counter()
+        prepare_numba()
+        seconds["numba"] = time.perf_counter() - t
     try:
         result = _run(
             plan, work, client, progress, seconds, steps, check_space=estimate == "after-first-task"

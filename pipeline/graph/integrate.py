@@ -29,7 +29,7 @@ from pipeline.graph.tasks import MapContext, ReduceContext, RowSteps, run_map_ta
 from pipeline.graph.workdir import WorkDir, fingerprint_files
 from pipeline.io.atomic import atomic_path, check_output_path
 from pipeline.io.tables import INTEGRATED_SCHEMA, NexusTableWriter
-from pipeline.kernels.warmup import NumbaPreparation
+from pipeline.kernels.warmup import prepare_numba
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -142,6 +142,10 @@ def run_integration(
     except DiskFullError as exc:
         raise explain_disk_full(exc, plan, workdir, n_slots, memory, estimate) from None
     seconds["plan"] = time.perf_counter() - t0
+    if getattr(client, "in_process", False):  # the kernels run in this process's threads
+        t = time.perf_counter()
+        prepare_numba()
+        seconds["numba"] = time.perf_counter() - t
     try:
         result = _run(
             plan, work, client, progress, seconds, steps, check_space=estimate == "after-first-task"
@@ -203,27 +207,19 @@ def _run(
     def rate(record):
         return f"{record['pixels_read'] / max(record['seconds_total'], 1e-9) / 1e6:.0f} Mpx/s/task"
 
-    numba = NumbaPreparation()
-    if getattr(client, "in_process", False):  # the kernels run in this process's threads: numba is
-        numba.hold()  # prepared here while they read their first chunks
-    try:
-        with run_tasks(
-            client, run_map_task, todo, ctx=ctx, name=f"map-{work.digest}", ids=[t.index for t in todo],
-            bar=bar, detail=rate,
-        ) as results:  # fmt: skip
-            if waited := numba.finish():
-                seconds["numba"] = waited
-            for record in results:
-                records[record["index"]] = record
-                if check_space:  # the free-space check deferred to the first finished task
-                    from pipeline.graph.space import RowsSoFar, space_needs, warn_if_short
+    with run_tasks(
+        client, run_map_task, todo, ctx=ctx, name=f"map-{work.digest}", ids=[t.index for t in todo],
+        bar=bar, detail=rate,
+    ) as results:  # fmt: skip
+        for record in results:
+            records[record["index"]] = record
+            if check_space:  # the free-space check deferred to the first finished task
+                from pipeline.graph.space import RowsSoFar, space_needs, warn_if_short
 
-                    so_far = RowsSoFar(plan.stack.n_pixels)
-                    so_far.add(record)
-                    warn_if_short(space_needs(params, work.path, so_far.estimate()))
-                    check_space = False
-    finally:
-        numba.finish()  # (nothing if done)
+                so_far = RowsSoFar(plan.stack.n_pixels)
+                so_far.add(record)
+                warn_if_short(space_needs(params, work.path, so_far.estimate()))
+                check_space = False
     seconds["map"] = time.perf_counter() - t
     # 2. partitions
     t = time.perf_counter()

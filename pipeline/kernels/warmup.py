@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-__all__ = ["NumbaPreparation", "prepare_numba", "warm_up"]
+__all__ = ["prepare_numba", "warm_up"]
 
 
 _REST = [(c, np.float32) for c in ("phi", "iy", "ix", "seconds")] + [
@@ -165,39 +165,6 @@ def prepare_numba() -> None:
         cpu_target.target_context.refresh()
     finally:
         sys.meta_path.remove(hook)
-
-
-class NumbaPreparation:
-    """:func:`prepare_numba` on this thread while tasks on other threads of the process start: ``hold()``,
-    before the tasks are submitted, takes numba's compiler lock (a task's first kernel call waits on it;
-    what the tasks do before, such as reading and inflating their first chunks, goes on), ``finish()``
-    prepares numba and lets the lock go (after the first call: nothing). Returns the seconds it took."""
-
-    def __init__(self) -> None:
-        self._held = False
-
-    def hold(self) -> None:
-        import sys
-
-        if "numba.np.arraymath" in sys.modules:  # prepared already
-            return
-        from numba.core.compiler_lock import global_compiler_lock
-
-        global_compiler_lock.acquire()
-        self._held = True
-
-    def finish(self) -> float:
-        if not self._held:
-            return 0.0
-        from numba.core.compiler_lock import global_compiler_lock
-
-        t0 = time.perf_counter()
-        try:
-            prepare_numba()
-        finally:
-            self._held = False
-            global_compiler_lock.release()
-        return time.perf_counter() - t0
 
 
 def warm_up() -> float:

@@ -181,6 +181,20 @@ def test_bin_chunk_equals_oracle_on_uneven_chunkings(data):
     assert sum(int(r["counts"].sum()) for r in fast) == int(stack[0][keep].sum())
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_bin_chunk_equals_oracle_across_row_tiles(data):
+    """Chunks taller than the kernel's tile of image rows (several tiles and a partial one), with the
+    tables starting small so that they grow (and the kernel resumes) in the middle of a tile."""
+    grid, stack, ndiv = data.draw(stacks(max_shape=(3, 90, 70)))
+    assume(stack[0].shape[1] > 32)
+    hint = data.draw(st.sampled_from([0, 1_000_000]))
+    (axes, hkl), (pixels, mask, phi, iy, ix, seconds) = grid, stack
+    block = prepare_miller_block(axes, hkl, phi, iy, ix)
+    fast = bin_chunk(pixels, mask, block, phi, iy, ix, seconds, ndiv, hint)
+    assert_rows_equal(sort_rows(fast), bin_chunk_oracle(pixels, mask, block, phi, iy, ix, seconds, ndiv))
+
+
 @SETTINGS
 @given(data=st.data())
 def test_chain_equals_mdx2_integrate(data):

@@ -29,6 +29,7 @@ from pipeline.graph.tasks import MapContext, ReduceContext, RowSteps, run_map_ta
 from pipeline.graph.workdir import WorkDir, fingerprint_files
 from pipeline.io.atomic import atomic_path, check_output_path
 from pipeline.io.tables import INTEGRATED_SCHEMA, NexusTableWriter
+from pipeline.kernels.warmup import prepare_numba
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -141,6 +142,10 @@ def run_integration(
     except DiskFullError as exc:
         raise explain_disk_full(exc, plan, workdir, n_slots, memory, estimate) from None
     seconds["plan"] = time.perf_counter() - t0
+    if getattr(client, "in_process", False):  # the kernels run in this process's threads
+        t = time.perf_counter()
+        prepare_numba()
+        seconds["numba"] = time.perf_counter() - t
     try:
         result = _run(
             plan, work, client, progress, seconds, steps, check_space=estimate == "after-first-task"

@@ -196,4 +196,7 @@ def plan_integration(params: IntegrateParams, n_workers: int = 1) -> Integration
         len(tasks),
     )
     geometry = GeometryRef(str(params.geometry), miller_grid_digest(grid))
+    from pipeline.graph.tasks import remember_miller_grid  # (tasks imports this module)
+
+    remember_miller_grid(geometry, grid)  # map tasks run in this process need not read it again
     return IntegrationPlan(params, stack, masks, geometry, h_range, tasks)

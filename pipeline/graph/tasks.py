@@ -7,8 +7,8 @@ arrays and partial rows never travel between processes (they go through the work
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +28,14 @@ from pipeline.kernels.keys import KEY_BITS, KEY_OFFSET
 from pipeline.kernels.partials import reduce_to_columns, reduce_to_table
 from pipeline.kernels.sorting import concat_rows, stable_key_order
 
-__all__ = ["MapContext", "ReduceContext", "RowSteps", "run_map_task", "run_reduce_task"]
+__all__ = [
+    "MapContext",
+    "ReduceContext",
+    "RowSteps",
+    "remember_miller_grid",
+    "run_map_task",
+    "run_reduce_task",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,16 +85,39 @@ class RowSteps(Protocol):
     def reduce(self, rows: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
-@functools.lru_cache(maxsize=4)
+# Miller grids by GeometryRef (path and content digest), at most _KEEP_GRIDS, oldest dropped first
+_GRIDS: dict[GeometryRef, tuple] = {}
+_GRIDS_LOCK = threading.Lock()
+_KEEP_GRIDS = 4
+
+
+def _keep_grid(ref: GeometryRef, grid) -> tuple:
+    if len(_GRIDS) >= _KEEP_GRIDS:
+        _GRIDS.pop(next(iter(_GRIDS)))
+    _GRIDS[ref] = ((grid.phi, grid.iy, grid.ix), grid.hkl)
+    return _GRIDS[ref]
+
+
+def remember_miller_grid(ref: GeometryRef, grid) -> None:
+    """Keep the grid the planner read (``ref`` is its digest) for the map tasks of this process: the
+    threads of a local run then do not read the geometry again, both at once, as the map starts."""
+    with _GRIDS_LOCK:
+        _keep_grid(ref, grid)
+
+
 def _miller_grid(ref: GeometryRef):
-    """The Miller grid of ``ref``, read once per worker and run (keyed by path and content digest)."""
-    grid = read_miller_grid(ref.path)
-    if miller_grid_digest(grid) != ref.digest:
-        raise InputError(
-            f"{ref.path!r}: the Miller grid changed after the run was planned (the file was replaced "
-            "during the run); run again"
-        )
-    return (grid.phi, grid.iy, grid.ix), grid.hkl
+    """The Miller grid of ``ref``, read once per worker and run (keyed by path and content digest;
+    a thread that needs it while another reads it waits for that read)."""
+    with _GRIDS_LOCK:
+        if ref in _GRIDS:
+            return _GRIDS[ref]
+        grid = read_miller_grid(ref.path)
+        if miller_grid_digest(grid) != ref.digest:
+            raise InputError(
+                f"{ref.path!r}: the Miller grid changed after the run was planned (the file was replaced "
+                "during the run); run again"
+            )
+        return _keep_grid(ref, grid)
 
 
 def _read(reader, slices, path: str, what: str) -> np.ndarray:

@@ -9,8 +9,9 @@ For every pixel that is not masked (counts != -1 and mask False), in C order of 
 Sums are accumulated per key in pixel order, the same additions ``np.bincount`` does in mdx2, so the
 float64 partial sums (and the partial-observation split that depends on them) are bit-identical.
 
-Two implementations: :func:`bin_chunk` (numba, nogil: per image row, a vectorised pass computes
-the keys, then a scalar pass accumulates into a paged open-addressing table) and
+Two implementations: :func:`bin_chunk` (numba, nogil: per tile of 32 image rows, a pass vectorised
+across the tile's rows computes the keys, then a scalar pass accumulates the tile's pixels in C order
+into a paged open-addressing table) and
 :func:`bin_chunk_oracle` (plain numpy, ``np.unique`` + ``np.bincount``, as mdx2 does it).
 """
 
@@ -108,58 +109,62 @@ def _rehash(blocks, new_blocks, new_bits):
             new_blocks[j, 1] = blocks[i, 1]
 
 
-@numba.njit(nogil=True, cache=True)
-def _row_keys_fused(data, mask, use_mask, p, y, step1, b1, b2, w1, w2, nh, nk, nl, grid_row, rounded, keys):
-    """Keys of image row (p, y), Miller indices from ``step1``: mdx2's second step (along iy) once for
-    the row's grid points, then the third (along ix) per pixel, each as ``lo * (1 - w) + hi * w``."""
-    j1 = b1[y]
-    v1 = w1[y]
-    rh, rk, rl = grid_row[0], grid_row[1], grid_row[2]
-    for g in range(rh.size):
-        rh[g] = step1[p, j1, g, 0] * (1.0 - v1) + step1[p, j1 + 1, g, 0] * v1
-        rk[g] = step1[p, j1, g, 1] * (1.0 - v1) + step1[p, j1 + 1, g, 1] * v1
-        rl[g] = step1[p, j1, g, 2] * (1.0 - v1) + step1[p, j1 + 1, g, 2] * v1
-    Hf, Kf, Lf = rounded[0], rounded[1], rounded[2]
-    for x in range(keys.size):
-        j = b2[x]
-        w = w2[x]
-        Hf[x] = np.rint((rh[j] * (1.0 - w) + rh[j + 1] * w) * nh)
-        Kf[x] = np.rint((rk[j] * (1.0 - w) + rk[j + 1] * w) * nk)
-        Lf[x] = np.rint((rl[j] * (1.0 - w) + rl[j + 1] * w) * nl)
-    return _pack_row(data, mask, use_mask, p, y, rounded, keys)
-
-
-@numba.njit(nogil=True, cache=True)
-def _row_keys_dense(data, mask, use_mask, p, y, hkl, nh, nk, nl, rounded, keys):
-    """Keys of image row (p, y), Miller indices read from the precomputed ``hkl``."""
-    Hf, Kf, Lf = rounded[0], rounded[1], rounded[2]
-    for x in range(keys.size):
-        Hf[x] = np.rint(hkl[p, y, x, 0] * nh)
-        Kf[x] = np.rint(hkl[p, y, x, 1] * nk)
-        Lf[x] = np.rint(hkl[p, y, x, 2] * nl)
-    return _pack_row(data, mask, use_mask, p, y, rounded, keys)
+# Rows are binned in tiles of _TILE image rows. The keys of a tile are computed first, with the rows
+# side by side (``keys[x, r]``): every pixel of a column shares the grid points and weights along ix,
+# so the arithmetic runs across the tile's rows in SIMD lanes with no gathers. The accumulation then
+# walks the tile's pixels in C order.
+_TILE = 32
+_BAD = np.int64(-2)  # key of a pixel whose indices a key cannot hold (or are NaN)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _pack_row(data, mask, use_mask, p, y, rounded, keys):
-    """Pack the rounded indices of row (p, y) into keys, EMPTY where the pixel is excluded (counts -1
-    or masked) or an index lies beyond KEY_LIMIT (or is NaN); True if a kept pixel was out of range.
-    Branch-free, so that the compiler vectorises it."""
+def _pack_lane(Hf, Kf, Lf, lim):
+    """The key of rounded indices (Hf, Kf, Lf), or _BAD beyond KEY_LIMIT (or NaN); branch-free."""
+    ok = (abs(Hf) <= lim) & (abs(Kf) <= lim) & (abs(Lf) <= lim)
+    H = np.int64(Hf) if ok else 0
+    K = np.int64(Kf) if ok else 0
+    L = np.int64(Lf) if ok else 0
+    key = ((H + KEY_OFFSET) << (2 * KEY_BITS)) | ((K + KEY_OFFSET) << KEY_BITS) | (L + KEY_OFFSET)
+    return key if ok else _BAD
+
+
+@numba.njit(nogil=True, cache=True)
+def _tile_keys_fused(p, y0, step1, b1, b2, w1, w2, omw2, nh, nk, nl, lanes, keys):
+    """Keys of image rows y0 ... (at most _TILE, to the chunk's last) of frame p into ``keys[x, r]``,
+    Miller indices from ``step1``: mdx2's second step (along iy) once per row for its grid points,
+    then the third (along ix) per pixel, each as ``lo * (1 - w) + hi * w``."""
+    rows = min(_TILE, b1.size - y0)
+    G = step1.shape[2]
+    for r in range(rows):
+        y = y0 + r
+        j1 = b1[y]
+        v1 = w1[y]
+        for g in range(G):
+            for c in range(3):
+                lanes[c, g, r] = step1[p, j1, g, c] * (1.0 - v1) + step1[p, j1 + 1, g, c] * v1
     lim = np.float64(KEY_LIMIT)
-    bad = False
-    Hf, Kf, Lf = rounded[0], rounded[1], rounded[2]
-    for x in range(keys.size):
-        ok = (abs(Hf[x]) <= lim) & (abs(Kf[x]) <= lim) & (abs(Lf[x]) <= lim)
-        excluded = data[p, y, x] == -1
-        if use_mask:
-            excluded |= mask[p, y, x]
-        bad |= ~(ok | excluded)
-        H = np.int64(Hf[x]) if ok else 0
-        K = np.int64(Kf[x]) if ok else 0
-        L = np.int64(Lf[x]) if ok else 0
-        key = ((H + KEY_OFFSET) << (2 * KEY_BITS)) | ((K + KEY_OFFSET) << KEY_BITS) | (L + KEY_OFFSET)
-        keys[x] = _EMPTY if (excluded | ~ok) else key
-    return bad
+    for x in range(b2.size):
+        j = b2[x]
+        w = w2[x]
+        om = omw2[x]  # 1.0 - w, the same double
+        for r in range(rows):
+            Hf = np.rint((lanes[0, j, r] * om + lanes[0, j + 1, r] * w) * nh)
+            Kf = np.rint((lanes[1, j, r] * om + lanes[1, j + 1, r] * w) * nk)
+            Lf = np.rint((lanes[2, j, r] * om + lanes[2, j + 1, r] * w) * nl)
+            keys[x, r] = _pack_lane(Hf, Kf, Lf, lim)
+
+
+@numba.njit(nogil=True, cache=True)
+def _tile_keys_dense(p, y0, hkl, nh, nk, nl, keys):
+    """Keys of image rows y0 ... (at most _TILE) of frame p, Miller indices read from ``hkl``."""
+    lim = np.float64(KEY_LIMIT)
+    for r in range(min(_TILE, hkl.shape[1] - y0)):
+        y = y0 + r
+        for x in range(hkl.shape[2]):
+            Hf = np.rint(hkl[p, y, x, 0] * nh)
+            Kf = np.rint(hkl[p, y, x, 1] * nk)
+            Lf = np.rint(hkl[p, y, x, 2] * nl)
+            keys[x, r] = _pack_lane(Hf, Kf, Lf, lim)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -192,8 +197,9 @@ def _bin_pixels(
     ``fused``: Miller indices from ``step1`` (axis order (0, 1, 2)), the second step done once per
     image row; otherwise read per pixel from the precomputed ``hkl`` (other orders).
 
-    Each image row goes in two passes: the voxel keys of the whole row (arithmetic only, which the
-    compiler vectorises), then the accumulation in pixel order (branches and table look-ups).
+    Each tile of image rows goes in two passes: the voxel keys of the whole tile (arithmetic only,
+    which the compiler vectorises across the tile's rows), then the accumulation in pixel order
+    (branches and table look-ups).
     """
     nphi, ny, nx = data.shape
     bits = np.int64(np.log2(blocks.shape[0]))
@@ -208,76 +214,87 @@ def _bin_pixels(
     nk = np.float64(ndiv[1])
     nl = np.float64(ndiv[2])
     out_of_range = False
-    grid_row = np.empty((3, step1.shape[2]))  # h, k, l at the grid points along ix, for one image row
-    rounded = np.empty((3, nx))  # round(h * ndiv_h), ... of the row's pixels
-    keys = np.empty(nx, dtype=np.int64)
+    lanes = np.empty((3, step1.shape[2], _TILE))  # h, k, l at the grid points along ix, per tile row
+    tile = np.empty((nx, _TILE), dtype=np.int64)  # keys as computed: the tile's rows side by side
+    keys = np.empty((_TILE, nx), dtype=np.int64)  # the same in pixel order
+    omw2 = 1.0 - w2
     field = (1 << KEY_BITS) - 1
     p0 = start // (ny * nx)
     y0 = (start // nx) % ny
     x0 = start % nx
     stop = nphi * ny * nx
     for p in range(p0, nphi):
-        for y in range(y0 if p == p0 else 0, ny):
+        phi_p = phi[p]
+        seconds_p = seconds[p]
+        for yt in range(y0 - y0 % _TILE if p == p0 else 0, ny, _TILE):
             if fused:
-                bad = _row_keys_fused(
-                    data, mask, use_mask, p, y, step1, b1, b2, w1, w2, nh, nk, nl, grid_row, rounded, keys
-                )
+                _tile_keys_fused(p, yt, step1, b1, b2, w1, w2, omw2, nh, nk, nl, lanes, tile)
             else:
-                bad = _row_keys_dense(data, mask, use_mask, p, y, hkl, nh, nk, nl, rounded, keys)
-            out_of_range |= bad
-            phi_p = phi[p]
-            seconds_p = seconds[p]
-            iy_y = iy[y]
-            for x in range(x0 if (p == p0 and y == y0) else 0, nx):
-                key = keys[x]
-                if key == _EMPTY:
-                    continue
-                if key != last_key:
-                    # Neighbouring pixels mostly share a voxel: its running sums live in registers and
-                    # go back to the table only when the voxel changes. Each pixel is still added to the
-                    # running total in pixel order, so the float64 sums equal np.bincount's bit for bit.
-                    if last_key != _EMPTY:
-                        pages[page, v, 0] = r_pixels
-                        pages[page, v, 1] = r_counts
-                        pages[page, v, 2] = r_phi
-                        pages[page, v, 3] = r_iy
-                        pages[page, v, 4] = r_ix
-                        pages[page, v, 5] = r_seconds
-                    H = (key >> (2 * KEY_BITS)) - KEY_OFFSET
-                    K = ((key >> KEY_BITS) & field) - KEY_OFFSET
-                    L = (key & field) - KEY_OFFSET
-                    block = (
-                        (((H >> 2) + KEY_OFFSET) << (2 * KEY_BITS))
-                        | (((K >> 2) + KEY_OFFSET) << KEY_BITS)
-                        | ((L >> 2) + KEY_OFFSET)
-                    )
-                    if block != last_block:
-                        s = _slot(block, blocks, bits)
-                        if blocks[s, 0] == _EMPTY:
-                            if 2 * (n_blocks + 1) > blocks.shape[0] or n_pages >= pages.shape[0]:
-                                state[0] = n_blocks  # full: the caller grows the table, resume here
-                                state[1] = n_pages
-                                return (p * ny + y) * nx + x, out_of_range
-                            blocks[s, 0] = block
-                            blocks[s, 1] = n_pages
-                            n_blocks += 1
-                            n_pages += 1
-                        page = blocks[s, 1]
-                        last_block = block
-                    v = ((H & 3) << 4) | ((K & 3) << 2) | (L & 3)
-                    last_key = key
-                    r_pixels = pages[page, v, 0]
-                    r_counts = pages[page, v, 1]
-                    r_phi = pages[page, v, 2]
-                    r_iy = pages[page, v, 3]
-                    r_ix = pages[page, v, 4]
-                    r_seconds = pages[page, v, 5]
-                r_pixels += 1.0
-                r_counts += data[p, y, x]
-                r_phi += phi_p
-                r_iy += iy_y
-                r_ix += ix[x]
-                r_seconds += seconds_p
+                _tile_keys_dense(p, yt, hkl, nh, nk, nl, tile)
+            _transpose(tile, keys, min(_TILE, ny - yt))
+            for y in range(max(yt, y0) if p == p0 else yt, min(yt + _TILE, ny)):
+                row = keys[y - yt]
+                iy_y = iy[y]
+                for x in range(x0 if (p == p0 and y == y0) else 0, nx):
+                    c = data[p, y, x]
+                    if c == -1:
+                        continue
+                    if use_mask:
+                        if mask[p, y, x]:
+                            continue
+                    key = row[x]
+                    if key != last_key:
+                        if key == _BAD:
+                            out_of_range = True
+                            continue
+                        # Neighbouring pixels mostly share a voxel: its running sums live in registers
+                        # and go back to the table only when the voxel changes. Each pixel is still
+                        # added to the running total in pixel order, so the float64 sums equal
+                        # np.bincount's bit for bit.
+                        if last_key != _EMPTY:
+                            pages[page, v, 0] = r_pixels
+                            pages[page, v, 1] = r_counts
+                            pages[page, v, 2] = r_phi
+                            pages[page, v, 3] = r_iy
+                            pages[page, v, 4] = r_ix
+                            pages[page, v, 5] = r_seconds
+                        H = (key >> (2 * KEY_BITS)) - KEY_OFFSET
+                        K = ((key >> KEY_BITS) & field) - KEY_OFFSET
+                        L = (key & field) - KEY_OFFSET
+                        block = (
+                            (((H >> 2) + KEY_OFFSET) << (2 * KEY_BITS))
+                            | (((K >> 2) + KEY_OFFSET) << KEY_BITS)
+                            | ((L >> 2) + KEY_OFFSET)
+                        )
+                        if block != last_block:
+                            s = _slot(block, blocks, bits)
+                            if blocks[s, 0] == _EMPTY:
+                                if 2 * (n_blocks + 1) > blocks.shape[0] or n_pages >= pages.shape[0]:
+                                    # full (the running sums went back above): the caller grows the
+                                    # table and resumes at this pixel
+                                    state[0] = n_blocks
+                                    state[1] = n_pages
+                                    return (p * ny + y) * nx + x, out_of_range
+                                blocks[s, 0] = block
+                                blocks[s, 1] = n_pages
+                                n_blocks += 1
+                                n_pages += 1
+                            page = blocks[s, 1]
+                            last_block = block
+                        v = ((H & 3) << 4) | ((K & 3) << 2) | (L & 3)
+                        last_key = key
+                        r_pixels = pages[page, v, 0]
+                        r_counts = pages[page, v, 1]
+                        r_phi = pages[page, v, 2]
+                        r_iy = pages[page, v, 3]
+                        r_ix = pages[page, v, 4]
+                        r_seconds = pages[page, v, 5]
+                    r_pixels += 1.0
+                    r_counts += c
+                    r_phi += phi_p
+                    r_iy += iy_y
+                    r_ix += ix[x]
+                    r_seconds += seconds_p
     if last_key != _EMPTY:
         pages[page, v, 0] = r_pixels
         pages[page, v, 1] = r_counts
@@ -288,6 +305,26 @@ def _bin_pixels(
     state[0] = n_blocks
     state[1] = n_pages
     return stop, out_of_range
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _transpose(tile, keys, rows):
+    """``keys[r, x] = tile[x, r]`` for the first ``rows`` rows, in blocks of 8 x 8 (in the cache)."""
+    nx = tile.shape[0]
+    whole = nx - nx % 8
+    for r0 in range(0, rows, 8):
+        if r0 + 8 <= rows:
+            for x0 in range(0, whole, 8):
+                for r in range(8):
+                    for x in range(8):
+                        keys[r0 + r, x0 + x] = tile[x0 + x, r0 + r]
+            for x in range(whole, nx):
+                for r in range(r0, r0 + 8):
+                    keys[r, x] = tile[x, r]
+        else:
+            for r in range(r0, rows):
+                for x in range(nx):
+                    keys[r, x] = tile[x, r]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -346,6 +383,25 @@ def _check_inputs(data, mask, block: MillerBlock, phi, iy, ix, seconds):
         raise ValueError("Miller block was prepared for a chunk of another shape")
 
 
+def _fill(args, blocks, pages, bits):
+    """Run :func:`_bin_pixels` over the whole chunk, growing the tables whenever they fill up."""
+    state = np.zeros(2, dtype=np.int64)
+    size = args[0].size
+    start, out_of_range = 0, False
+    while start < size:
+        start, oor = _bin_pixels(*args, blocks, pages, state, start)
+        out_of_range |= oor
+        if start < size:  # out of room: grow what is full and carry on from ``start``
+            if 2 * (state[0] + 1) > blocks.shape[0]:
+                bits += 1
+                bigger = _new_blocks(bits)
+                _rehash(blocks, bigger, bits)
+                blocks = bigger
+            if state[1] >= pages.shape[0]:
+                pages = np.concatenate([pages, np.zeros_like(pages)])
+    return blocks, pages, state, out_of_range
+
+
 def bin_chunk(data, mask, block: MillerBlock, phi, iy, ix, seconds, ndiv, size_hint: int = 0) -> np.ndarray:
     """Partial sums per voxel of one storage chunk (rows in no particular order); see module docstring.
 
@@ -360,39 +416,12 @@ def bin_chunk(data, mask, block: MillerBlock, phi, iy, ix, seconds, ndiv, size_h
     n_pages = max(64, size_hint // 8)
     bits = max(8, int(np.ceil(np.log2(n_pages * 2 + 1))))
     blocks, pages = _tables(bits, n_pages)
-    state = np.zeros(2, dtype=np.int64)
     fused = block.order == (0, 1, 2)
     hkl = np.zeros((1, 1, 1, 3)) if fused else miller_indices_dense(block, data.shape)
     axes = [np.ascontiguousarray(a, dtype=np.float64) for a in (phi, iy, ix, seconds)]
-    start, out_of_range = 0, False
-    while start < data.size:
-        start, oor = _bin_pixels(
-            data,
-            mask_arr,
-            use_mask,
-            fused,
-            block.step1,
-            hkl,
-            block.base[1],
-            block.base[2],
-            block.weight[1],
-            block.weight[2],
-            *axes,
-            np.asarray(ndiv, dtype=np.int64),
-            blocks,
-            pages,
-            state,
-            start,
-        )
-        out_of_range |= oor
-        if start < data.size:  # out of room: grow what is full and carry on from ``start``
-            if 2 * (state[0] + 1) > blocks.shape[0]:
-                bits += 1
-                bigger = _new_blocks(bits)
-                _rehash(blocks, bigger, bits)
-                blocks = bigger
-            if state[1] >= pages.shape[0]:
-                pages = np.concatenate([pages, np.zeros_like(pages)])
+    args = (data, mask_arr, use_mask, fused, block.step1, hkl, *block.base[1:], *block.weight[1:], *axes)
+    args += (np.asarray(ndiv, dtype=np.int64),)
+    blocks, pages, state, out_of_range = _fill(args, blocks, pages, bits)
     keys, sums = _compact(blocks, pages)
     _keep_tables(blocks, pages, int(state[1]))
     if out_of_range:

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-__all__ = ["warm_up"]
+__all__ = ["prepare_numba", "warm_up"]
 
 
 _REST = [(c, np.float32) for c in ("phi", "iy", "ix", "seconds")] + [
@@ -136,6 +136,35 @@ def _correct() -> None:
     from pipeline.kernels.corrections_fused import warm_up as correct_kernels
 
     correct_kernels()
+
+
+class _WithoutScipyLinalg:
+    """An import hook that refuses ``scipy.linalg`` (and its modules)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "scipy.linalg" or name.startswith("scipy.linalg."):
+            raise ImportError(f"{name} is not needed by the kernels")
+        return None
+
+
+def prepare_numba() -> None:
+    """Load numba's implementations (what its first call of any kernel, compiled or cached, does)
+    without importing ``scipy.linalg``: numba imports it there only to find a BLAS, which no kernel
+    here uses (``np.dot`` and friends, were one to use them, still import it when compiled). That
+    import takes 0.1-0.2 s of every run; a process that runs kernels in its own threads calls this
+    before they start. Later imports of ``scipy.linalg`` are not affected."""
+    import sys
+
+    if "numba.np.arraymath" in sys.modules:  # loaded already
+        return
+    from numba.core.registry import cpu_target
+
+    hook = _WithoutScipyLinalg()
+    sys.meta_path.insert(0, hook)
+    try:
+        cpu_target.target_context.refresh()
+    finally:
+        sys.meta_path.remove(hook)
 
 
 def warm_up() -> float:

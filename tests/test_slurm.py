@@ -184,14 +184,14 @@ def test_interrupted_client_cancels_its_jobs(signum, workdir):
         from pipeline.cluster import connect
         with connect("slurm", workers=2) as client:
             print("ready", flush=True)
-            # short sleeps: a signal the kernel delivers to another thread (the client's event loop)
-            # does not cut a long sleep of the main thread short; Python acts on it at the next wake-up
-            for _ in range(1500):
-                time.sleep(0.2)
+            time.sleep(300)
     """)
+    # SIGINT as a terminal gives it: a test run started in the background by a non-interactive shell
+    # (`.ci/run &`) passes SIGINT on ignored, and Python then installs no KeyboardInterrupt handler
     proc = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     try:
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
         assert len(squeue()) == 2

@@ -287,6 +287,17 @@ def test_submit_dry_run_script(node_config, tmp_path):
     assert not list(tmp_path.glob("*.sbatch"))  # a dry run writes nothing
 
 
+def test_submit_run_resumes_when_requeued(node_config, tmp_path):
+    """``diffuse run --resume`` skips the steps a killed job finished: a requeued run job passes it."""
+    cubic = DATA / "cubic"
+    result = dry_run(
+        "--cluster", node_config, "--", "run", str(cubic / "geometry.nxs"), str(cubic / "data.nxs"),
+        "--outdir", str(tmp_path / "results"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "RESUME=(--resume)" in result.output
+
+
 def test_submit_correct_has_no_resume(node_config, tmp_path):
     cubic = DATA / "cubic"
     result = dry_run(

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from pipeline.api.runlog import RunLog, jsonable, performance_report
 from pipeline.api.runstate import RunState
-from pipeline.cluster import connect
+from pipeline.cluster import connect, in_process_cluster
 from pipeline.config import ClusterSpec
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.io.atomic import check_output_path
@@ -224,8 +224,8 @@ def run_pipeline(
         # between them and the data, as their own commands do (correct writes its rows in place
         # instead of through part files: 2-3x faster at fine subdivision); the other steps use ``c``.
         spec = ClusterSpec.of(cluster)
-        in_process = str(getattr(c.scheduler, "address", "")).startswith("inproc://")
-        alone = client is None and performance_report_file is None and spec.name == "local" and in_process
+        local = client is None and performance_report_file is None and spec.name == "local"
+        alone = local and in_process_cluster(c)
         own = {"cluster": spec} if alone else {"client": c}
         result.integrate = once(
             "integrate",
@@ -313,7 +313,7 @@ def run_pipeline(
         result.qc["corrected"] = qc("corrected")
         reading = {"exposure_time": exposure_time, "chunks": chunks}  # how the images are read
         _after_correct(
-            after, result, paths, geometry, data, mask, background, reading, c, once, runlog, common
+            after, result, paths, geometry, data, mask, images, background, reading, c, once, runlog, common
         )
         result.seconds["total"] = round(time.perf_counter() - t0, 3)
         if result.skipped:
@@ -351,10 +351,22 @@ class _Once:
 
 
 def _after_correct(
-    after: AfterCorrect, result, paths, geometry, data, mask, background, reading, c, once, runlog, common
+    after: AfterCorrect,
+    result,
+    paths,
+    geometry,
+    data,
+    mask,
+    images,
+    background,
+    reading,
+    c,
+    once,
+    runlog,
+    common,
 ):
-    """scale -> merge -> reintegrate -> map, as ``after`` asks, on the run's client."""
-    masks = [mask] if isinstance(mask, str | os.PathLike) else list(mask or [])
+    """scale -> merge -> reintegrate -> map, as ``after`` asks, on the run's client (``images``: the
+    geometry, data and mask files, for the resume record)."""
     corrected = paths["corrected.parquet"]
     scales = after.scale
     if after.fit_scales:
@@ -407,7 +419,7 @@ def _after_correct(
                 **common,
             ),
             options={"subdivide": after.reintegrate, **reading},
-            inputs=[geometry, data, *masks, scales, background],
+            inputs=[*images, scales, background],
             outputs=[paths["reintegrated.nxs"]],
         )
     if after.map_limits is not None:

@@ -157,9 +157,9 @@ def _cluster_info(client) -> dict:
     workers = info.get("workers", {}).values()
     dashboard = client.dashboard_link
     cluster = getattr(client, "cluster", None)
-    if str(client.scheduler.address).startswith("inproc://") and cluster is not None:
-        from pipeline.cluster import local_dashboard_link  # its own link names the host, not 127.0.0.1
+    from pipeline.cluster import in_process_cluster, local_dashboard_link
 
+    if in_process_cluster(client) and cluster is not None:  # its own link names the host, not 127.0.0.1
         dashboard = local_dashboard_link(cluster)
     return {
         "scheduler": client.scheduler.address,

@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["connect", "default_workdir", "default_workers", "local_dashboard_link", "wait_for_workers"]
+__all__ = [
+    "connect",
+    "default_workdir",
+    "default_workers",
+    "in_process_cluster",
+    "local_dashboard_link",
+    "wait_for_workers",
+]
 
 _WHERE = {
     "connect": "pipeline.cluster.connection",
     "default_workdir": "pipeline.cluster.connection",
+    "in_process_cluster": "pipeline.cluster.connection",
     "local_dashboard_link": "pipeline.cluster.connection",
     "wait_for_workers": "pipeline.cluster.connection",
     "default_workers": "pipeline.cluster.config",

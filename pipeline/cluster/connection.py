@@ -41,7 +41,14 @@ from pipeline.cluster.config import (
 from pipeline.config import ClusterSpec, get_default
 from pipeline.errors import ConfigError, PipelineError
 
-__all__ = ["connect", "default_workdir", "default_workers", "local_dashboard_link", "wait_for_workers"]
+__all__ = [
+    "connect",
+    "default_workdir",
+    "default_workers",
+    "in_process_cluster",
+    "local_dashboard_link",
+    "wait_for_workers",
+]
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -144,6 +151,11 @@ def _local_client(settings, local_directory: str | None) -> Iterator[Client]:
         link = c.dashboard_link if processes else local_dashboard_link(cluster)
         log.info("local cluster: %d %s, dashboard %s", settings.workers, kind, link)
         yield c
+
+
+def in_process_cluster(client) -> bool:
+    """True for a client of a dask cluster of threads in this process (its scheduler is inproc://)."""
+    return str(getattr(client.scheduler, "address", "")).startswith("inproc://")
 
 
 def local_dashboard_link(cluster) -> str:

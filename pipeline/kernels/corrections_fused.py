@@ -185,43 +185,25 @@ def _linear_coefficients(node: ast.AST) -> tuple[int, int, int]:
 
 @functools.lru_cache(maxsize=32)
 def _compile(text: str) -> AsuTable | None:
-    from pipeline.symmetry.expressions import _is_linear, parse_miller_expression
+    from pipeline.symmetry.expressions import linear_comparisons, parse_miller_expression
 
     tree = parse_miller_expression(text).tree
     forms: dict[tuple[int, int, int], int] = {}
     comparisons: list[tuple[int, int, int]] = []
     index: dict[int, list[int]] = {}  # id(Compare node) -> its comparisons
-
-    def walk(node) -> bool:
-        if isinstance(node, ast.Expression):
-            return walk(node.body)
-        if isinstance(node, ast.BoolOp):
-            return all(walk(v) for v in node.values)
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitAnd | ast.BitOr | ast.BitXor):
-            return walk(node.left) and walk(node.right)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not | ast.Invert):
-            return walk(node.operand)
-        if isinstance(node, ast.Compare):
-            sides = [node.left, *node.comparators]
-            if not all(_is_linear(side) for side in sides):
-                return False
-            coefs = [_linear_coefficients(side) for side in sides]
-            # homogeneous: the value at the origin is 0 (a constant term would not be a plane)
-            zero = {name: np.zeros(1, dtype=np.int64) for name in "hkl"}
-            from pipeline.symmetry.expressions import _evaluate
-
-            if any(np.any(_evaluate(side, zero)) for side in sides):
-                return False
-            ids = []
-            for op, a, b in zip(node.ops, coefs, coefs[1:], strict=False):
-                fa, fb = forms.setdefault(a, len(forms)), forms.setdefault(b, len(forms))
-                ids.append(len(comparisons))
-                comparisons.append((fa, fb, _OPS[type(op)]))
-            index[id(node)] = ids
-            return True
-        return False  # constants (``~True`` is -2 in numpy's evaluation) and anything else
-
-    if not walk(tree) or not comparisons or len(comparisons) > MAX_COMPARISONS:
+    # constants are refused: ``~True`` is -2 in numpy's evaluation
+    nodes = linear_comparisons(tree)
+    if nodes is None:
+        return None
+    for node in nodes:
+        coefs = [_linear_coefficients(side) for side in [node.left, *node.comparators]]
+        ids = []
+        for op, a, b in zip(node.ops, coefs, coefs[1:], strict=False):
+            fa, fb = forms.setdefault(a, len(forms)), forms.setdefault(b, len(forms))
+            ids.append(len(comparisons))
+            comparisons.append((fa, fb, _OPS[type(op)]))
+        index[id(node)] = ids
+    if not comparisons or len(comparisons) > MAX_COMPARISONS:
         return None
 
     def value(node, bits: int) -> bool:

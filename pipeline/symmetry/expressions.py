@@ -157,29 +157,10 @@ class MillerExpression:
         """The two sides of every comparison, if the expression is a boolean combination of
         comparisons between linear forms of h, k, l with no constant term (each splits space at a
         plane through the origin); otherwise None."""
-        pairs: list[tuple[ast.AST, ast.AST]] = []
-        zero = {name: np.zeros(1, dtype=np.int64) for name in _NAMES}
-
-        def planes_of(node) -> bool:
-            if isinstance(node, ast.Expression):
-                return planes_of(node.body)
-            if isinstance(node, ast.BoolOp):
-                return all(planes_of(v) for v in node.values)
-            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitAnd | ast.BitOr | ast.BitXor):
-                return planes_of(node.left) and planes_of(node.right)
-            if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not | ast.Invert):
-                return planes_of(node.operand)
-            if isinstance(node, ast.Constant):
-                return type(node.value) is bool
-            if isinstance(node, ast.Compare):
-                sides = [node.left, *node.comparators]
-                if not all(_is_linear(side) and not np.any(_evaluate(side, zero)) for side in sides):
-                    return False
-                pairs.extend(itertools.pairwise(sides))
-                return True
-            return False
-
-        return pairs if planes_of(self.tree) else None
+        nodes = linear_comparisons(self.tree, allow_constants=True)
+        if nodes is None:
+            return None
+        return [pair for node in nodes for pair in itertools.pairwise([node.left, *node.comparators])]
 
     def on_planes(self, h, k, l) -> np.ndarray | None:
         """Where some comparison of the expression holds with equality (``a == b`` for ``a >= b``,
@@ -194,6 +175,35 @@ class MillerExpression:
         for left, right in self._planes:
             out |= _evaluate(left, values) == _evaluate(right, values)
         return out
+
+
+def linear_comparisons(tree: ast.AST, allow_constants: bool = False) -> list[ast.Compare] | None:
+    """The comparisons of ``tree`` in walk order, if it is a boolean combination (and, or, ``&``,
+    ``|``, ``^``, not, ``~``) of comparisons between linear forms of h, k, l with no constant term;
+    otherwise None. ``allow_constants``: ``True`` and ``False`` may stand among them too."""
+    zero = {name: np.zeros(1, dtype=np.int64) for name in _NAMES}
+    found: list[ast.Compare] = []
+
+    def walk(node) -> bool:
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.BoolOp):
+            return all(walk(v) for v in node.values)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitAnd | ast.BitOr | ast.BitXor):
+            return walk(node.left) and walk(node.right)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not | ast.Invert):
+            return walk(node.operand)
+        if isinstance(node, ast.Constant):
+            return allow_constants and type(node.value) is bool
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if not all(_is_linear(side) and not np.any(_evaluate(side, zero)) for side in sides):
+                return False
+            found.append(node)
+            return True
+        return False
+
+    return found if walk(tree) else None
 
 
 def parse_miller_expression(text: str) -> MillerExpression:

@@ -164,14 +164,14 @@ def chunks_option(value, what: str = "chunks") -> tuple[int, int, int] | None:
     return tuple(out)
 
 
-def _positive(key: str, kind=float):
+def _positive(key: str, kind=float, allow_zero: bool = False):
     value = get_default(key)
     try:
         number = kind(float(value))
     except (TypeError, ValueError):
         raise ConfigError(f"diffuse.{key} must be a number, got {value!r}") from None
-    if not number > 0:
-        raise ConfigError(f"diffuse.{key} must be > 0, got {value!r}")
+    if not (number >= 0 if allow_zero else number > 0):
+        raise ConfigError(f"diffuse.{key} must be {'>=' if allow_zero else '>'} 0, got {value!r}")
     return number
 
 
@@ -187,6 +187,8 @@ class Tuning:
     target_task_pixels: float = 150e6
     min_tasks_per_worker: int = 3
     max_run_rows: int = 2_000_000
+    held_run_bytes: float = 512e6
+    held_run_seconds: float = 10.0
     partition_memory_fraction: float = 0.25
     bytes_per_partial_row: float = 200
     max_partition_rows: int = 4_000_000
@@ -199,6 +201,8 @@ class Tuning:
             target_task_pixels=_positive("integrate.target-task-pixels"),
             min_tasks_per_worker=_positive("integrate.min-tasks-per-worker", int),
             max_run_rows=_positive("integrate.max-run-rows", int),
+            held_run_bytes=_positive("integrate.held-run-bytes", allow_zero=True),
+            held_run_seconds=_positive("integrate.held-run-seconds", allow_zero=True),
             partition_memory_fraction=_positive("reduce.partition-memory-fraction"),
             bytes_per_partial_row=_positive("reduce.bytes-per-partial-row"),
             max_partition_rows=_positive("reduce.max-partition-rows", int),

@@ -147,8 +147,14 @@ def slow_diffuse(tmp_path):
     marks.mkdir()
     procs = []
 
-    def start(*args, delay: float = 0.3):
-        env = {**os.environ, "FAULT_MARKS": str(marks), "FAULT_DELAY": str(delay), "COLUMNS": "200"}
+    def start(*args, delay: float = 0.3, **extra_env):
+        env = {
+            **os.environ,
+            "FAULT_MARKS": str(marks),
+            "FAULT_DELAY": str(delay),
+            "COLUMNS": "200",
+            **extra_env,
+        }
         proc = subprocess.Popen(
             [sys.executable, str(runner), *map(str, args)],
             env=env,
@@ -204,8 +210,13 @@ def test_client_killed_then_resume_and_rerun_give_the_same_table(
 ):
     out = tmp_path / "out"
     out.mkdir()
-    # map tasks slow enough that 2 of 6 are done while the rest run (the lock check below takes time)
-    proc, marks = slow_diffuse(*integrate_args(out), delay=1.0 if stage == "map" else 0.3)
+    # map tasks slow enough that 2 of 6 are done while the rest run (the lock check below takes time);
+    # each task's sorted runs go to files at once (not held in memory first: see the next test)
+    proc, marks = slow_diffuse(
+        *integrate_args(out),
+        delay=1.0 if stage == "map" else 0.3,
+        DASK_DIFFUSE__INTEGRATE__HELD_RUN_SECONDS="0",
+    )
     work = out / ".integrated.nxs.work"
     if stage == "map":  # some map tasks done, not all (6 tasks, 2 at a time)
         wait_for(lambda: len(list((work / "map").glob("task-*.json"))) >= 2, "two map tasks done")
@@ -229,6 +240,36 @@ def test_client_killed_then_resume_and_rerun_give_the_same_table(
         assert_same_table(d / "integrated.nxs", reference[0])
         assert_same_parquet(d / "integrated.parquet", reference[1])
         assert temporaries(d) == [] and not (d / ".integrated.nxs.work").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_runs_held_in_memory_are_kept_for_resume_unless_killed_outright(
+    tmp_path, slow_diffuse, client, reference, signum
+):
+    """A run of threads in one process holds its map tasks' sorted runs in memory (for the map stage's
+    first seconds): a SIGTERM writes them and their records first, so --resume skips those tasks; a
+    SIGKILL loses them (no record was written), and --resume does them again. Both give the table."""
+    out = tmp_path / "out"
+    out.mkdir()
+    proc, marks = slow_diffuse(*integrate_args(out), delay=1.0)
+    wait_for(lambda: marked(marks, "map") >= 4 or proc.poll() is not None, "two map tasks done")
+    assert proc.poll() is None, proc.communicate()
+    work = out / ".integrated.nxs.work"
+    assert not list((work / "map").glob("task-*")), "held runs were written early"
+    proc.send_signal(signum)
+    proc.communicate(timeout=120)
+    records = list((work / "map").glob("task-*.json"))
+    if signum == signal.SIGTERM:
+        assert proc.returncode == 143
+        assert 2 <= len(records) < 6
+        assert len(list((work / "map").glob("task-*.npy"))) >= len(records)
+    else:
+        assert records == []
+    result = api_integrate(out, client, resume=True)
+    assert result.map_tasks_skipped == len(records)
+    assert_same_table(out / "integrated.nxs", reference[0])
+    assert temporaries(out) == [] and not work.exists()
 
 
 @pytest.mark.slow
@@ -262,9 +303,9 @@ def test_run_killed_in_integrate_then_resume(tmp_path, slow_diffuse, client, ref
         "run", cubic / "geometry.nxs", cubic / "data.nxs", "--mask", cubic / "mask.nxs",
         "--subdivide", *SUBDIVIDE, "--outdir", out, "--no-scan-images", "--workers", "2", "--quiet",
     ]  # fmt: skip
-    proc, _ = slow_diffuse(*args, delay=1.0)
-    work = out / ".integrated.nxs.work"
-    wait_for(lambda: len(list((work / "map").glob("task-*.json"))) >= 2, "two map tasks done")
+    proc, marks = slow_diffuse(*args, delay=1.0)
+    # two map tasks done (their runs held in memory, written on the way out)
+    wait_for(lambda: marked(marks, "map") >= 4, "two map tasks done")
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr

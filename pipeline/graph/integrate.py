@@ -25,7 +25,17 @@ from pipeline.config import IntegrateParams, Tuning
 from pipeline.errors import DiskFullError, PipelineError
 from pipeline.graph.plan import IntegrationPlan, plan_integration
 from pipeline.graph.run_tasks import run_tasks
-from pipeline.graph.tasks import MapContext, ReduceContext, RowSteps, run_map_task, run_reduce_task
+from pipeline.graph.tasks import (
+    MapContext,
+    ReduceContext,
+    RowSteps,
+    flush_held_runs,
+    hold_runs,
+    holding_expired,
+    release_held_runs,
+    run_map_task,
+    run_reduce_task,
+)
 from pipeline.graph.workdir import WorkDir, fingerprint_files
 from pipeline.io.atomic import atomic_path, check_output_path
 from pipeline.io.tables import INTEGRATED_SCHEMA, NexusTableWriter
@@ -188,10 +198,25 @@ def _run(
     plan: IntegrationPlan, work: WorkDir, client: Client, progress, seconds, steps, check_space: bool = False
 ) -> IntegrateResult:
     params = plan.params
+    records = work.finished_map_tasks() if params.resume else {}
+    if getattr(client, "in_process", False) and steps is None:  # this process runs map and reduce
+        hold_runs(work.map_dir, params.tuning.held_run_bytes, params.tuning.held_run_seconds)
+    try:
+        return _map_and_reduce(plan, work, client, progress, seconds, steps, records, check_space)
+    except PipelineError:
+        raise  # a bad input (the work directory goes) or a full disk
+    except BaseException:  # interrupted: what is finished is kept for --resume
+        flush_held_runs(work.map_dir, records)
+        raise
+    finally:
+        release_held_runs(work.map_dir)
+
+
+def _map_and_reduce(plan, work, client, progress, seconds, steps, records, check_space) -> IntegrateResult:
+    params = plan.params
     name = steps.name if steps else "integrate"
     # 1. map
     t = time.perf_counter()
-    records = work.finished_map_tasks() if params.resume else {}
     todo = [task for task in plan.tasks if task.index not in records]
     skipped = len(plan.tasks) - len(todo)
     if params.resume:
@@ -213,6 +238,8 @@ def _run(
     ) as results:  # fmt: skip
         for record in results:
             records[record["index"]] = record
+            if holding_expired(work.map_dir):  # runs held long enough: on disk, for --resume
+                flush_held_runs(work.map_dir, records)
             if check_space:  # the free-space check deferred to the first finished task
                 from pipeline.graph.space import RowsSoFar, space_needs, warn_if_short
 

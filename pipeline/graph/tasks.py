@@ -38,6 +38,73 @@ __all__ = [
 ]
 
 
+# Sorted runs held in memory instead of written to the work directory, by path. Only where the
+# caller's process runs the map tasks and the reduce tasks (an in-process cluster of threads): writing
+# a run to a file and reading it back is most of a map task's spill time. The caller allows it per
+# work directory with hold_runs(): up to a number of bytes, for the first seconds of the map stage;
+# a task with a held run writes no record (nothing of it is on disk for --resume). After those seconds,
+# or when the run stops early, flush_held_runs() writes the runs and records, so that at most those
+# seconds of map work are lost to a process killed outright.
+_HELD: dict[str, np.ndarray] = {}
+_HOLDING: dict[str, tuple[float, int]] = {}  # map directory -> (until, bytes allowed)
+_HELD_LOCK = threading.Lock()
+
+
+def _prefix(map_dir: str | os.PathLike) -> str:
+    return str(Path(map_dir)) + os.sep
+
+
+def hold_runs(map_dir: str | os.PathLike, max_bytes: int, seconds: float) -> None:
+    """Let this process's map tasks for ``map_dir`` hold up to ``max_bytes`` of runs for ``seconds``."""
+    with _HELD_LOCK:
+        _HOLDING[_prefix(map_dir)] = (time.monotonic() + seconds, int(max_bytes))
+
+
+def holding_expired(map_dir: str | os.PathLike) -> bool:
+    """True once the time for holding runs of ``map_dir`` is over and some are still held."""
+    prefix = _prefix(map_dir)
+    until, _ = _HOLDING.get(prefix, (0.0, 0))
+    return time.monotonic() >= until and any(k.startswith(prefix) for k in _HELD)
+
+
+def _hold_run(path: Path, rows: np.ndarray) -> bool:
+    """Hold ``rows`` as the run file ``path`` if its work directory allows it (time and bytes left)."""
+    prefix = _prefix(path.parent)
+    with _HELD_LOCK:
+        until, max_bytes = _HOLDING.get(prefix, (0.0, 0))
+        held = sum(a.nbytes for k, a in _HELD.items() if k.startswith(prefix))
+        if time.monotonic() >= until or held + rows.nbytes > max_bytes:
+            return False
+        _HELD[str(path)] = rows
+        return True
+
+
+def flush_held_runs(map_dir: str | os.PathLike, records: dict[int, dict]) -> None:
+    """Stop holding runs for ``map_dir``; write those held as files, then the records of the finished
+    tasks (in ``records``) that had held runs, as the tasks would have."""
+    prefix = _prefix(map_dir)
+    with _HELD_LOCK:
+        _HOLDING.pop(prefix, None)
+        held = [(k, a) for k, a in _HELD.items() if k.startswith(prefix)]
+    for path, rows in held:
+        save_npy_atomic(path, rows)
+        with _HELD_LOCK:
+            _HELD.pop(path, None)
+    for record in records.values():
+        runs = record.get("runs", [])
+        if any(run.pop("held", False) for run in runs):
+            write_json_atomic(Path(map_dir) / f"task-{record['index']:05d}.json", record)
+
+
+def release_held_runs(map_dir: str | os.PathLike) -> None:
+    """Drop the runs held for ``map_dir`` (and stop holding)."""
+    prefix = _prefix(map_dir)
+    with _HELD_LOCK:
+        _HOLDING.pop(prefix, None)
+        for key in [k for k in _HELD if k.startswith(prefix)]:
+            del _HELD[key]
+
+
 @dataclass(frozen=True, eq=False)
 class MapContext:
     stack: ImageStack
@@ -191,11 +258,16 @@ def _take_rows(rows: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 
 def _spill_run(
-    pieces: list[np.ndarray], path: Path, h_range: tuple[int, int], dtype=PARTIAL_DTYPE, by_h: bool = False
+    pieces: list[np.ndarray],
+    path: Path,
+    h_range: tuple[int, int],
+    dtype=PARTIAL_DTYPE,
+    by_h: bool = False,
 ) -> dict:
     """Sort the rows of consecutive chunks by voxel key (stable: chunk order is kept within a voxel)
-    and save them; return the run's record with its rows per H value. ``by_h``: sort by H only
-    (stable; a radix sort), for steps whose reduction needs no more order than that."""
+    and save them (or hold them: :func:`hold_runs`); return the run's record with its
+    rows per H value. ``by_h``: sort by H only (stable; a radix sort), for steps whose reduction needs
+    no more order than that."""
     rows = concat_rows(pieces, dtype)
     lo, hi = h_range
     if by_h:
@@ -211,11 +283,14 @@ def _spill_run(
         H = (rows["key"] >> (2 * KEY_BITS)) - KEY_OFFSET
         if rows.size and (H[0] < lo or H[-1] > hi):
             raise RuntimeError(f"H outside the planned range {h_range}: {H[0]}..{H[-1]}")
-    save_npy_atomic(path, rows)
+    held = _hold_run(path, rows)
+    if not held:
+        save_npy_atomic(path, rows)
     return {
         "file": path.name,
         "rows": int(rows.size),
         "h_counts": np.bincount(H - lo, minlength=hi - lo + 1).tolist(),
+        **({"held": True} if held else {}),
     }
 
 
@@ -263,13 +338,18 @@ def run_map_task(task, ctx: MapContext) -> dict:
         "seconds_total": round(time.perf_counter() - t0, 4),
         "seconds": {k: round(v, 4) for k, v in clock.items()},
     }
-    write_json_atomic(map_dir / f"task-{task.index:05d}.json", record)
+    if not any(run.get("held") for run in runs):  # the record marks the task done for --resume
+        write_json_atomic(map_dir / f"task-{task.index:05d}.json", record)
     return record
 
 
 def _read_rows(path: str, start: int, out: np.ndarray) -> None:
     """Rows ``start:start + out.size`` of the .npy file ``path`` read straight into ``out`` (one read
-    call: no memory map, whose page faults cost more than the copy)."""
+    call: no memory map, whose page faults cost more than the copy), or of the run held as ``path``."""
+    held = _HELD.get(path)
+    if held is not None:
+        out[:] = held[start : start + out.size]
+        return
     with open(path, "rb") as f:
         major, _ = np.lib.format.read_magic(f)
         header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0

@@ -7,10 +7,12 @@ command-line flags and keyword arguments override them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
@@ -82,13 +84,33 @@ def _config_files_mention_diffuse() -> bool:
     return False
 
 
+_OVERRIDES: list[dict] = []  # the ``diffuse.*`` keys of the cluster config files in force, innermost last
+
+
+@contextlib.contextmanager
+def config_overrides(settings: dict) -> Iterator[None]:
+    """Within the block, :func:`get_default` gives the ``diffuse.*`` keys of ``settings`` (dotted names,
+    as a cluster config file's) before anything else, as ``dask.config.set(settings)`` would, without
+    importing dask (a cluster of threads in this process needs no dask)."""
+    own = {k[len("diffuse.") :].replace("_", "-"): v for k, v in settings.items() if k.startswith("diffuse.")}
+    _OVERRIDES.append(own)
+    try:
+        yield
+    finally:
+        _OVERRIDES.remove(own)
+
+
 def get_default(key: str):
-    """A package default, e.g. ``get_default("integrate.max-spread")`` (after user config overrides).
+    """A package default, e.g. ``get_default("integrate.max-spread")`` (after user config overrides
+    and the cluster config file in force, :func:`config_overrides`).
 
     Read from :mod:`dask.config` when dask is imported or the user's dask config may override it (a
     ``DASK_*`` environment variable, a config file mentioning ``diffuse``); otherwise from
     ``pipeline.yaml`` itself, so that a step run in this process (``correct``) does not pay for
     ``import dask`` (~0.1 s)."""
+    for own in reversed(_OVERRIDES):
+        if key.replace("_", "-") in own:
+            return own[key.replace("_", "-")]
     if (
         "dask" in sys.modules
         or any(k.startswith("DASK_") for k in os.environ)

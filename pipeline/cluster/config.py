@@ -31,11 +31,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dask.config
 import yaml
-from dask.utils import format_bytes, parse_bytes, parse_timedelta
 
-from pipeline.config import get_default
+from pipeline.config import config_overrides, get_default
 from pipeline.errors import ConfigError
 
 __all__ = [
@@ -97,9 +95,12 @@ def register_distributed_defaults() -> None:
     process would fail (KeyError 'comm'). Registered before, they outlive the block; distributed's
     own import registers the same file again.
     """
+    import importlib.util
+
+    import dask.config
+
     if "distributed" in dask.config.config:
         return
-    import importlib.util
 
     spec = importlib.util.find_spec("distributed")
     if spec is None or not spec.submodule_search_locations:
@@ -179,13 +180,16 @@ def read_cluster_config(spec: str) -> ClusterFile:
 
 @contextlib.contextmanager
 def apply_cluster_config(file: ClusterFile) -> Iterator[ClusterFile]:
-    """Put the file's keys into :mod:`dask.config` until the block ends."""
+    """Put the file's keys into :mod:`dask.config` (and its ``diffuse.*`` keys before the package's,
+    :func:`~pipeline.config.config_overrides`) until the block ends."""
+    import dask.config
+
     if file.type == "slurm":
         import_jobqueue()  # register dask-jobqueue's defaults first, so the file's keys override them
     if any(key.split(".")[0] == "distributed" for key in file.settings):
         register_distributed_defaults()
     log.debug("cluster config %s: %s", file.path, file.settings)
-    with dask.config.set(file.settings):
+    with dask.config.set(file.settings), config_overrides(file.settings):
         yield file
 
 
@@ -199,6 +203,8 @@ def _positive_int(value, name: str, source: str) -> int:
 
 
 def _bytes(value, name: str, source: str) -> int:
+    from dask.utils import parse_bytes
+
     try:
         n = parse_bytes(value) if isinstance(value, str) else int(value)
     except (ValueError, TypeError):
@@ -229,6 +235,8 @@ def walltime_seconds(text: str) -> int:
 
 def _lifetime_seconds(args: tuple[str, ...]) -> float:
     """``--lifetime`` + ``--lifetime-stagger`` of dask worker arguments, in seconds (0 when not set)."""
+    from dask.utils import parse_timedelta
+
     total = 0.0
     for flag in ("--lifetime", "--lifetime-stagger"):
         for i, arg in enumerate(args):
@@ -348,6 +356,9 @@ def resolve_slurm(
     ``workers`` is the number of jobs; ``memory_limit`` is per worker process, so a job asks for
     ``memory_limit x processes``.
     """
+    import dask.config
+    from dask.utils import parse_timedelta
+
     import_jobqueue()  # dask-jobqueue's defaults sit below the cluster config
 
     def jq(key):
@@ -429,6 +440,8 @@ def format_seconds(seconds: float) -> str:
 
 def describe_job(settings: SlurmSettings) -> str:
     """What one job asks for: ``1 CPU, 3.73 GiB, walltime 01:00:00, partition debug``."""
+    from dask.utils import format_bytes
+
     parts = [f"{settings.cores} CPU{'s' * (settings.cores != 1)}", format_bytes(settings.memory)]
     if settings.walltime:
         parts.append(f"walltime {settings.walltime}")

@@ -38,7 +38,7 @@ from pipeline.cluster.config import (
     resolve_local,
     resolve_slurm,
 )
-from pipeline.config import ClusterSpec, get_default
+from pipeline.config import ClusterSpec, config_overrides, get_default
 from pipeline.errors import ConfigError, PipelineError
 
 __all__ = [
@@ -92,27 +92,28 @@ def connect(
             yield c
         return
     file = read_cluster_config(spec)
-    with apply_cluster_config(file):
-        if file.type == "local":
-            _refuse(spec, "these options are for SLURM clusters", **slurm_options)
+    if file.type == "local":
+        _refuse(spec, "these options are for SLURM clusters", **slurm_options)
+        with config_overrides(file.settings):  # the file's keys, without dask
             settings = resolve_local(
                 file.path, workers=workers, memory_limit=memory_limit, threads_ok=threads_ok
             )
-            if light and not settings.processes:
+            if light and not settings.processes:  # threads of this process: no dask at all
                 from pipeline.cluster.threads import ThreadClient
 
                 with ThreadClient(settings.workers, _memory_bytes(settings.memory_limit)) as c:
                     log.info("local: %d threads in this process", settings.workers)
                     yield c
                 return
-            with _local_client(settings, local_directory) as c:
-                yield c
-        else:
-            from pipeline.cluster.slurm import slurm_client
+        with apply_cluster_config(file), _local_client(settings, local_directory) as c:
+            yield c
+        return
+    from pipeline.cluster.slurm import slurm_client
 
-            settings = resolve_slurm(file.path, workers=workers, memory_limit=memory_limit, **slurm_options)
-            with slurm_client(settings) as c:
-                yield c
+    with apply_cluster_config(file):
+        settings = resolve_slurm(file.path, workers=workers, memory_limit=memory_limit, **slurm_options)
+        with slurm_client(settings) as c:
+            yield c
 
 
 def _refuse(spec: str, why: str, **options) -> None:

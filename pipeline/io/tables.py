@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -97,6 +99,36 @@ REINTEGRATED_INTENSITY_SCHEMA: dict[str, np.dtype] = {
     "intensity_error": np.dtype("float32"),
 }
 TABLE_GROUP = "/entry/hkl_table"
+
+
+@functools.cache
+def _fallocate():
+    """libc's ``fallocate`` (Linux), or None."""
+    import ctypes
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        call = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return call
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Allocate the first ``size`` bytes of the file on disk now (Linux ``fallocate``). Rows written
+    there then skip ext4's delayed allocation, which a rename over an existing file (the output of
+    an earlier run, ``--overwrite``) flushes in full before returning (``auto_da_alloc``: 0.15 s for
+    a 220 MB table, 0.05 s once its blocks are allocated). Nothing happens where the call or the
+    filesystem cannot do it (no emulation writing zeros); a full disk raises ``ENOSPC`` now."""
+    call = _fallocate()
+    if call is None or size <= 0 or call(fd, 0, 0, size) == 0:
+        return
+    import ctypes
+
+    if (err := ctypes.get_errno()) == errno.ENOSPC:
+        raise OSError(err, os.strerror(err))
 
 
 class NexusTableWriter:
@@ -196,6 +228,9 @@ class NexusTableWriter:
                 self._offsets[name] = dsid.get_offset()
             if None in self._offsets.values():
                 self._offsets = None
+            else:  # the rows' blocks allocated now (see _preallocate)
+                end = max(self._offsets[n] + self.n_rows * dt.itemsize for n, dt in schema.items())
+                _preallocate(self._file.id.get_vfd_handle(), end)
         else:
             self._datasets = {
                 name: group.create_dataset(name, shape=(self.n_rows,), dtype=dt, **packing)

@@ -343,6 +343,21 @@ def warm_up(ahead: bool = True) -> None:
             )
 
 
+_INTERLEAVED: dict[int, tuple[object, np.ndarray]] = {}
+
+
+def _interleaved(grids) -> np.ndarray:
+    """The factors and d3s side by side (a corner's values together), once per grids (the last 8)."""
+    hit = _INTERLEAVED.get(id(grids))
+    if hit is not None and hit[0] is grids:
+        return hit[1]
+    interleaved = np.stack([*grids.factors, grids.d3s], axis=1)
+    if len(_INTERLEAVED) >= 8:
+        _INTERLEAVED.clear()
+    _INTERLEAVED[id(grids)] = (grids, interleaved)
+    return interleaved
+
+
 def fused_columns(
     rows, ndiv, model, grids, plan: FusedPlan, ahead: bool = True
 ) -> dict[str, np.ndarray] | None:
@@ -357,7 +372,7 @@ def fused_columns(
     has_bkg = grids.bkg_axes is not None
     empty = np.arange(2.0)
     b_phi, b_iy, b_ix = grids.bkg_axes if has_bkg else (empty, empty, empty)
-    interleaved = np.stack([*grids.factors, grids.d3s], axis=1)  # a corner's values side by side
+    interleaved = _interleaved(grids)
     b_rate = grids.bkg_rate if has_bkg else empty
     t = plan.asu
     inputs = [rows[c] for c in ("h", "k", "l", "phi", "iy", "ix", "seconds", "counts", "pixels")]

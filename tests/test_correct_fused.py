@@ -4,13 +4,16 @@ Random tables on uneven grids (points on grid points, outside the grids, NaN coo
 background), every flag, every recorded space group, rows sorted (the guided ASU search) and not,
 tables cut into uneven pieces; the ASU expressions' truth tables against the numpy evaluator; the
 cases the fused path leaves to numpy (other dtypes, expressions that are not made of planes, indices
-beyond the ASU limit).
+beyond the ASU limit). Every test runs twice: with the kernels compiled ahead of time (the module
+``make install`` builds; skipped where it is not built) and with numba's jitted kernels.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,17 @@ from pipeline.symmetry.expressions import parse_miller_expression
 
 SYMMETRY = json.loads((Path(__file__).parent / "data" / "symmetry_cases.json").read_text())
 NAMES = ("solid_angle", "attenuation", "efficiency", "polarization", "d3s")
+
+
+@pytest.fixture(autouse=True, params=["ahead", "jit"])
+def kernels(request, monkeypatch):
+    """Which build of the kernels the fused path runs: compiled ahead of time, or numba's jitted."""
+    load = fused.load_kernels
+    if request.param == "jit":
+        monkeypatch.setattr(fused, "load_kernels", lambda ahead=True: load(ahead=False))
+    elif not load().compiled_ahead:
+        pytest.skip("correct's kernels are not compiled ahead of time here (make install builds them)")
+    return request.param
 
 
 def _axis(rng, n, lo, hi):
@@ -203,3 +217,37 @@ def test_correct_command_fused_equals_numpy(case, tmp_path, monkeypatch):
             g = f["entry/hkl_table"]
             tables[name] = {c: (g[c].dtype, g[c][()].tobytes()) for c in g}
     assert tables["fused"] == tables["numpy"]
+
+
+def test_ahead_of_time_kernels_load_without_numba(kernels):
+    if kernels != "ahead":
+        pytest.skip("the module compiled ahead of time only")
+    code = (
+        "import sys; from pipeline.kernels import corrections_fused as f; k = f.load_kernels(); "
+        "print(k.compiled_ahead, 'numba' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False"]
+
+
+def test_ahead_of_time_module_is_named_after_its_source(tmp_path, monkeypatch, kernels):
+    """A module built from another version of the kernels' source is never loaded."""
+    if kernels != "jit":
+        pytest.skip("once")
+    name = fused.aot_module_name()
+    edited = tmp_path / "corrections_numba.py"
+    edited.write_bytes(fused._SOURCE.read_bytes() + b"\n# edited\n")
+    monkeypatch.setattr(fused, "_SOURCE", edited)
+    assert fused.aot_module_name() != name
+    assert fused._load_ahead() is None
+
+
+def test_arrays_the_module_does_not_take_go_to_the_jitted_kernels(kernels):
+    """Strided columns (a structured table's fields) give the same bits (the jitted kernels take them)."""
+    rows, ndiv, model = _case(7, 300, symmetry=0, sort=True)
+    table = np.empty(300, dtype=[(c, a.dtype) for c, a in rows.items()])
+    for c, a in rows.items():
+        table[c] = a
+    strided = {c: table[c] for c in rows}
+    assert not strided["h"].flags.c_contiguous
+    _assert_same(correct_rows(strided, ndiv, model), correct_rows(rows, ndiv, model, fused=False))

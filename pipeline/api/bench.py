@@ -57,15 +57,31 @@ def _tree_rss(proc: psutil.Process) -> int:
 
 
 def measure_command(argv: list[str], interval: float = 0.1, **popen) -> tuple[float, int, int, str]:
-    """Run ``argv``; return (wall seconds, peak RSS of its process tree in bytes, return code, stdout)."""
+    """Run ``argv``; return (wall seconds, peak RSS of its process tree in bytes, return code, stdout).
+    The memory is sampled every ``interval`` s; the wall time ends when the process does (between
+    samples a wait on the process's pidfd, not a sleep, which rounded a 1 s command up by 0.05 s on
+    average)."""
+    import select
+
     t0 = time.perf_counter()
     out = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(argv, stdout=out, **popen)
     ps = psutil.Process(proc.pid)
+    try:
+        exited = os.pidfd_open(proc.pid)  # readable once the process has ended (Linux >= 5.3)
+    except (AttributeError, OSError):
+        exited = None
     peak = 0
-    while proc.poll() is None:
-        peak = max(peak, _tree_rss(ps))
-        time.sleep(interval)
+    try:
+        while proc.poll() is None:
+            peak = max(peak, _tree_rss(ps))
+            if exited is None:
+                time.sleep(interval)
+            else:
+                select.select([exited], [], [], interval)
+    finally:
+        if exited is not None:
+            os.close(exited)
     wall = time.perf_counter() - t0
     out.seek(0)
     return wall, peak, proc.returncode, out.read()

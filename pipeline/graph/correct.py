@@ -85,10 +85,10 @@ def _row_ranges(source: TableSource, rows_per_task: int, slots: int = 1) -> list
     return [(a, b) for a, b in itertools.pairwise(edges) if b > a] or [(0, 0)]
 
 
-def _corrected(
-    start: int, stop: int, source: TableSource, model: CorrectionModel, fused: bool = True
+def _corrected_piece(
+    start: int, rows: dict[str, np.ndarray], source: TableSource, model: CorrectionModel, fused: bool
 ) -> dict[str, np.ndarray]:
-    rows = source.read(start, stop, INTEGRATED_COLUMNS)
+    """The corrected columns of ``rows``, rows ``start:`` of the table."""
     zero = np.flatnonzero(~(rows["seconds"] > 0))
     if zero.size:
         raise InputError(
@@ -98,7 +98,24 @@ def _corrected(
     try:
         return correct_rows(rows, source.ndiv, model, fused=fused)
     except ValueError as exc:  # indices no ASU search can take, or symmetry mapping none into the ASU
+        stop = start + len(rows["h"])
         raise InputError(f"{source.path!r}, rows {start}:{stop}: {exc}") from exc
+
+
+def _corrected_pieces(start: int, stop: int, source: TableSource, model: CorrectionModel, fused: bool):
+    """(first row, corrected columns) of rows ``start:stop``, piece by piece (as the table is stored:
+    see :meth:`~pipeline.io.tables.TableSource.read_pieces`)."""
+    for offset, rows in source.read_pieces(start, stop, INTEGRATED_COLUMNS):
+        yield start + offset, _corrected_piece(start + offset, rows, source, model, fused)
+
+
+def _corrected(
+    start: int, stop: int, source: TableSource, model: CorrectionModel, fused: bool = True
+) -> dict[str, np.ndarray]:
+    pieces = [out for _, out in _corrected_pieces(start, stop, source, model, fused)]
+    if len(pieces) == 1:
+        return pieces[0]
+    return {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0]}
 
 
 def _record(index: int, out: dict[str, np.ndarray]) -> dict:
@@ -122,15 +139,24 @@ def run_correct_task(
 
 
 def _correct_in_place(index, start, stop, source, model, writer, parquet_dir, bar, fused) -> dict:
-    """(Threads executor) correct rows ``start:stop`` and write them at the same rows of the output."""
-    out = _corrected(start, stop, source, model, fused)
-    if writer is not None:
-        writer.write(start, out)
+    """(Threads executor) correct rows ``start:stop`` and write them at the same rows of the output,
+    piece by piece (each piece's rows read from the input file mapped in memory, where it can be)."""
+    record = {"index": index, "rows": 0, "nonfinite": 0}
+    parts = []
+    for at, out in _corrected_pieces(start, stop, source, model, fused):
+        if writer is not None:
+            writer.write(at, out)
+        if parquet_dir is not None:
+            parts.append(out)
+        piece = _record(index, out)
+        record["rows"] += piece["rows"]
+        record["nonfinite"] += piece["nonfinite"]
     if parquet_dir is not None:
+        out = parts[0] if len(parts) == 1 else {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
         write_parquet_part(parquet_dir, index, out, CORRECTED_SCHEMA, source.ndiv, "corrected")
     if bar is not None:
         bar.advance()
-    return _record(index, out)
+    return record
 
 
 def run_correction(

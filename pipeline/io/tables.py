@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import itertools
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -97,6 +100,36 @@ REINTEGRATED_INTENSITY_SCHEMA: dict[str, np.dtype] = {
     "intensity_error": np.dtype("float32"),
 }
 TABLE_GROUP = "/entry/hkl_table"
+
+
+@functools.cache
+def _fallocate():
+    """libc's ``fallocate`` (Linux), or None."""
+    import ctypes
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        call = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return call
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Allocate the first ``size`` bytes of the file on disk now (Linux ``fallocate``). Rows written
+    there then skip ext4's delayed allocation, which a rename over an existing file (the output of
+    an earlier run, ``--overwrite``) flushes in full before returning (``auto_da_alloc``: 0.15 s for
+    a 220 MB table, 0.05 s once its blocks are allocated). Nothing happens where the call or the
+    filesystem cannot do it (no emulation writing zeros); a full disk raises ``ENOSPC`` now."""
+    call = _fallocate()
+    if call is None or size <= 0 or call(fd, 0, 0, size) == 0:
+        return
+    import ctypes
+
+    if (err := ctypes.get_errno()) == errno.ENOSPC:
+        raise OSError(err, os.strerror(err))
 
 
 class NexusTableWriter:
@@ -196,6 +229,9 @@ class NexusTableWriter:
                 self._offsets[name] = dsid.get_offset()
             if None in self._offsets.values():
                 self._offsets = None
+            else:  # the rows' blocks allocated now (see _preallocate)
+                end = max(self._offsets[n] + self.n_rows * dt.itemsize for n, dt in schema.items())
+                _preallocate(self._file.id.get_vfd_handle(), end)
         else:
             self._datasets = {
                 name: group.create_dataset(name, shape=(self.n_rows,), dtype=dt, **packing)
@@ -429,6 +465,43 @@ class TableSource:
             schema = pq.read_schema(self.parts[0][0])
             return {c: np.zeros(0, dtype=schema.field(c).type.to_pandas_dtype()) for c in columns}
         return {c: np.concatenate(v) if v else np.zeros(0) for c, v in out.items()}
+
+    def read_pieces(self, start: int, stop: int, columns=None) -> list[tuple[int, dict[str, np.ndarray]]]:
+        """Rows ``start:stop`` in pieces, in order: (first row of the piece, its columns). A NeXus table
+        that plain reads can take (see :func:`_plain_layout`) is mapped in memory and each piece holds
+        views of the rows that every column keeps together (a storage chunk): no copy, and no new
+        memory to fill, where :meth:`read` copies the rows out of the page cache. Otherwise one piece,
+        read by :meth:`read`. The views are writable copies-on-write of the file, never written back. (A
+        file cut short by another program while its views are read would end the process with SIGBUS;
+        this package's writers replace files by renaming, which leaves a mapped file whole.)"""
+        columns = list(columns or self.columns)
+        layout = None
+        if self.format == "nexus" and 0 <= start < stop:
+            layout = _plain_layout(self.path, tuple(columns))
+        if not layout or any(length < stop for _, length, _, _ in layout.values()):
+            return [(0, self.read(start, stop, columns))]
+        import mmap
+
+        bounds = {start, stop}
+        for _, _, rows, _ in layout.values():
+            if rows:
+                bounds.update(range(-(-start // rows) * rows, stop, rows))
+        edges = sorted(bounds)
+        with open(self.path, "rb") as f:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        pieces = []
+        for a, b in itertools.pairwise(edges):
+            piece = {}
+            for c, (dt, _, rows, offsets) in layout.items():
+                at = (
+                    offsets[0] + a * dt.itemsize if rows == 0 else offsets[a // rows] + a % rows * dt.itemsize
+                )
+                view = np.frombuffer(mapped, dtype=dt, count=b - a, offset=at)
+                if not view.flags.aligned:  # the kernels take aligned arrays: copy instead
+                    return [(0, self.read(start, stop, columns))]
+                piece[c] = view
+            pieces.append((a - start, piece))
+        return pieces
 
 
 _LAYOUTS: dict[tuple, dict | None] = {}

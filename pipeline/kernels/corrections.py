@@ -80,7 +80,24 @@ class _Grids:
     bkg_rate: np.ndarray | None
 
 
+_GRIDS: dict[
+    int, tuple[CorrectionModel, _Grids]
+] = {}  # the last models' grids (a run corrects piece by piece)
+
+
 def _grids(model: CorrectionModel) -> _Grids:
+    """The model's grids as the kernels take them, made once per model (kept for the last 8)."""
+    hit = _GRIDS.get(id(model))
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    grids = _make_grids(model)
+    if len(_GRIDS) >= 8:
+        _GRIDS.clear()
+    _GRIDS[id(model)] = (model, grids)
+    return grids
+
+
+def _make_grids(model: CorrectionModel) -> _Grids:
     grid, bkg = model.corrections, model.background
     names = ["solid_angle", *(name for name in _FACTORS if getattr(model, name))]
     return _Grids(

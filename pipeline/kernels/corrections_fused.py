@@ -5,10 +5,10 @@ Two kernels, each one loop over the rows, with the numpy path's operations in th
 (the numpy path, ``corrections._correct_block`` and ``corrections._asu_columns``, is the oracle they
 are tested against bit for bit):
 
-* :func:`_correct_kernel`: ``s``, the interpolated factors (``np.interp`` onto grid coordinates as
+* ``correct_kernel``: ``s``, the interpolated factors (``np.interp`` onto grid coordinates as
   numpy computes it, then mdx2's bilinear / trilinear sums on padded grids), the background, the
   intensities and ``rs_volume``, in float64, cast to float32 at the end;
-* :func:`_asu_kernel`: ``round(h * ndiv)`` in float32, the Laue operators' images in int32 arithmetic,
+* ``asu_kernel``: ``round(h * ndiv)`` in float32, the Laue operators' images in int32 arithmetic,
   and the ASU test. The ASU expression is not interpreted per row: it is a boolean combination of
   comparisons between linear forms (checked once by :func:`compile_asu`), so each comparison is one bit
   and a table of the expression's value for every combination of bits (computed once, by the same
@@ -21,145 +21,45 @@ are tested against bit for bit):
 increasing grid axes of 2 points or more, an ASU made of such comparisons); otherwise the numpy path
 runs. Errors (indices beyond the ASU limit, no operator mapping a row into the ASU) are left to the
 numpy path, which raises them with its message.
+
+The kernels' source is :mod:`pipeline.kernels.corrections_numba`. They run from the module that
+``make install`` compiles ahead of time from it (:func:`build_aot`), when it is there and was built
+from the source as it is now (the source's hash is in the module's name): loading it takes a
+millisecond where importing numba and loading the jitted kernels from its cache took 0.3 s; else
+(no build, another source, arrays of other layouts) numba's jitted kernels run. Both builds give the
+same bits (the same LLVM code; the tests run both).
 """
 
 from __future__ import annotations
 
 import ast
 import functools
+import hashlib
+import importlib
+import os
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
-import numba
 import numpy as np
 
 from pipeline.symmetry.expressions import MillerExpression
 
-__all__ = ["AsuTable", "compile_asu", "fused_columns", "fused_plan", "load_kernels", "warm_up"]
-
-LIMIT = 2**29  # as pipeline.kernels.asu.LIMIT
+__all__ = [
+    "AsuTable",
+    "aot_module_name",
+    "build_aot",
+    "compile_asu",
+    "fused_columns",
+    "fused_plan",
+    "load_kernels",
+    "warm_up",
+]
 MAX_COMPARISONS = 14  # table of 2**14 entries at most
 
 # comparison codes
 _OPS = {ast.Eq: 0, ast.NotEq: 1, ast.Lt: 2, ast.LtE: 3, ast.Gt: 4, ast.GtE: 5}
-
-
-# --- interpolation ---------------------------------------------------------------------------------
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _fraction(x, axis, inv_step, slopes):
-    """``f = np.interp(x, axis, arange(n))`` exactly as numpy computes it (strictly increasing axis,
-    n >= 2), then ``corrections._cells``: cell ``int(f)`` clipped to the grid, weight ``f - cell``
-    (a NaN ``x``: cell 0, weight NaN, as numpy's cast of NaN clipped). The interval ``j`` with
-    ``axis[j] <= x < axis[j + 1]`` is numpy's; it is found from a guess for an evenly spaced axis
-    (``inv_step`` = (n - 1) / span), moved until those two comparisons hold. ``slopes`` are numpy's
-    slopes ``(j + 1 - j) / (axis[j + 1] - axis[j])``, computed once (as numpy does for long inputs)."""
-    n = axis.size
-    if x != x:
-        return 0, np.nan
-    last = n - 1
-    if x < axis[0]:
-        f = 0.0
-    elif x >= axis[last]:
-        f = float(last)
-    else:
-        j = int((x - axis[0]) * inv_step)
-        j = min(max(j, 0), last - 1)
-        while j > 0 and axis[j] > x:
-            j -= 1
-        while axis[j + 1] <= x:
-            j += 1
-        if axis[j] == x:
-            f = float(j)
-        else:
-            # numpy retries from the right end when this is NaN: it cannot be (x finite and above
-            # axis[j], the slope positive, at most inf), and the dead test cost ~25 ns per call
-            f = slopes[j] * (x - axis[j]) + float(j)
-    b = int(f)
-    return b, f - b
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _inv_step(axis):
-    return (axis.size - 1) / (axis[axis.size - 1] - axis[0])
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _slopes(axis):
-    out = np.empty(axis.size - 1)
-    for j in range(axis.size - 1):
-        out[j] = (float(j + 1) - float(j)) / (axis[j + 1] - axis[j])
-    return out
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _bilinear(v, j, c00, stride, w00, w01, w10, w11):
-    """Grid ``j`` of the interleaved grids ``v`` (padded cells, grids) at a point: the numpy path's
-    sum, in its order."""
-    total = w00 * v[c00, j]
-    total += w01 * v[c00 + 1, j]
-    total += w10 * v[c00 + stride, j]
-    total += w11 * v[c00 + stride + 1, j]
-    return total
-
-
-@numba.njit(nogil=True, cache=True, error_model="numpy")
-def _correct_kernel(
-    h, k, l, phi, iy, ix, seconds, counts, pixels, ub, det_ub, g_iy, g_ix, grids,
-    has_bkg, b_phi, b_iy, b_ix, b_rate, lorentz, s_out, i_out, e_out, v_out,
-):  # fmt: skip
-    stride = g_ix.size + 1
-    sy = b_ix.size + 1
-    sp = (b_iy.size + 1) * sy
-    n_factors = grids.shape[1] - 1  # the factors, then d3s
-    i_iy, i_ix = _inv_step(g_iy), _inv_step(g_ix)
-    i_bphi, i_biy, i_bix = _inv_step(b_phi), _inv_step(b_iy), _inv_step(b_ix)
-    s_iy, s_ix = _slopes(g_iy), _slopes(g_ix)
-    s_bphi, s_biy, s_bix = _slopes(b_phi), _slopes(b_iy), _slopes(b_ix)
-    for r in range(h.size):
-        hh, kk, ll = np.float64(h[r]), np.float64(k[r]), np.float64(l[r])
-        s2 = 0.0
-        for i in range(3):
-            si = ub[i, 0] * hh + ub[i, 1] * kk + ub[i, 2] * ll
-            s2 += si * si
-        s_out[r] = np.float32(np.sqrt(s2))
-        y_r, x_r = np.float64(iy[r]), np.float64(ix[r])
-        y, fy = _fraction(y_r, g_iy, i_iy, s_iy)
-        x, fx = _fraction(x_r, g_ix, i_ix, s_ix)
-        c00 = y * stride + x
-        w11 = fy * fx
-        w10 = fy - w11
-        w01 = fx - w11
-        w00 = 1 - fy - w01
-        factor = _bilinear(grids, 0, c00, stride, w00, w01, w10, w11)
-        for j in range(1, n_factors):
-            factor *= _bilinear(grids, j, c00, stride, w00, w01, w10, w11)
-        cnt = np.float64(counts[r])
-        sec = np.float64(seconds[r])
-        rate = cnt / sec
-        rate_error = np.sqrt(cnt) / sec
-        if has_bkg:
-            p, fp = _fraction(np.float64(phi[r]), b_phi, i_bphi, s_bphi)
-            by, fby = _fraction(y_r, b_iy, i_biy, s_biy)
-            bx, fbx = _fraction(x_r, b_ix, i_bix, s_bix)
-            base = p * sp + by * sy + bx
-            for dp in range(2):
-                wp = 1 - fp if dp == 0 else fp
-                for dy in range(2):
-                    wy = 1 - fby if dy == 0 else fby
-                    corner = base + (dp * sp + dy * sy)
-                    rate -= wp * wy * ((1 - fbx) * b_rate[corner] + fbx * b_rate[corner + 1])
-        volume = np.float64(pixels[r]) * _bilinear(grids, n_factors, c00, stride, w00, w01, w10, w11) / det_ub
-        intensity = rate / factor
-        error = rate_error / factor
-        if lorentz:
-            intensity *= volume
-            error *= volume
-        i_out[r] = np.float32(intensity)
-        e_out[r] = np.float32(error)
-        v_out[r] = np.float32(volume)
 
 
 # --- asymmetric unit -------------------------------------------------------------------------------
@@ -232,97 +132,6 @@ def compile_asu(asu: MillerExpression) -> AsuTable | None:
     return _compile(asu.text)
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
-def _wrap32(v):
-    """int64 -> the int32 numpy's int32 arithmetic gives (wrapping; a ring homomorphism)."""
-    return ((v + 0x80000000) & 0xFFFFFFFF) - 0x80000000
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _image(ops_t, i, a, b, c):
-    """``op[i].T @ (a, b, c)`` in int32 arithmetic (as ``asu._apply``), as int64 values."""
-    return (
-        _wrap32(ops_t[i, 0, 0] * a + ops_t[i, 0, 1] * b + ops_t[i, 0, 2] * c),
-        _wrap32(ops_t[i, 1, 0] * a + ops_t[i, 1, 1] * b + ops_t[i, 1, 2] * c),
-        _wrap32(ops_t[i, 2, 0] * a + ops_t[i, 2, 1] * b + ops_t[i, 2, 2] * c),
-    )
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _inside(a, b, c, forms, comparisons, table, values):
-    """(in the ASU, on one of its planes) for the image (a, b, c); ``values`` is scratch (F,)."""
-    for f in range(forms.shape[0]):
-        values[f] = _wrap32(forms[f, 0] * a + forms[f, 1] * b + forms[f, 2] * c)
-    bits = 0
-    on_plane = False
-    for j in range(comparisons.shape[0]):
-        x = values[comparisons[j, 0]]
-        y = values[comparisons[j, 1]]
-        code = comparisons[j, 2]
-        if x == y:
-            on_plane = True
-        if code == 0:
-            hit = x == y
-        elif code == 1:
-            hit = x != y
-        elif code == 2:
-            hit = x < y
-        elif code == 3:
-            hit = x <= y
-        elif code == 4:
-            hit = x > y
-        else:
-            hit = x >= y
-        if hit:
-            bits |= 1 << j
-    return table[bits], on_plane
-
-
-@numba.njit(nogil=True, cache=True)
-def _asu_kernel(h, k, l, n0, n1, n2, p1, ops_t, guided, forms, comparisons, table, oh, ok, ol, oop):
-    """Returns -1, or the first row it cannot map (left to the numpy path's error message)."""
-    values = np.empty(forms.shape[0], dtype=np.int64)
-    f0, f1, f2 = np.float32(n0), np.float32(n1), np.float32(n2)
-    d0, d1, d2 = np.float64(n0), np.float64(n1), np.float64(n2)
-    n_ops = ops_t.shape[0]
-    guess = -1
-    for r in range(h.size):
-        sa, sb, sc = np.rint(h[r] * f0), np.rint(k[r] * f1), np.rint(l[r] * f2)
-        if not (abs(sa) < LIMIT and abs(sb) < LIMIT and abs(sc) < LIMIT):
-            return r
-        a, b, c = np.int64(sa), np.int64(sb), np.int64(sc)
-        if p1:
-            op = 1 if c < 0 else 0
-            ia, ib, ic = a, b, abs(c)
-        else:
-            op = -1
-            if guided and guess >= 0:
-                ia, ib, ic = _image(ops_t, guess, a, b, c)
-                inside, on_plane = _inside(ia, ib, ic, forms, comparisons, table, values)
-                if inside:
-                    op = guess
-                    if on_plane:  # at a special position a lower operator may give the same image
-                        for i in range(guess):
-                            ja, jb, jc = _image(ops_t, i, a, b, c)
-                            if ja == ia and jb == ib and jc == ic:
-                                op = i
-                                break
-            if op < 0:
-                for i in range(n_ops):
-                    ia, ib, ic = _image(ops_t, i, a, b, c)
-                    if _inside(ia, ib, ic, forms, comparisons, table, values)[0]:
-                        op = i
-                        break
-                if op < 0:
-                    return r
-            guess = op
-        oh[r] = np.float32(np.float64(ia) / d0)
-        ok[r] = np.float32(np.float64(ib) / d1)
-        ol[r] = np.float32(np.float64(ic) / d2)
-        oop[r] = op
-    return -1
-
-
 # --- the plan and the entry point -----------------------------------------------------------------
 
 _DTYPES = {
@@ -374,49 +183,186 @@ def fused_plan(rows, ndiv, model) -> FusedPlan | None:
     return FusedPlan(False, ops_t, selects_one_per_orbit(int_ops, model.asu), table)
 
 
-_LOADED = False
+# --- the two builds of the kernels -------------------------------------------------------------------
+
+_C = "[::1]"
+#: the compiled module's functions and their signatures: the dtypes and (C-contiguous) layouts the
+#: plan passes; other arrays go to the jitted kernels
+AOT_EXPORTS = {
+    "correct_kernel": (
+        "_correct_kernel",
+        f"void({', '.join(['float32' + _C] * 7)}, int32{_C}, int32{_C}, float64[:, ::1], float64, "
+        f"float64{_C}, float64{_C}, float64[:, ::1], boolean, float64{_C}, float64{_C}, float64{_C}, "
+        f"float64{_C}, boolean, {', '.join(['float32' + _C] * 4)})",
+    ),
+    "asu_kernel": (
+        "_asu_kernel",
+        f"int64(float32{_C}, float32{_C}, float32{_C}, int64, int64, int64, boolean, int64[:, :, ::1], "
+        f"boolean, int64[:, ::1], int64[:, ::1], boolean{_C}, float32{_C}, float32{_C}, float32{_C}, "
+        f"int32{_C})",
+    ),
+}
+_SOURCE = Path(__file__).with_name("corrections_numba.py")
+
+
+def aot_module_name() -> str:
+    """The name of the module compiled from the kernels' source as it is now (its hash in the name:
+    a module built from another version of the source is never loaded)."""
+    digest = hashlib.sha256(_SOURCE.read_bytes() + repr(AOT_EXPORTS).encode()).hexdigest()
+    return f"_corrections_aot_{digest[:16]}"
+
+
+def build_aot(directory: str | os.PathLike | None = None) -> Path:
+    """Compile the kernels ahead of time (numba's ``pycc``, ~5 s) into an extension module in
+    ``directory`` (default: beside the source, where :func:`load_kernels` finds it), replacing the
+    modules built from earlier versions of the source. The functions release the GIL as the jitted
+    ones do (``nogil``), so a run's threads compute at once. Returns the module's path."""
+    import tempfile
+    import warnings
+
+    directory = Path(directory or _SOURCE.parent)
+    name = aot_module_name()
+    built = [p for p in directory.glob(f"{name}.*") if p.suffix in (".so", ".pyd")]
+    if built:
+        return built[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pycc's pending deprecation
+        import numba.pycc.compiler as pycc_compiler
+        from numba.pycc import CC
+
+    from pipeline.kernels import corrections_numba
+
+    # the jitted kernels' options, which pycc does not take: nogil (pycc's wrappers would hold the
+    # GIL: a run's threads would take turns) and numpy's error model (x / 0 is inf, not an exception)
+    for function, _ in AOT_EXPORTS.values():
+        options = getattr(corrections_numba, function).targetoptions
+        if not (options.get("nogil") and options.get("error_model") == "numpy"):
+            raise RuntimeError(f"{function}: compiled ahead of time with nogil and numpy's error model only")
+
+    class _AsJitted(pycc_compiler.Flags):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.release_gil = True
+            self.error_model = "numpy"
+
+    saved = pycc_compiler.Flags
+    pycc_compiler.Flags = _AsJitted
+    try:
+        with tempfile.TemporaryDirectory(dir=directory, prefix=".aot-") as tmp:
+            cc = CC(name)
+            cc.output_dir = tmp
+            for symbol, (function, signature) in AOT_EXPORTS.items():
+                cc.export(symbol, signature)(getattr(corrections_numba, function).py_func)
+            cc.compile()
+            (module,) = Path(tmp).glob(f"{name}.*")
+            target = directory / module.name
+            os.replace(module, target)  # whole, under its final name
+    finally:
+        pycc_compiler.Flags = saved
+    for old in directory.glob("_corrections_aot_*"):
+        if old.name != target.name:
+            old.unlink(missing_ok=True)
+    return target
+
+
+@dataclass(frozen=True)
+class _Kernels:
+    correct: object
+    asu: object
+    compiled_ahead: bool  # the module built by build_aot (else numba's jitted kernels)
+
+
+_LOADED: dict[bool, _Kernels | None] = {}  # by ahead
 _LOAD_LOCK = threading.Lock()
 
 
-def load_kernels() -> None:
-    """Load the kernels (numba's first load sets up its compiler: ~0.15 s), once. numba then checks
-    whether BLAS is there by importing ``scipy.linalg`` (~0.2 s, when scipy is installed); none of
-    these kernels uses BLAS, so that import is skipped (numba then computes ``np.vdot`` & co. in
-    loops instead: no kernel of this package uses them)."""
-    global _LOADED
+def load_kernels(ahead: bool = True) -> _Kernels:
+    """The kernels, loaded once: the module compiled ahead of time if ``ahead`` and it is there for
+    this source (``make install`` builds it), else numba's jitted kernels (numba's first load sets
+    up its compiler: ~0.15 s after the 0.15 s of ``import numba``)."""
     with _LOAD_LOCK:
-        if _LOADED:
-            return
-        block = "scipy.linalg" not in sys.modules and "numba.np.arraymath" not in sys.modules
+        if ahead and True not in _LOADED:
+            _LOADED[True] = _load_ahead()
+        if ahead and _LOADED[True] is not None:
+            return _LOADED[True]
+        if False not in _LOADED:
+            _LOADED[False] = _load_jit()
+        return _LOADED[False]
+
+
+def _load_ahead() -> _Kernels | None:
+    try:
+        module = importlib.import_module(f"{__package__}.{aot_module_name()}")
+    except (ImportError, OSError):
+        return None
+    return _Kernels(module.correct_kernel, module.asu_kernel, True)
+
+
+def _load_jit() -> _Kernels:
+    """numba's kernels, warmed up. numba checks on its first load whether BLAS is there by importing
+    ``scipy.linalg`` (~0.2 s, when scipy is installed); these kernels use no BLAS, so that import is
+    skipped (numba then computes ``np.vdot`` & co. in loops: no kernel of this package uses them)."""
+    block = "scipy.linalg" not in sys.modules and "numba.np.arraymath" not in sys.modules
+    if block:
+        sys.modules["scipy.linalg.cython_blas"] = None  # an import of it raises ImportError
+    try:
+        from pipeline.kernels import corrections_numba as jit
+
+        kernels = _Kernels(jit._correct_kernel, jit._asu_kernel, False)
+        _call_both(kernels)
+    finally:
         if block:
-            sys.modules["scipy.linalg.cython_blas"] = None  # an import of it raises ImportError
-        try:
-            warm_up()
-        finally:
-            if block:
-                sys.modules.pop("scipy.linalg.cython_blas", None)
-        _LOADED = True
+            sys.modules.pop("scipy.linalg.cython_blas", None)
+    return kernels
 
 
-def warm_up() -> None:
-    """Call both kernels on a few rows (compiling them, or loading them from numba's cache)."""
+def _call_both(kernels: _Kernels) -> None:
     n = 3
     f32, i32, ax = np.zeros(n, np.float32), np.zeros(n, np.int32), np.arange(2.0)
     t = _P1_TABLE
-    _asu_kernel(
+    kernels.asu(
         f32, f32, f32, 1, 1, 1, True, np.zeros((1, 3, 3), np.int64), True, t.forms, t.comparisons, t.table,
         f32.copy(), f32.copy(), f32.copy(), i32.copy(),
     )  # fmt: skip
-    _correct_kernel(
+    kernels.correct(
         f32, f32, f32, f32, f32, f32, f32, i32, i32, np.eye(3), 1.0, ax, ax, np.zeros((9, 2)), True,
         ax, ax, ax, np.zeros(27), False, f32.copy(), f32.copy(), f32.copy(), f32.copy(),
     )  # fmt: skip
 
 
-def fused_columns(rows, ndiv, model, grids, plan: FusedPlan) -> dict[str, np.ndarray] | None:
+def warm_up(ahead: bool = True) -> None:
+    """Compile the jitted kernels into numba's cache and (``ahead``) build the module compiled ahead
+    of time; a build that fails is reported on stderr (the jitted kernels then run)."""
+    load_kernels(ahead=False)
+    if ahead:
+        try:
+            build_aot()
+        except Exception as exc:  # no compiler, a read-only install, ...: the jitted kernels will do
+            print(
+                f"correct's kernels not compiled ahead of time ({type(exc).__name__}: {exc})", file=sys.stderr
+            )
+
+
+_INTERLEAVED: dict[int, tuple[object, np.ndarray]] = {}
+
+
+def _interleaved(grids) -> np.ndarray:
+    """The factors and d3s side by side (a corner's values together), once per grids (the last 8)."""
+    hit = _INTERLEAVED.get(id(grids))
+    if hit is not None and hit[0] is grids:
+        return hit[1]
+    interleaved = np.stack([*grids.factors, grids.d3s], axis=1)
+    if len(_INTERLEAVED) >= 8:
+        _INTERLEAVED.clear()
+    _INTERLEAVED[id(grids)] = (grids, interleaved)
+    return interleaved
+
+
+def fused_columns(
+    rows, ndiv, model, grids, plan: FusedPlan, ahead: bool = True
+) -> dict[str, np.ndarray] | None:
     """The corrected columns s, intensity, intensity_error, rs_volume, h, k, l, op of ``rows``, or
-    None if some row needs the numpy path's error."""
-    load_kernels()
+    None if some row needs the numpy path's error. ``ahead=False``: numba's jitted kernels only."""
     size = len(rows["h"])
     out = {
         name: np.empty(size, dtype=np.float32) for name in ("s", "intensity", "intensity_error", "rs_volume")
@@ -426,20 +372,32 @@ def fused_columns(rows, ndiv, model, grids, plan: FusedPlan) -> dict[str, np.nda
     has_bkg = grids.bkg_axes is not None
     empty = np.arange(2.0)
     b_phi, b_iy, b_ix = grids.bkg_axes if has_bkg else (empty, empty, empty)
-    interleaved = np.stack([*grids.factors, grids.d3s], axis=1)  # a corner's values side by side
+    interleaved = _interleaved(grids)
     b_rate = grids.bkg_rate if has_bkg else empty
-    _correct_kernel(
-        rows["h"], rows["k"], rows["l"], rows["phi"], rows["iy"], rows["ix"], rows["seconds"],
-        rows["counts"], rows["pixels"], ub, det_ub, grids.iy, grids.ix, interleaved, has_bkg,
-        b_phi, b_iy, b_ix, b_rate, model.lorentz,
+    t = plan.asu
+    inputs = [rows[c] for c in ("h", "k", "l", "phi", "iy", "ix", "seconds", "counts", "pixels")]
+    kernels = load_kernels(ahead)
+    if kernels.compiled_ahead:  # the module takes C-contiguous arrays of its signatures' dtypes only
+        f8 = [grids.iy, grids.ix, b_phi, b_iy, b_ix, b_rate]
+        arrays = [*inputs, interleaved, ub, *f8, plan.ops_t, t.forms, t.comparisons, t.table]
+        dtypes = [*(a.dtype for a in inputs), *[np.dtype(np.float64)] * (2 + len(f8))]
+        dtypes += [np.dtype(np.int64)] * 3 + [np.dtype(np.bool_)]
+        ndims = [1] * 9 + [2, 2] + [1] * len(f8) + [3, 2, 2, 1]
+        if not all(
+            a.dtype == d and a.ndim == n and a.flags.c_contiguous
+            for a, d, n in zip(arrays, dtypes, ndims, strict=True)
+        ):
+            kernels = load_kernels(ahead=False)
+    kernels.correct(
+        *inputs, ub, det_ub, grids.iy, grids.ix, interleaved, bool(has_bkg),
+        b_phi, b_iy, b_ix, b_rate, bool(model.lorentz),
         out["s"], out["intensity"], out["intensity_error"], out["rs_volume"],
     )  # fmt: skip
     for c in "hkl":
         out[c] = np.empty(size, dtype=np.float32)
     out["op"] = np.empty(size, dtype=np.int32)
-    t = plan.asu
-    bad = _asu_kernel(
-        rows["h"], rows["k"], rows["l"], ndiv[0], ndiv[1], ndiv[2], plan.p1, plan.ops_t, plan.guided,
-        t.forms, t.comparisons, t.table, out["h"], out["k"], out["l"], out["op"],
+    bad = kernels.asu(
+        rows["h"], rows["k"], rows["l"], int(ndiv[0]), int(ndiv[1]), int(ndiv[2]), bool(plan.p1), plan.ops_t,
+        bool(plan.guided), t.forms, t.comparisons, t.table, out["h"], out["k"], out["l"], out["op"],
     )  # fmt: skip
     return None if bad >= 0 else out

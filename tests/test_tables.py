@@ -200,3 +200,22 @@ def test_read_pieces_are_the_rows_read(tmp_path, layout):
         for c in INTEGRATED_SCHEMA:
             got = np.concatenate([piece[c] for _, piece in pieces])
             assert got.dtype == expected[c].dtype and got.tobytes() == expected[c].tobytes()
+
+
+@pytest.mark.parametrize("expected_rows", [0, 1000, 10_000_000])
+def test_appended_table_with_its_space_allocated_first(tmp_path, expected_rows):
+    """``expected_rows`` (integrate passes its partial rows, an upper bound) allocates the rows' disk
+    space before they come; the table reads back the same and keeps no more disk than it uses."""
+    rng = np.random.default_rng(5)
+    n = NexusTableWriter.APPEND_CHUNK + 77
+    table = random_table(INTEGRATED_SCHEMA, n, rng)
+    path = tmp_path / "t.nxs"
+    with NexusTableWriter(path, INTEGRATED_SCHEMA, None, (1, 1, 1), expected_rows=expected_rows) as writer:
+        for a in range(0, n, 30_000):
+            writer.append({k: v[a : a + 30_000] for k, v in table.items()})
+        writer.commit()
+    back = read_table(path)
+    for name in INTEGRATED_SCHEMA:
+        np.testing.assert_array_equal(back[name], table[name], err_msg=name)
+    assert path.stat().st_blocks * 512 <= path.stat().st_size + (1 << 20)
+    assert [p.name for p in tmp_path.iterdir()] == ["t.nxs"]

@@ -200,3 +200,20 @@ def test_read_pieces_are_the_rows_read(tmp_path, layout):
         for c in INTEGRATED_SCHEMA:
             got = np.concatenate([piece[c] for _, piece in pieces])
             assert got.dtype == expected[c].dtype and got.tobytes() == expected[c].tobytes()
+
+
+def test_read_pieces_without_mmap(tmp_path, monkeypatch):
+    """Where the file cannot be mapped, the rows are read (one piece)."""
+    import mmap
+
+    rng = np.random.default_rng(4)
+    table = random_table(INTEGRATED_SCHEMA, 1000, rng)
+    write_nexus(tmp_path / "t.nxs", INTEGRATED_SCHEMA, table, (1, 1, 1), [400])
+
+    def refuse(*args, **kwargs):
+        raise OSError("no mmap here")
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    pieces = open_table(tmp_path / "t.nxs").read_pieces(10, 900)
+    assert len(pieces) == 1 and pieces[0][0] == 0
+    assert pieces[0][1]["h"].tobytes() == table["h"][10:900].tobytes()

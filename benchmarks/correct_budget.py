@@ -61,7 +61,7 @@ def main() -> None:
     )
     for owner, name, label in (
         (graph, "build_model", "geometry and background"), (fused, "load_kernels", "kernel load"),
-        (tables.TableSource, "read", "read"), (tables.NexusTableWriter, "write", "write"),
+        (tables.TableSource, "read_pieces", "read (mapping)"), (tables.NexusTableWriter, "write", "write"),
         (tables.NexusTableWriter, "commit", "close"),
     ):  # fmt: skip
         wrap(owner, name, label)

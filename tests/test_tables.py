@@ -219,3 +219,20 @@ def test_appended_table_with_its_space_allocated_first(tmp_path, expected_rows):
         np.testing.assert_array_equal(back[name], table[name], err_msg=name)
     assert path.stat().st_blocks * 512 <= path.stat().st_size + (1 << 20)
     assert [p.name for p in tmp_path.iterdir()] == ["t.nxs"]
+
+
+def test_read_pieces_without_mmap(tmp_path, monkeypatch):
+    """Where the file cannot be mapped, the rows are read (one piece)."""
+    import mmap
+
+    rng = np.random.default_rng(4)
+    table = random_table(INTEGRATED_SCHEMA, 1000, rng)
+    write_nexus(tmp_path / "t.nxs", INTEGRATED_SCHEMA, table, (1, 1, 1), [400])
+
+    def refuse(*args, **kwargs):
+        raise OSError("no mmap here")
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    pieces = open_table(tmp_path / "t.nxs").read_pieces(10, 900)
+    assert len(pieces) == 1 and pieces[0][0] == 0
+    assert pieces[0][1]["h"].tobytes() == table["h"][10:900].tobytes()

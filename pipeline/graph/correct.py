@@ -6,8 +6,10 @@ with :func:`~pipeline.kernels.corrections.correct_rows` and writes it. Two execu
 
 * in-process threads (a thread pool; the default when no cluster is asked for): the work is numba
   (numpy on tables below ``FUSED_MIN_ROWS``: the same bits) that releases the GIL, so threads use
-  every core without starting worker processes; each task writes its rows straight into the
-  preallocated NeXus table (``pwrite`` where HDF5 placed each column) and its own parquet part;
+  every core without starting worker processes; each task corrects its rows one storage chunk at a
+  time, reading them from the input mapped in memory where it can (``TableSource.read_pieces``),
+  writes them straight into the preallocated NeXus table (``pwrite`` where HDF5 placed each column)
+  and its own parquet part;
 * a dask cluster (``--cluster``, e.g. SLURM): workers write parts to a work directory and the
   client streams them, in order, into the NeXus file.
 """
@@ -213,7 +215,8 @@ def run_correction(
     )
 
 
-FUSED_MIN_ROWS = 1 << 20  # smaller tables in numpy: numba's start-up (~0.3 s) would cost more than it saves
+FUSED_MIN_ROWS = 1 << 20  # smaller tables in numpy: numba's start-up (~0.3 s, where the kernels are not
+# compiled ahead of time) would cost more than it saves
 
 
 def _run_threads(params, source, model, ranges, parquet_dir, bar, threads, outputs, fused) -> list[dict]:

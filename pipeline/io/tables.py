@@ -500,8 +500,11 @@ class TableSource:
             if rows:
                 bounds.update(range(-(-start // rows) * rows, stop, rows))
         edges = sorted(bounds)
-        with open(self.path, "rb") as f:
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        try:
+            with open(self.path, "rb") as f:
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError):  # a filesystem that cannot map files: read
+            return [(0, self.read(start, stop, columns))]
         pieces = []
         for a, b in itertools.pairwise(edges):
             piece = {}

@@ -7,6 +7,7 @@ arrays and partial rows never travel between processes (they go through the work
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -187,6 +188,18 @@ def _miller_grid(ref: GeometryRef):
         return _keep_grid(ref, grid)
 
 
+_BUFFERS = threading.local()
+
+
+def _read_buffer(nbytes: int) -> np.ndarray:
+    """This thread's buffer for decoding image chunks into, one chunk after another (memory touched
+    once per thread, not once per chunk: see :mod:`pipeline.io.chunks`)."""
+    buf = getattr(_BUFFERS, "images", None)
+    if buf is None or buf.size < nbytes:
+        buf = _BUFFERS.images = np.empty(nbytes, dtype=np.uint8)
+    return buf
+
+
 def _read(reader, slices, path: str, what: str) -> np.ndarray:
     try:
         return reader(slices)
@@ -221,6 +234,7 @@ def bin_task_chunks(task, ctx: MapContext, clock: dict | None = None) -> Iterato
     axes, hkl = _miller_grid(ctx.geometry)
     stack = ctx.stack
     hint = 0
+    buffer = _read_buffer(4 * int(np.prod(stack.storage_chunks)))  # a 4-byte storage chunk's pixels
     with contextlib.ExitStack() as files:
         images = files.enter_context(stack.open())
         masks = files.enter_context(ctx.masks.open()) if ctx.masks else None
@@ -234,7 +248,7 @@ def bin_task_chunks(task, ctx: MapContext, clock: dict | None = None) -> Iterato
                 clock["mask"] += tic() - t
             for sl in band:
                 t = tic()
-                data = _read(images.read, sl, stack.path, "image data")
+                data = _read(functools.partial(images.read, out=buffer), sl, stack.path, "image data")
                 clock["read"] += tic() - t
                 t = tic()
                 mask = None if band_mask is None else band_mask[:, :, sl[2].start - x0 : sl[2].stop - x0]

@@ -299,6 +299,7 @@ class CbfHandle:
             self._frames[i] = to_counts(counts[None], None, self._stack.raw.limit)[0]
         return self._frames[i]
 
-    def read(self, slices) -> np.ndarray:
+    def read(self, slices, out=None) -> np.ndarray:
+        """The pixels of ``slices`` (``out``, a buffer HDF5 stacks may decode into, is not used here)."""
         p, ys, xs = slices
         return np.stack([self._frame(i)[ys, xs] for i in range(p.start, p.stop)])

@@ -10,15 +10,22 @@ one whole chunk) goes through h5py unchanged, so results are identical either wa
 Bitshuffle-LZ4 chunks (Eiger files, filter 32008) take the same direct path, decoded by
 :mod:`pipeline.io.bitshuffle` (bitshuffle's own C decoder, called with the GIL released).
 
-Every chunk decodes into fresh buffers of tens of MB: processes that run many reads should have glibc
-reuse them instead of mapping afresh (2.6x faster reads of the medium preset on 2 threads); see
-:mod:`pipeline.cluster.buffers`, which the command line and the shipped cluster configs apply.
+A chunk is inflated into a scratch buffer of the thread (then unshuffled), or straight into the
+caller's buffer when a caller that reads chunk after chunk passes one (``out``): new memory is slow
+to touch (its pages are faulted in and zeroed one by one; on a VM whose host took freed memory back,
+~2 ms per MB), and glibc seldom hands back the same block of tens of MB once smaller allocations have
+come between. Other reads decode into fresh buffers, which processes running many reads should have
+glibc reuse (see :mod:`pipeline.cluster.buffers`, applied by the command line and the shipped cluster
+configs).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import itertools
 import os
+import threading
 import zlib
 
 import h5py
@@ -32,7 +39,7 @@ try:  # libdeflate; optional (falls back to zlib, same output)
 except ImportError:  # pragma: no cover - deflate is a dependency, but keep working without it
     _libdeflate = None
 
-__all__ = ["ChunkReader", "CorruptChunkError", "inflate"]
+__all__ = ["ChunkReader", "CorruptChunkError", "inflate", "inflate_into"]
 
 
 class CorruptChunkError(OSError):
@@ -56,6 +63,62 @@ def inflate(data: bytes, size: int) -> bytes:
     if len(out) != size:
         raise ValueError(f"inflates to {len(out)} bytes, expected {size}")
     return out
+
+
+@functools.cache
+def _libdeflate_c():
+    """libdeflate's C functions inside the ``deflate`` package's extension (it exports them), for
+    inflating into a buffer of ours; None where that is not possible."""
+    if _libdeflate is None:
+        return None
+    try:
+        from deflate import _deflate
+
+        lib = ctypes.CDLL(_deflate.__file__)  # the library already loaded; ctypes calls release the GIL
+        lib.libdeflate_alloc_decompressor.restype = ctypes.c_void_p
+        lib.libdeflate_alloc_decompressor.argtypes = []
+        lib.libdeflate_zlib_decompress.restype = ctypes.c_int
+        lib.libdeflate_zlib_decompress.argtypes = [
+            ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
+            ctypes.POINTER(ctypes.c_size_t),
+        ]  # fmt: skip
+    except (ImportError, OSError, AttributeError):
+        return None
+    return lib
+
+
+_THREAD = threading.local()  # each thread's libdeflate decompressor and scratch buffer
+
+
+def _scratch(nbytes: int) -> np.ndarray:
+    """This thread's scratch buffer of at least ``nbytes`` (uint8), reused from read to read."""
+    buf = getattr(_THREAD, "scratch", None)
+    if buf is None or buf.size < nbytes:
+        buf = _THREAD.scratch = np.empty(nbytes, dtype=np.uint8)
+    return buf[:nbytes]
+
+
+def inflate_into(data: bytes, out: np.ndarray) -> None:
+    """Inflate the zlib stream ``data`` into ``out`` (contiguous uint8), which it must fill exactly
+    (else ``ValueError``)."""
+    lib = _libdeflate_c()
+    if lib is None:
+        out[:] = np.frombuffer(inflate(data, out.size), dtype=np.uint8)
+        return
+    decompressor = getattr(_THREAD, "decompressor", None)
+    if decompressor is None:
+        decompressor = _THREAD.decompressor = lib.libdeflate_alloc_decompressor()
+        if not decompressor:
+            raise MemoryError("libdeflate could not allocate a decompressor")
+    got = ctypes.c_size_t(0)
+    status = lib.libdeflate_zlib_decompress(
+        decompressor, data, len(data), out.ctypes.data, out.size, ctypes.byref(got)
+    )
+    if status != 0:  # 1: bad data, 2: short output (with got=None), 3: more than out holds
+        what = {1: "bad data", 3: f"more than {out.size} bytes"}.get(status, f"libdeflate status {status}")
+        raise ValueError(f"does not inflate to {out.size} bytes: {what}")
+    if got.value != out.size:
+        raise ValueError(f"inflates to {got.value} bytes, expected {out.size}")
 
 
 _SHUFFLE = h5py.h5z.FILTER_SHUFFLE
@@ -160,6 +223,10 @@ class ChunkReader:
             return None
         return self.ds.id.read_direct_chunk(origin)
 
+    def _result(self, out: np.ndarray | None) -> np.ndarray:
+        """Where a chunk's final bytes go: ``out`` (its first chunk_bytes) or a new buffer."""
+        return np.empty(self.chunk_bytes, dtype=np.uint8) if out is None else out[: self.chunk_bytes]
+
     def _corrupt(self, origin, detail: str) -> CorruptChunkError:
         where = "" if origin is None else f", chunk at {tuple(int(o) for o in origin)}"
         return CorruptChunkError(f"{self.ds.file.filename!r}, dataset {self.ds.name}{where}: {detail}")
@@ -189,14 +256,16 @@ class ChunkReader:
             origin, f"HDF5 cannot decode it (corrupt or truncated file?): {failed}"
         ) from failed
 
-    def read(self, slices: tuple[slice, ...]) -> np.ndarray:
-        """The array ``ds[slices]`` (slices with unit steps)."""
+    def read(self, slices: tuple[slice, ...], out: np.ndarray | None = None) -> np.ndarray:
+        """The array ``ds[slices]`` (slices with unit steps). ``out``: a buffer (uint8, at least
+        ``chunk_bytes``) that a read within one chunk may decode into, so the result may be a view of
+        it: a caller reading chunk after chunk passes the same one each time, once done with the last."""
         if not self.fast:
             return self._h5py(slices)
         bounds = [(s.start, s.stop) for s in slices]
         grid = [range(a // c * c, b, c) for (a, b), c in zip(bounds, self.chunks, strict=True)]
         if all(len(g) == 1 for g in grid):  # one chunk: return (a view of) it without copying
-            chunk = self._chunk(tuple(g[0] for g in grid))
+            chunk = self._chunk(tuple(g[0] for g in grid), out)
             if chunk is None:
                 return self._h5py(slices)
             return chunk[tuple(slice(a - g[0], b - g[0]) for (a, b), g in zip(bounds, grid, strict=True))]
@@ -214,36 +283,53 @@ class ChunkReader:
                 out[dst] = chunk[src]
         return out
 
-    def _chunk(self, origin: tuple[int, ...]) -> np.ndarray | None:
-        """The decoded chunk starting at ``origin`` (full chunk shape), or None if HDF5 must do it."""
+    def _chunk(self, origin: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray | None:
+        """The decoded chunk starting at ``origin`` (full chunk shape), or None if HDF5 must do it;
+        decoded into ``out`` (see :meth:`read`; not for a reader that keeps chunks) if given."""
         if origin in self._cache:
             return self._cache[origin]
         raw = self._raw(origin)
         if raw is None:
             return None  # a chunk never written: HDF5 supplies the fill value
         filter_mask, data = raw
+        if out is not None and (self._cache_limit or out.size < self.chunk_bytes):
+            out = None
         # undo the filters in reverse order; bit i of filter_mask set = filter i was skipped
-        for i in reversed(range(len(self.filters))):
-            if filter_mask & (1 << i):
-                continue
-            if self.filters[i] == bitshuffle.BSHUF_FILTER:
+        steps = [
+            f
+            for i, f in reversed(list(enumerate(self.filters)))
+            if not filter_mask & (1 << i) and not (f == _SHUFFLE and self.itemsize == 1)
+        ]  # (shuffle is a no-op for one-byte elements such as masks)
+        in_out = False  # the bytes are in out already
+        for k, f in enumerate(steps):
+            last = k == len(steps) - 1
+            if f == bitshuffle.BSHUF_FILTER:
                 try:
                     data = bitshuffle.decode_bitshuffle_lz4(data, self.chunk_bytes, self.itemsize)
                 except ValueError as exc:
                     raise self._corrupt(origin, f"corrupt LZ4 data, {exc}") from exc
-            elif self.filters[i] == _DEFLATE:
-                try:  # HDF5 stores edge chunks whole, so every chunk inflates to chunk_bytes
-                    data = inflate(data, self.chunk_bytes)
+            elif f == _DEFLATE:
+                # HDF5 stores edge chunks whole, so every chunk inflates to chunk_bytes; into this
+                # thread's scratch when a filter follows, else into the result
+                into = self._result(out) if last else _scratch(self.chunk_bytes)
+                try:
+                    inflate_into(data, into)
                 except ValueError as exc:  # an OSError, as h5py's would be
                     raise self._corrupt(origin, f"corrupt compressed data, {exc}") from exc
-            elif self.itemsize > 1:  # shuffle (a no-op for one-byte elements such as masks)
-                out = np.empty(len(data), dtype=np.uint8)
-                _unshuffle(np.frombuffer(data, dtype=np.uint8), self.itemsize, out)
-                data = out
+                data, in_out = into, last and out is not None
+            else:  # shuffle
+                if len(data) != self.chunk_bytes:
+                    break  # reported below
+                into = self._result(out)
+                _unshuffle(np.frombuffer(data, dtype=np.uint8), self.itemsize, into)
+                data, in_out = into, last and out is not None
         if len(data) != self.chunk_bytes:
             raise self._corrupt(
                 origin, f"decodes to {len(data)} bytes, expected {self.chunk_bytes} (corrupt file?)"
             )
+        if out is not None and not in_out:  # no filter, or one that allocates its output
+            self._result(out)[:] = np.frombuffer(data, dtype=np.uint8)
+            data = self._result(out)
         chunk = np.frombuffer(data, dtype=self.ds.dtype).reshape(self.chunks)
         if self._cache_limit:
             if len(self._cache) >= self._cache_limit:

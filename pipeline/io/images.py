@@ -135,16 +135,18 @@ class _H5Handle:
         for f in self._files.values():
             f.close()
 
-    def read(self, slices: Slices) -> np.ndarray:
+    def read(self, slices: Slices, out: np.ndarray | None = None) -> np.ndarray:
+        """The pixels of ``slices``; ``out``: a buffer they may be decoded into (see
+        :meth:`~pipeline.io.chunks.ChunkReader.read`; the result may be a view of it)."""
         p = slices[0]
         for i, (start, stop, path, dataset) in enumerate(self._stack.slabs):
             if start <= p.start and p.stop <= stop:
                 if i not in self._readers:
                     self._readers[i] = ChunkReader(self._file(path)[dataset])
-                return self._readers[i].read((slice(p.start - start, p.stop - start), *slices[1:]))
+                return self._readers[i].read((slice(p.start - start, p.stop - start), *slices[1:]), out)
         if self._ds is None:
             self._ds = ChunkReader(self._file(self._stack.path)[self._stack.dataset])
-        return self._ds.read(slices)
+        return self._ds.read(slices, out)
 
 
 def storage_chunk_slices(shape: tuple[int, ...], chunks: tuple[int, ...], axis: int) -> list[slice]:

@@ -325,7 +325,9 @@ class NxmxHandle:
             self._readers[i] = ChunkReader(self._files[path][dataset], cache_bytes=self._cache_bytes)
         return self._readers[i]
 
-    def read(self, slices) -> np.ndarray:
+    def read(self, slices, out=None) -> np.ndarray:
+        """The pixels of ``slices`` as int32 counts (``out``, a buffer HDF5 stacks may decode into,
+        is not used here)."""
         p, ys, xs = slices
         out = np.empty((p.stop - p.start, ys.stop - ys.start, xs.stop - xs.start), dtype=np.int32)
         mask = None if self._mask is None else self._mask[ys, xs]

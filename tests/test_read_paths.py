@@ -144,3 +144,39 @@ def test_inflate_checks_the_size():
         inflate(zlib.compress(raw), len(raw) + 4)
     with pytest.raises(ValueError):
         inflate(b"not a zlib stream", len(raw))
+
+
+def test_inflate_into_fills_the_buffer_exactly():
+    import zlib
+
+    from pipeline.io.chunks import inflate_into
+
+    raw = np.arange(1000, dtype=np.int32).tobytes()
+    out = np.empty(len(raw), dtype=np.uint8)
+    inflate_into(zlib.compress(raw), out)
+    assert out.tobytes() == raw
+    for stream, size in [(zlib.compress(raw), len(raw) + 4), (zlib.compress(raw), len(raw) - 4)]:
+        with pytest.raises(ValueError):  # inflates to fewer or more bytes than the buffer holds
+            inflate_into(stream, np.empty(size, dtype=np.uint8))
+    with pytest.raises(ValueError):
+        inflate_into(b"not a zlib stream", out)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_chunk_reader_decodes_into_the_callers_buffer(tmp_path, shuffle):
+    """``read(out=)`` (a map task's reads, chunk after chunk into one buffer) gives h5py's values;
+    within one chunk the result is a view of the buffer, reads across chunks ignore it."""
+    data = _rewrite(tmp_path / "data.nxs", chunks=(5, 64, 100), compression="gzip", shuffle=shuffle)
+    with h5py.File(data, "r") as f:
+        ds = f["/entry/image_series/data"]
+        reader = ChunkReader(ds)
+        out = np.empty(reader.chunk_bytes + 16, dtype=np.uint8)
+        for slices in [*_READS, (slice(5, 10), slice(64, 128), slice(100, 200))]:
+            got = reader.read(slices, out=out)
+            np.testing.assert_array_equal(got, ds[slices])
+            one_chunk = all(s.start // c == (s.stop - 1) // c for s, c in zip(slices, ds.chunks, strict=True))
+            assert np.shares_memory(got, out) == one_chunk
+        small = np.empty(reader.chunk_bytes - 1, dtype=np.uint8)  # too small: not used
+        got = reader.read(_READS[0], out=small)
+        np.testing.assert_array_equal(got, ds[_READS[0]])
+        assert not np.shares_memory(got, small)

@@ -155,9 +155,10 @@ def estimate_integration(
     )
     reduce_ws = rows_per_partition * MEMORY["reduce_row"]
     task_ws = max(map_ws, reduce_ws)
-    if threads:
-        per_worker = MEMORY["process_base"] / n_workers + task_ws
-        total = MEMORY["process_base"] + n_workers * task_ws
+    if threads:  # one process; its map tasks may hold their sorted runs (graph.tasks.hold_runs)
+        held = min(plan.params.tuning.held_run_bytes, partial * PARTIAL_DTYPE.itemsize)
+        per_worker = (MEMORY["process_base"] + held) / n_workers + task_ws
+        total = MEMORY["process_base"] + held + n_workers * task_ws
     else:
         per_worker = MEMORY["worker_base"] + task_ws
         total = MEMORY["process_base"] + n_workers * (per_worker + MEMORY["nanny"])

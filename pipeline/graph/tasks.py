@@ -191,14 +191,12 @@ def _miller_grid(ref: GeometryRef):
 _BUFFERS = threading.local()
 
 
-def _thread_buffer(name: str, nbytes: int) -> np.ndarray:
-    """This thread's buffer ``name`` (uint8) of at least ``nbytes``, for what one task after another
-    fills and drops: image chunks decoded one after another, the rows of a reduce partition. New
-    memory is slow to touch here (see :mod:`pipeline.io.chunks`); this is touched once per thread."""
-    buf = getattr(_BUFFERS, name, None)
+def _read_buffer(nbytes: int) -> np.ndarray:
+    """This thread's buffer for decoding image chunks into, one chunk after another (memory touched
+    once per thread, not once per chunk: see :mod:`pipeline.io.chunks`)."""
+    buf = getattr(_BUFFERS, "images", None)
     if buf is None or buf.size < nbytes:
-        buf = np.empty(max(nbytes, 0 if buf is None else buf.size * 3 // 2), dtype=np.uint8)
-        setattr(_BUFFERS, name, buf)
+        buf = _BUFFERS.images = np.empty(nbytes, dtype=np.uint8)
     return buf
 
 
@@ -236,7 +234,7 @@ def bin_task_chunks(task, ctx: MapContext, clock: dict | None = None) -> Iterato
     axes, hkl = _miller_grid(ctx.geometry)
     stack = ctx.stack
     hint = 0
-    buffer = _thread_buffer("images", 4 * int(np.prod(stack.storage_chunks)))  # a chunk of 4-byte pixels
+    buffer = _read_buffer(4 * int(np.prod(stack.storage_chunks)))  # a 4-byte storage chunk's pixels
     with contextlib.ExitStack() as files:
         images = files.enter_context(stack.open())
         masks = files.enter_context(ctx.masks.open()) if ctx.masks else None
@@ -392,11 +390,7 @@ def run_reduce_task(index: int, sources: list[tuple[str, int, int]], ctx: Reduce
         pieces = [np.load(path, mmap_mode="r")[start:stop] for path, start, stop in sources]
         return _save_steps(index, ctx.steps.reduce_pieces(pieces), ctx, t0)
     dtype = ctx.steps.dtype if ctx.steps else PARTIAL_DTYPE
-    n_rows = sum(stop - start for _, start, stop in sources)
-    if ctx.steps:
-        rows = np.empty(n_rows, dtype=dtype)
-    else:  # integrate's reduction keeps nothing of them: this thread's buffer, from task to task
-        rows = _thread_buffer("partition", n_rows * dtype.itemsize)[: n_rows * dtype.itemsize].view(dtype)
+    rows = np.empty(sum(stop - start for _, start, stop in sources), dtype=dtype)
     filled = 0
     for path, start, stop in sources:  # in task and run order: keeps chunk order within a voxel
         if stop > start:

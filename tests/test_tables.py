@@ -202,25 +202,6 @@ def test_read_pieces_are_the_rows_read(tmp_path, layout):
             assert got.dtype == expected[c].dtype and got.tobytes() == expected[c].tobytes()
 
 
-@pytest.mark.parametrize("expected_rows", [0, 1000, 10_000_000])
-def test_appended_table_with_its_space_allocated_first(tmp_path, expected_rows):
-    """``expected_rows`` (integrate passes its partial rows, an upper bound) allocates the rows' disk
-    space before they come; the table reads back the same and keeps no more disk than it uses."""
-    rng = np.random.default_rng(5)
-    n = NexusTableWriter.APPEND_CHUNK + 77
-    table = random_table(INTEGRATED_SCHEMA, n, rng)
-    path = tmp_path / "t.nxs"
-    with NexusTableWriter(path, INTEGRATED_SCHEMA, None, (1, 1, 1), expected_rows=expected_rows) as writer:
-        for a in range(0, n, 30_000):
-            writer.append({k: v[a : a + 30_000] for k, v in table.items()})
-        writer.commit()
-    back = read_table(path)
-    for name in INTEGRATED_SCHEMA:
-        np.testing.assert_array_equal(back[name], table[name], err_msg=name)
-    assert path.stat().st_blocks * 512 <= path.stat().st_size + (1 << 20)
-    assert [p.name for p in tmp_path.iterdir()] == ["t.nxs"]
-
-
 def test_read_pieces_without_mmap(tmp_path, monkeypatch):
     """Where the file cannot be mapped, the rows are read (one piece)."""
     import mmap
@@ -236,3 +217,19 @@ def test_read_pieces_without_mmap(tmp_path, monkeypatch):
     pieces = open_table(tmp_path / "t.nxs").read_pieces(10, 900)
     assert len(pieces) == 1 and pieces[0][0] == 0
     assert pieces[0][1]["h"].tobytes() == table["h"][10:900].tobytes()
+
+
+def test_a_table_written_over_an_earlier_one_replaces_it_whole(tmp_path):
+    """--overwrite: the new table takes the old one's name only once complete (the old file is removed
+    just before, so that ext4 does not write the new one out first); no temporary is left."""
+    rng = np.random.default_rng(6)
+    path = tmp_path / "t.nxs"
+    for n in (1000, 300):
+        table = random_table(INTEGRATED_SCHEMA, n, rng)
+        with NexusTableWriter(path, INTEGRATED_SCHEMA, None, (1, 1, 1)) as writer:
+            writer.append(table)
+            if n == 300:  # the old table until the commit
+                assert read_table(path)["h"].size == 1000
+            writer.commit()
+        np.testing.assert_array_equal(read_table(path)["h"], table["h"])
+    assert [p.name for p in tmp_path.iterdir()] == ["t.nxs"]

@@ -285,11 +285,7 @@ def _map_and_reduce(plan, work, client, progress, seconds, steps, records, check
         if params.outfile:
             writer = outputs.enter_context(
                 NexusTableWriter(
-                    params.outfile,
-                    steps.schema if steps else INTEGRATED_SCHEMA,
-                    None,
-                    plan.ndiv,
-                    expected_rows=int(h_counts.sum()),  # at most the partial rows: its disk space now
+                    params.outfile, steps.schema if steps else INTEGRATED_SCHEMA, None, plan.ndiv
                 )
             )
         part_rows: dict[int, int] = {}

@@ -117,17 +117,14 @@ def _fallocate():
     return call
 
 
-def _preallocate(fd: int, size: int, keep_size: bool = False) -> None:
+def _preallocate(fd: int, size: int) -> None:
     """Allocate the first ``size`` bytes of the file on disk now (Linux ``fallocate``). Rows written
     there then skip ext4's delayed allocation, which a rename over an existing file (the output of
     an earlier run, ``--overwrite``) flushes in full before returning (``auto_da_alloc``: 0.15 s for
-    a 220 MB table, 0.05 s once its blocks are allocated). ``keep_size``: blocks past the end of the
-    file, which keeps its size (``FALLOC_FL_KEEP_SIZE``; truncating the file to its size gives back
-    what was not used). Nothing happens where the call or the filesystem cannot do it (no emulation
-    writing zeros); a full disk raises ``ENOSPC`` now (but not for ``keep_size``, a guess: the rows
-    may still fit)."""
+    a 220 MB table, 0.05 s once its blocks are allocated). Nothing happens where the call or the
+    filesystem cannot do it (no emulation writing zeros); a full disk raises ``ENOSPC`` now."""
     call = _fallocate()
-    if call is None or size <= 0 or call(fd, 1 if keep_size else 0, 0, size) == 0 or keep_size:
+    if call is None or size <= 0 or call(fd, 0, 0, size) == 0:
         return
     import ctypes
 
@@ -147,9 +144,6 @@ class NexusTableWriter:
     disk filled up still closes cleanly (with dirty cached chunks, closing such a file crashes h5py).
     A write that runs out of space raises :class:`~pipeline.errors.DiskFullError` naming ``path``.
 
-    ``expected_rows`` (appending, uncompressed): about how many rows will come (at most, better), so
-    their disk space is allocated now (see :func:`_preallocate`); what is not used is given back.
-
     ``direct=True`` (rows at known offsets, uncompressed): each column's storage is placed in the file
     when it is created, and :meth:`write` puts the rows there with ``pwrite``, not through HDF5, so
     several threads write at once (the columns read back the same; ``correct`` uses it).
@@ -167,7 +161,6 @@ class NexusTableWriter:
         attrs=None,
         compress: bool = False,
         direct: bool = False,
-        expected_rows: int = 0,
     ):
         self.path = Path(path)
         self.schema = schema
@@ -201,11 +194,6 @@ class NexusTableWriter:
                 self._tmp.unlink()
                 self._file = h5py.File(self._tmp, "x", **cache)
                 self._create(ndiv, attrs, compress)
-                if self.appending and expected_rows and not compress:  # see _preallocate
-                    chunks = -(-int(expected_rows) // self.APPEND_CHUNK) + 1
-                    row = sum(np.dtype(dt).itemsize for dt in schema.values())
-                    size = self._file.id.get_filesize() + chunks * self.APPEND_CHUNK * row + (1 << 20)
-                    _preallocate(self._file.id.get_vfd_handle(), size, keep_size=True)
         except BaseException:
             self.close()
             raise
@@ -385,7 +373,6 @@ class NexusTableWriter:
         with self._on_full():
             self._file.flush()  # a flush that fails leaves the file closable (a close that fails does not)
             self._file.close()
-        os.truncate(self._tmp, os.path.getsize(self._tmp))  # blocks preallocated past the end go back
         return publish(self._tmp, self.path)
 
     def close(self) -> None:

@@ -1,5 +1,7 @@
 """Fast kernels against their oracles and against transcriptions of mdx2 1.0.5, across chunkings.
 
+Every test runs with both builds of the numba kernels: compiled ahead of time and jitted.
+
 * ``bin_chunk`` (numba) == ``bin_chunk_oracle`` (numpy) on every chunk of hypothesis-drawn uneven
   chunkings of small random image stacks, and the whole chain (bin per chunk -> reduce -> finalize)
   == a transcription of mdx2's integrate (``ImageSeries.index``, ``HKLTable.bin``, pandas groupby).
@@ -31,6 +33,7 @@ from pipeline.kernels.partials import finalize, kahan_reduceat, reduce_partials,
 from pipeline.symmetry.expressions import parse_miller_expression
 
 DATA = Path(__file__).parent / "data"
+pytestmark = pytest.mark.usefixtures("kernel_build")  # every test with both builds of the kernels
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # --- mdx2 1.0.5 transcribed (mdx2/utils.py, MIT licence): the interpolation integrate uses ----------

@@ -38,18 +38,18 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = [
-    "MODULES", "Kernel", "ahead_name", "build", "build_all", "jit_only", "kernel", "load_ahead", "load_all",
-]  # fmt: skip
+__all__ = ["INTEGRATE", "MODULES", "Kernel", "ahead_name", "build", "build_all", "jit_only", "kernel"]
 
-#: modules whose kernels ``make install`` compiles ahead of time (integrate's path)
-MODULES = (
+#: the modules of integrate's kernels
+INTEGRATE = (
     "pipeline.kernels.binning",
     "pipeline.kernels.partials",
     "pipeline.kernels.sorting",
     "pipeline.io.chunks",
     "pipeline.io.rawimages",
 )
+#: modules whose kernels ``make install`` compiles ahead of time
+MODULES = (*INTEGRATE, "pipeline.kernels.corrections_numba")
 
 _LOCK = threading.RLock()
 _UNSET = object()
@@ -259,9 +259,9 @@ def load_ahead(name: str):
         return _AHEAD[name]
 
 
-def load_all() -> bool:
-    """Load the compiled-ahead build of every module of :data:`MODULES`; False if one is missing."""
-    return all([load_ahead(importlib.import_module(name).__name__) is not None for name in MODULES])
+def load_all(names=INTEGRATE) -> bool:
+    """Load the compiled-ahead build of every module ``names``; False if one is missing."""
+    return all([load_ahead(importlib.import_module(name).__name__) is not None for name in names])
 
 
 def build(name: str, directory: str | os.PathLike | None = None) -> Path | None:

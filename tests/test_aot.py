@@ -84,3 +84,26 @@ def test_jit_only_runs_numba(monkeypatch):
         jitted = stable_key_order(keys)
     assert np.array_equal(jitted, np.argsort(keys, kind="stable"))
     assert np.array_equal(stable_key_order(keys), jitted)
+
+
+@needs_build
+def test_compiled_kernels_release_the_gil():
+    """A kernel compiled ahead of time runs while this thread runs Python (nogil, as the jit's)."""
+    import threading
+    import time
+
+    from pipeline.kernels.sorting import _radix_order
+
+    ranks = np.random.default_rng(1).integers(0, 1 << 36, 1 << 22)
+    t0 = time.perf_counter()
+    _radix_order(ranks, 36, 12)
+    alone = time.perf_counter() - t0
+    worker = threading.Thread(target=lambda: [_radix_order(ranks, 36, 12) for _ in range(3)])
+    worker.start()
+    gaps, last = [], time.perf_counter()
+    while worker.is_alive():
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+    worker.join()
+    assert max(gaps) < 0.5 * alone  # the GIL held through a call would stop this loop for a whole call

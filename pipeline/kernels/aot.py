@@ -121,15 +121,15 @@ class Kernel:
         self._ahead = _UNSET  # [(matches, compiled function)], empty without a build
         self._jit = None
 
-    def __call__(self, *args):
-        if not _JIT_ONLY:
+    def __call__(self, *args, **kwargs):
+        if not _JIT_ONLY and not kwargs:
             ahead = self._ahead
             if ahead is _UNSET:
                 ahead = self._load_ahead()
             for matches, function in ahead:
                 if matches(args):
                     return function(*args)
-        return self.jitted(*args)
+        return self.jitted(*args, **kwargs)
 
     def _load_ahead(self):
         module = load_ahead(self.py_func.__module__)

@@ -107,3 +107,16 @@ def test_compiled_kernels_release_the_gil():
         last = now
     worker.join()
     assert max(gaps) < 0.5 * alone  # the GIL held through a call would stop this loop for a whole call
+
+
+def test_without_a_build_the_jitted_kernels_run(monkeypatch):
+    """No build for this source (none made, another source, no compiler): numba's jit, same result."""
+    from pipeline.kernels import sorting
+
+    monkeypatch.setattr(aot, "_AHEAD", {})
+    monkeypatch.setattr(aot, "ahead_name", lambda module: "_aot_sorting_none")
+    monkeypatch.setattr(sorting._radix_order, "_ahead", aot._UNSET)
+    assert not sorting._radix_order.compiled_ahead
+    assert not aot.load_all(["pipeline.kernels.sorting"])
+    keys = np.random.default_rng(2).integers(0, 1 << 30, 500)
+    assert np.array_equal(sorting._radix_order(keys, 30, 12), np.argsort(keys, kind="stable"))

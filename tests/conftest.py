@@ -51,6 +51,24 @@ def scheduler_address(cluster) -> str:
     return cluster.scheduler_address
 
 
+# --- kernels ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["ahead", "jit"])
+def kernel_build(request):
+    """Run a module's tests with each build of integrate's kernels (pipeline.kernels.aot): compiled
+    ahead of time (skipped where ``make install`` did not build them) and numba's jitted ones."""
+    from pipeline.kernels import aot
+
+    if request.param == "ahead":
+        if not aot.load_all():
+            pytest.skip("integrate's kernels are not compiled ahead of time here (make install builds them)")
+        yield request.param
+    else:
+        with aot.jit_only():
+            yield request.param
+
+
 # --- golden fixtures (tests/data, made by tests/data/make_goldens.sh) ------------------------------
 
 

@@ -1,5 +1,7 @@
 """Fast kernels against their oracles and against transcriptions of mdx2 1.0.5, across chunkings.
 
+The tests of numba kernels run with both builds: compiled ahead of time and jitted.
+
 * ``bin_chunk`` (numba) == ``bin_chunk_oracle`` (numpy) on every chunk of hypothesis-drawn uneven
   chunkings of small random image stacks, and the whole chain (bin per chunk -> reduce -> finalize)
   == a transcription of mdx2's integrate (``ImageSeries.index``, ``HKLTable.bin``, pandas groupby).
@@ -31,6 +33,7 @@ from pipeline.kernels.partials import finalize, kahan_reduceat, reduce_partials,
 from pipeline.symmetry.expressions import parse_miller_expression
 
 DATA = Path(__file__).parent / "data"
+both_builds = pytest.mark.usefixtures("kernel_build")  # run with both builds of the numba kernels
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # --- mdx2 1.0.5 transcribed (mdx2/utils.py, MIT licence): the interpolation integrate uses ----------
@@ -166,6 +169,7 @@ def assert_rows_equal(a, b):
 # --- binning --------------------------------------------------------------------------------------
 
 
+@both_builds
 @SETTINGS
 @given(data=st.data())
 def test_bin_chunk_equals_oracle_on_uneven_chunkings(data):
@@ -181,6 +185,7 @@ def test_bin_chunk_equals_oracle_on_uneven_chunkings(data):
     assert sum(int(r["counts"].sum()) for r in fast) == int(stack[0][keep].sum())
 
 
+@both_builds
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_bin_chunk_equals_oracle_across_row_tiles(data):
@@ -195,6 +200,7 @@ def test_bin_chunk_equals_oracle_across_row_tiles(data):
     assert_rows_equal(sort_rows(fast), bin_chunk_oracle(pixels, mask, block, phi, iy, ix, seconds, ndiv))
 
 
+@both_builds
 @SETTINGS
 @given(data=st.data())
 def test_chain_equals_mdx2_integrate(data):
@@ -236,6 +242,7 @@ def test_miller_interpolation_equals_mdx2_for_every_axis_order(final_axis):
         assert_rows_equal(sort_rows(fast), bin_chunk_oracle(data, None, block, phi, iy, ix, seconds, ndiv))
 
 
+@both_builds
 def test_bin_chunk_rounds_half_to_even_as_numpy():
     """h * ndiv exactly on a half-integer: numpy's round (as mdx2) sends 0.5 -> 0, 1.5 -> 2, -1.5 -> -2."""
     axes = (np.array([0.0, 1.0, 2.0]), np.array([-0.5, 1.5]), np.array([-0.5, 3.5]))
@@ -254,6 +261,7 @@ def test_bin_chunk_rounds_half_to_even_as_numpy():
         assert rows["pixels"].tolist() == [8, 8]
 
 
+@both_builds
 @pytest.mark.parametrize("bad", [8.0 * (KEY_LIMIT + 1), -8.0 * (KEY_LIMIT + 1), float("nan")])
 def test_bin_chunk_refuses_indices_a_key_cannot_hold(bad):
     """A kept pixel whose round(l * ndiv) is beyond KEY_LIMIT, or NaN, is an error, not a wrong key;
@@ -301,6 +309,7 @@ def pandas_sums_with_reduceat(rows) -> bool:
     return bool(np.all(np.diff(rows["key"]) >= 0)) and rows.size > 2
 
 
+@both_builds
 @SETTINGS
 @given(rows=partial_rows(), max_spread=st.sampled_from([0.1, 0.5, 1.0, 2.5]))
 def test_reduce_partials_equals_oracle(rows, max_spread):
@@ -311,6 +320,7 @@ def test_reduce_partials_equals_oracle(rows, max_spread):
     assert fast["pixels"].sum() == rows["pixels"].sum() and fast["counts"].sum() == rows["counts"].sum()
 
 
+@both_builds
 @SETTINGS
 @given(data=st.data())
 def test_reduce_partials_of_binned_chunks_equals_oracle(data):
@@ -322,6 +332,7 @@ def test_reduce_partials_of_binned_chunks_equals_oracle(data):
     assert_rows_equal(reduce_partials(rows, 1.0), reduce_partials_oracle(rows, 1.0))
 
 
+@both_builds
 @SETTINGS
 @given(
     rows=partial_rows(), max_spread=st.sampled_from([0.1, 1.0]), ndiv=st.sampled_from([(1, 1, 1), (3, 7, 10)])
@@ -340,6 +351,7 @@ def test_reduce_to_table_equals_finalize_of_reduce_partials(rows, max_spread, nd
         )
 
 
+@both_builds
 def test_kahan_reduceat_equals_pandas_groupby_sum():
     """Many groups in shuffled rows (pandas' Kahan path), including values where naive sums differ."""
     rng = np.random.default_rng(5)
@@ -354,6 +366,7 @@ def test_kahan_reduceat_equals_pandas_groupby_sum():
     assert np.any(np.add.reduceat(values[perm][order], starts) != expected)  # the naive sum is not enough
 
 
+@both_builds
 def test_reduce_partials_splits_by_max_spread():
     rows = np.zeros(3, PARTIAL_DTYPE)
     rows["key"] = pack_keys([1, 1, 1], [0, 0, 0], [0, 0, 0])
@@ -539,6 +552,7 @@ def _points(rng, axis, n):
     return rng.permutation(inside).astype(np.float32)
 
 
+@both_builds
 @SETTINGS
 @given(
     seed=st.integers(0, 2**32 - 1),
@@ -593,6 +607,7 @@ def test_correct_rows_equals_oracle(seed, n, block, flags, background, symmetry)
         np.testing.assert_allclose(ours[name], want[name], rtol=1e-6, atol=0, equal_nan=True, err_msg=name)
 
 
+@both_builds
 @settings(max_examples=60, deadline=None)
 @given(
     hkl=hnp.arrays(np.int64, st.tuples(st.integers(0, 400), st.just(3)), elements=st.integers(-40, 40)),
@@ -615,6 +630,7 @@ def test_stable_key_order_equals_argsort(hkl, spread):
     np.testing.assert_array_equal(concat_rows(pieces, PARTIAL_DTYPE), np.concatenate(pieces))
 
 
+@both_builds
 def test_reduce_to_columns_equals_reduce_to_table():
     from pipeline.io.tables import INTEGRATED_SCHEMA
     from pipeline.kernels.partials import reduce_to_columns, reduce_to_table

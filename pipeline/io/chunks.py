@@ -29,10 +29,10 @@ import threading
 import zlib
 
 import h5py
-import numba
 import numpy as np
 
 from pipeline.io import bitshuffle
+from pipeline.kernels.aot import kernel
 
 try:  # libdeflate; optional (falls back to zlib, same output)
     import deflate as _libdeflate
@@ -125,7 +125,7 @@ _SHUFFLE = h5py.h5z.FILTER_SHUFFLE
 _DEFLATE = h5py.h5z.FILTER_DEFLATE
 
 
-@numba.njit(nogil=True, cache=True)
+@kernel(nogil=True, cache=True, signatures=[("uint8[::1]", "int64", "uint8[::1]")])
 def _unshuffle(raw, itemsize, out):
     """Inverse of HDF5's shuffle filter: byte b of element i sits at ``raw[b * n + i]``."""
     n = out.size // itemsize

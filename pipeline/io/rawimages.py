@@ -16,10 +16,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numba
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.kernels.aot import kernel
 
 __all__ = [
     "ExptScan",
@@ -77,7 +77,14 @@ def frame_centres(phi0: float, dphi: float, n: int) -> np.ndarray:
     return phi0 + dphi * np.linspace(0.5, n - 0.5, n)
 
 
-@numba.njit(nogil=True, cache=True)
+@kernel(
+    nogil=True,
+    cache=True,
+    signatures=[
+        (f"{t}[:, :, ::1]", "boolean[:, ::1]", "boolean", "int64", "int32[:, :, ::1]")
+        for t in ("uint16", "uint32", "int32", "int64")
+    ],
+)
 def _to_counts(raw, mask, use_mask, limit, out):
     nphi, ny, nx = raw.shape
     for p in range(nphi):

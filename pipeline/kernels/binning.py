@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import threading
 
-import numba
 import numpy as np
 
+from pipeline.kernels.aot import kernel
 from pipeline.kernels.interpolate import MillerBlock, miller_indices_dense
 from pipeline.kernels.keys import KEY_BITS, KEY_LIMIT, KEY_OFFSET, pack_keys
 
@@ -53,7 +53,7 @@ _PAGE = 64
 _SUMS = 6
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@kernel(nogil=True, cache=True, inline="always")
 def _slot(key, blocks, bits):
     """Row of ``key`` in the block table (linear probing), or of the empty row to fill."""
     mask = (1 << bits) - 1
@@ -99,7 +99,7 @@ def _keep_tables(blocks: np.ndarray, pages: np.ndarray, used: int) -> None:
     _TABLES.kept = (blocks, pages)
 
 
-@numba.njit(nogil=True, cache=True)
+@kernel(nogil=True, cache=True, signatures=[("int64[:, ::1]", "int64[:, ::1]", "int64")])
 def _rehash(blocks, new_blocks, new_bits):
     """Move every block into a (larger) empty block table."""
     for i in range(blocks.shape[0]):
@@ -114,10 +114,17 @@ def _rehash(blocks, new_blocks, new_bits):
 # so the arithmetic runs across the tile's rows in SIMD lanes with no gathers. The accumulation then
 # walks the tile's pixels in C order.
 _TILE = 32
+_F8 = "float64[::1]"
+#: the arguments bin_chunk passes (int32 counts, C-contiguous arrays)
+_BIN_PIXELS = (
+    "int32[:, :, ::1]", "boolean[:, :, ::1]", "boolean", "boolean", "float64[:, :, :, ::1]",
+    "float64[:, :, :, ::1]", "int64[::1]", "int64[::1]", _F8, _F8, _F8, _F8, _F8, _F8, "int64[::1]",
+    "int64[:, ::1]", "float64[:, :, ::1]", "int64[::1]", "int64",
+)  # fmt: skip
 _BAD = np.int64(-2)  # key of a pixel whose indices a key cannot hold (or are NaN)
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@kernel(nogil=True, cache=True, inline="always")
 def _pack_lane(Hf, Kf, Lf, lim):
     """The key of rounded indices (Hf, Kf, Lf), or _BAD beyond KEY_LIMIT (or NaN); branch-free."""
     ok = (abs(Hf) <= lim) & (abs(Kf) <= lim) & (abs(Lf) <= lim)
@@ -128,7 +135,7 @@ def _pack_lane(Hf, Kf, Lf, lim):
     return key if ok else _BAD
 
 
-@numba.njit(nogil=True, cache=True)
+@kernel(nogil=True, cache=True)
 def _tile_keys_fused(p, y0, step1, b1, b2, w1, w2, omw2, nh, nk, nl, lanes, keys):
     """Keys of image rows y0 ... (at most _TILE, to the chunk's last) of frame p into ``keys[x, r]``,
     Miller indices from ``step1``: mdx2's second step (along iy) once per row for its grid points,
@@ -154,7 +161,7 @@ def _tile_keys_fused(p, y0, step1, b1, b2, w1, w2, omw2, nh, nk, nl, lanes, keys
             keys[x, r] = _pack_lane(Hf, Kf, Lf, lim)
 
 
-@numba.njit(nogil=True, cache=True)
+@kernel(nogil=True, cache=True)
 def _tile_keys_dense(p, y0, hkl, nh, nk, nl, keys):
     """Keys of image rows y0 ... (at most _TILE) of frame p, Miller indices read from ``hkl``."""
     lim = np.float64(KEY_LIMIT)
@@ -167,7 +174,7 @@ def _tile_keys_dense(p, y0, hkl, nh, nk, nl, keys):
             keys[x, r] = _pack_lane(Hf, Kf, Lf, lim)
 
 
-@numba.njit(nogil=True, cache=True)
+@kernel(nogil=True, cache=True, signatures=[_BIN_PIXELS])
 def _bin_pixels(
     data,
     mask,
@@ -307,7 +314,7 @@ def _bin_pixels(
     return stop, out_of_range
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@kernel(nogil=True, cache=True, inline="always")
 def _transpose(tile, keys, rows):
     """``keys[r, x] = tile[x, r]`` for the first ``rows`` rows, in blocks of 8 x 8 (in the cache)."""
     nx = tile.shape[0]
@@ -327,7 +334,7 @@ def _transpose(tile, keys, rows):
                     keys[r, x] = tile[x, r]
 
 
-@numba.njit(nogil=True, cache=True)
+@kernel(nogil=True, cache=True, signatures=[("int64[:, ::1]", "float64[:, :, ::1]")])
 def _compact(blocks, pages):
     """The voxels in use (pixels > 0) as keys and sums, block by block."""
     n = 0

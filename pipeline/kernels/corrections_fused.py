@@ -23,9 +23,9 @@ runs. Errors (indices beyond the ASU limit, no operator mapping a row into the A
 numpy path, which raises them with its message.
 
 The kernels' source is :mod:`pipeline.kernels.corrections_numba`. They run from the module that
-``make install`` compiles ahead of time from it (:func:`build_aot`), when it is there and was built
-from the source as it is now (the source's hash is in the module's name): loading it takes a
-millisecond where importing numba and loading the jitted kernels from its cache took 0.3 s; else
+``make install`` compiles ahead of time from it (:mod:`pipeline.kernels.aot`), when it is there and
+was built from the source as it is now (the source's hash is in the module's name): loading it takes
+a millisecond where importing numba and loading the jitted kernels from its cache took 0.3 s; else
 (no build, another source, arrays of other layouts) numba's jitted kernels run. Both builds give the
 same bits (the same LLVM code; the tests run both).
 """
@@ -34,13 +34,9 @@ from __future__ import annotations
 
 import ast
 import functools
-import hashlib
-import importlib
-import os
 import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -48,8 +44,6 @@ from pipeline.symmetry.expressions import MillerExpression
 
 __all__ = [
     "AsuTable",
-    "aot_module_name",
-    "build_aot",
     "compile_asu",
     "fused_columns",
     "fused_plan",
@@ -185,135 +179,33 @@ def fused_plan(rows, ndiv, model) -> FusedPlan | None:
 
 # --- the two builds of the kernels -------------------------------------------------------------------
 
-_C = "[::1]"
-#: the compiled module's functions and their signatures: the dtypes and (C-contiguous) layouts the
-#: plan passes; other arrays go to the jitted kernels
-AOT_EXPORTS = {
-    "correct_kernel": (
-        "_correct_kernel",
-        f"void({', '.join(['float32' + _C] * 7)}, int32{_C}, int32{_C}, float64[:, ::1], float64, "
-        f"float64{_C}, float64{_C}, float64[:, ::1], boolean, float64{_C}, float64{_C}, float64{_C}, "
-        f"float64{_C}, boolean, {', '.join(['float32' + _C] * 4)})",
-    ),
-    "asu_kernel": (
-        "_asu_kernel",
-        f"int64(float32{_C}, float32{_C}, float32{_C}, int64, int64, int64, boolean, int64[:, :, ::1], "
-        f"boolean, int64[:, ::1], int64[:, ::1], boolean{_C}, float32{_C}, float32{_C}, float32{_C}, "
-        f"int32{_C})",
-    ),
-}
-_SOURCE = Path(__file__).with_name("corrections_numba.py")
-
-
-def aot_module_name() -> str:
-    """The name of the module compiled from the kernels' source as it is now (its hash in the name:
-    a module built from another version of the source is never loaded)."""
-    digest = hashlib.sha256(_SOURCE.read_bytes() + repr(AOT_EXPORTS).encode()).hexdigest()
-    return f"_corrections_aot_{digest[:16]}"
-
-
-def build_aot(directory: str | os.PathLike | None = None) -> Path:
-    """Compile the kernels ahead of time (numba's ``pycc``, ~5 s) into an extension module in
-    ``directory`` (default: beside the source, where :func:`load_kernels` finds it), replacing the
-    modules built from earlier versions of the source. The functions release the GIL as the jitted
-    ones do (``nogil``), so a run's threads compute at once. Returns the module's path."""
-    import tempfile
-    import warnings
-
-    directory = Path(directory or _SOURCE.parent)
-    name = aot_module_name()
-    built = [p for p in directory.glob(f"{name}.*") if p.suffix in (".so", ".pyd")]
-    if built:
-        return built[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pycc's pending deprecation
-        import numba.pycc.compiler as pycc_compiler
-        from numba.pycc import CC
-
-    from pipeline.kernels import corrections_numba
-
-    # the jitted kernels' options, which pycc does not take: nogil (pycc's wrappers would hold the
-    # GIL: a run's threads would take turns) and numpy's error model (x / 0 is inf, not an exception)
-    for function, _ in AOT_EXPORTS.values():
-        options = getattr(corrections_numba, function).targetoptions
-        if not (options.get("nogil") and options.get("error_model") == "numpy"):
-            raise RuntimeError(f"{function}: compiled ahead of time with nogil and numpy's error model only")
-
-    class _AsJitted(pycc_compiler.Flags):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.release_gil = True
-            self.error_model = "numpy"
-
-    saved = pycc_compiler.Flags
-    pycc_compiler.Flags = _AsJitted
-    try:
-        with tempfile.TemporaryDirectory(dir=directory, prefix=".aot-") as tmp:
-            cc = CC(name)
-            cc.output_dir = tmp
-            for symbol, (function, signature) in AOT_EXPORTS.items():
-                cc.export(symbol, signature)(getattr(corrections_numba, function).py_func)
-            cc.compile()
-            (module,) = Path(tmp).glob(f"{name}.*")
-            target = directory / module.name
-            os.replace(module, target)  # whole, under its final name
-    finally:
-        pycc_compiler.Flags = saved
-    for old in directory.glob("_corrections_aot_*"):
-        if old.name != target.name:
-            old.unlink(missing_ok=True)
-    return target
-
 
 @dataclass(frozen=True)
 class _Kernels:
     correct: object
     asu: object
-    compiled_ahead: bool  # the module built by build_aot (else numba's jitted kernels)
+    compiled_ahead: bool  # the build compiled ahead of time (else numba's jitted kernels)
 
 
-_LOADED: dict[bool, _Kernels | None] = {}  # by ahead
+_JIT: list[_Kernels] = []
 _LOAD_LOCK = threading.Lock()
 
 
 def load_kernels(ahead: bool = True) -> _Kernels:
-    """The kernels, loaded once: the module compiled ahead of time if ``ahead`` and it is there for
-    this source (``make install`` builds it), else numba's jitted kernels (numba's first load sets
-    up its compiler: ~0.15 s after the 0.15 s of ``import numba``)."""
+    """The kernels: if ``ahead`` and ``make install`` compiled them ahead of time for this source,
+    :mod:`pipeline.kernels.aot`'s (that build for the arrays of its signatures, numba's jit for
+    others); else numba's jitted kernels, loaded once (numba's first load sets up its compiler:
+    ~0.15 s after the 0.15 s of ``import numba``)."""
+    from pipeline.kernels import corrections_numba as source
+
+    kernels = _Kernels(source._correct_kernel, source._asu_kernel, True)
+    if ahead and kernels.correct.compiled_ahead and kernels.asu.compiled_ahead:
+        return kernels
     with _LOAD_LOCK:
-        if ahead and True not in _LOADED:
-            _LOADED[True] = _load_ahead()
-        if ahead and _LOADED[True] is not None:
-            return _LOADED[True]
-        if False not in _LOADED:
-            _LOADED[False] = _load_jit()
-        return _LOADED[False]
-
-
-def _load_ahead() -> _Kernels | None:
-    try:
-        module = importlib.import_module(f"{__package__}.{aot_module_name()}")
-    except (ImportError, OSError):
-        return None
-    return _Kernels(module.correct_kernel, module.asu_kernel, True)
-
-
-def _load_jit() -> _Kernels:
-    """numba's kernels, warmed up. numba checks on its first load whether BLAS is there by importing
-    ``scipy.linalg`` (~0.2 s, when scipy is installed); these kernels use no BLAS, so that import is
-    skipped (numba then computes ``np.vdot`` & co. in loops: no kernel of this package uses them)."""
-    block = "scipy.linalg" not in sys.modules and "numba.np.arraymath" not in sys.modules
-    if block:
-        sys.modules["scipy.linalg.cython_blas"] = None  # an import of it raises ImportError
-    try:
-        from pipeline.kernels import corrections_numba as jit
-
-        kernels = _Kernels(jit._correct_kernel, jit._asu_kernel, False)
-        _call_both(kernels)
-    finally:
-        if block:
-            sys.modules.pop("scipy.linalg.cython_blas", None)
-    return kernels
+        if not _JIT:
+            _JIT.append(_Kernels(kernels.correct.jitted, kernels.asu.jitted, False))
+            _call_both(_JIT[0])  # loaded (or compiled) now, not in a run's first threads
+        return _JIT[0]
 
 
 def _call_both(kernels: _Kernels) -> None:
@@ -331,12 +223,14 @@ def _call_both(kernels: _Kernels) -> None:
 
 
 def warm_up(ahead: bool = True) -> None:
-    """Compile the jitted kernels into numba's cache and (``ahead``) build the module compiled ahead
-    of time; a build that fails is reported on stderr (the jitted kernels then run)."""
+    """Compile the jitted kernels into numba's cache and (``ahead``) build them ahead of time; a build
+    that fails is reported on stderr (the jitted kernels then run)."""
     load_kernels(ahead=False)
     if ahead:
+        from pipeline.kernels import aot
+
         try:
-            build_aot()
+            aot.build("pipeline.kernels.corrections_numba")
         except Exception as exc:  # no compiler, a read-only install, ...: the jitted kernels will do
             print(
                 f"correct's kernels not compiled ahead of time ({type(exc).__name__}: {exc})", file=sys.stderr
@@ -376,18 +270,7 @@ def fused_columns(
     b_rate = grids.bkg_rate if has_bkg else empty
     t = plan.asu
     inputs = [rows[c] for c in ("h", "k", "l", "phi", "iy", "ix", "seconds", "counts", "pixels")]
-    kernels = load_kernels(ahead)
-    if kernels.compiled_ahead:  # the module takes C-contiguous arrays of its signatures' dtypes only
-        f8 = [grids.iy, grids.ix, b_phi, b_iy, b_ix, b_rate]
-        arrays = [*inputs, interleaved, ub, *f8, plan.ops_t, t.forms, t.comparisons, t.table]
-        dtypes = [*(a.dtype for a in inputs), *[np.dtype(np.float64)] * (2 + len(f8))]
-        dtypes += [np.dtype(np.int64)] * 3 + [np.dtype(np.bool_)]
-        ndims = [1] * 9 + [2, 2] + [1] * len(f8) + [3, 2, 2, 1]
-        if not all(
-            a.dtype == d and a.ndim == n and a.flags.c_contiguous
-            for a, d, n in zip(arrays, dtypes, ndims, strict=True)
-        ):
-            kernels = load_kernels(ahead=False)
+    kernels = load_kernels(ahead)  # (arrays the ahead-of-time build does not take run jitted)
     kernels.correct(
         *inputs, ub, det_ub, grids.iy, grids.ix, interleaved, bool(has_bkg),
         b_phi, b_iy, b_ix, b_rate, bool(model.lorentz),

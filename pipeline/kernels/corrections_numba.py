@@ -2,8 +2,9 @@
 them (see :mod:`pipeline.kernels.corrections_fused`, which plans and calls them):
 
 * jitted by numba (``cache=True``: compiled once, then loaded from numba's cache by every process);
-* compiled ahead of time into an extension module by ``make install`` (numba's ``pycc``), which a
-  process loads without importing numba (0.3 s of a 1 s ``correct`` on 4.6 M rows).
+* compiled ahead of time into an extension module by ``make install`` (numba's ``pycc``, through
+  :mod:`pipeline.kernels.aot`, for the signatures below: the dtypes and C-contiguous layouts the plan
+  passes), which a process loads without importing numba (0.3 s of a 1 s ``correct`` on 4.6 M rows).
 
 The same LLVM code either way; ``tests/test_correct_fused.py`` checks both against the numpy path,
 bit for bit.
@@ -11,18 +12,29 @@ bit for bit.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from pipeline.kernels.aot import kernel
 
 __all__ = ["LIMIT"]
 
 LIMIT = 2**29  # as pipeline.kernels.asu.LIMIT
 
+_F4, _F8 = "float32[::1]", "float64[::1]"
+_CORRECT = (
+    *[_F4] * 7, "int32[::1]", "int32[::1]", "float64[:, ::1]", "float64", _F8, _F8, "float64[:, ::1]",
+    "boolean", _F8, _F8, _F8, _F8, "boolean", *[_F4] * 4,
+)  # fmt: skip
+_ASU = (
+    _F4, _F4, _F4, "int64", "int64", "int64", "boolean", "int64[:, :, ::1]", "boolean", "int64[:, ::1]",
+    "int64[:, ::1]", "boolean[::1]", _F4, _F4, _F4, "int32[::1]",
+)  # fmt: skip
+
 
 # --- interpolation ---------------------------------------------------------------------------------
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@kernel(nogil=True, cache=True, inline="always")
 def _fraction(x, axis, inv_step, slopes):
     """``f = np.interp(x, axis, arange(n))`` exactly as numpy computes it (strictly increasing axis,
     n >= 2), then ``corrections._cells``: cell ``int(f)`` clipped to the grid, weight ``f - cell``
@@ -55,12 +67,12 @@ def _fraction(x, axis, inv_step, slopes):
     return b, f - b
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@kernel(nogil=True, cache=True, inline="always")
 def _inv_step(axis):
     return (axis.size - 1) / (axis[axis.size - 1] - axis[0])
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@kernel(nogil=True, cache=True, inline="always")
 def _slopes(axis):
     out = np.empty(axis.size - 1)
     for j in range(axis.size - 1):
@@ -68,7 +80,7 @@ def _slopes(axis):
     return out
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@kernel(nogil=True, cache=True, inline="always")
 def _bilinear(v, j, c00, stride, w00, w01, w10, w11):
     """Grid ``j`` of the interleaved grids ``v`` (padded cells, grids) at a point: the numpy path's
     sum, in its order."""
@@ -79,7 +91,7 @@ def _bilinear(v, j, c00, stride, w00, w01, w10, w11):
     return total
 
 
-@numba.njit(nogil=True, cache=True, error_model="numpy")
+@kernel(nogil=True, cache=True, error_model="numpy", signatures=[_CORRECT])
 def _correct_kernel(
     h, k, l, phi, iy, ix, seconds, counts, pixels, ub, det_ub, g_iy, g_ix, grids,
     has_bkg, b_phi, b_iy, b_ix, b_rate, lorentz, s_out, i_out, e_out, v_out,
@@ -139,13 +151,13 @@ def _correct_kernel(
 # --- asymmetric unit -------------------------------------------------------------------------------
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@kernel(nogil=True, cache=True, inline="always")
 def _wrap32(v):
     """int64 -> the int32 numpy's int32 arithmetic gives (wrapping; a ring homomorphism)."""
     return ((v + 0x80000000) & 0xFFFFFFFF) - 0x80000000
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@kernel(nogil=True, cache=True, inline="always")
 def _image(ops_t, i, a, b, c):
     """``op[i].T @ (a, b, c)`` in int32 arithmetic (as ``asu._apply``), as int64 values."""
     return (
@@ -155,7 +167,7 @@ def _image(ops_t, i, a, b, c):
     )
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@kernel(nogil=True, cache=True, inline="always")
 def _inside(a, b, c, forms, comparisons, table, values):
     """(in the ASU, on one of its planes) for the image (a, b, c); ``values`` is scratch (F,)."""
     for f in range(forms.shape[0]):
@@ -185,7 +197,7 @@ def _inside(a, b, c, forms, comparisons, table, values):
     return table[bits], on_plane
 
 
-@numba.njit(nogil=True, cache=True, error_model="numpy")
+@kernel(nogil=True, cache=True, error_model="numpy", signatures=[_ASU])
 def _asu_kernel(h, k, l, n0, n1, n2, p1, ops_t, guided, forms, comparisons, table, oh, ok, ol, oop):
     """Returns -1, or the first row it cannot map (left to the numpy path's error message)."""
     values = np.empty(forms.shape[0], dtype=np.int64)

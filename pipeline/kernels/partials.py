@@ -11,9 +11,9 @@ the caller partitions by ranges of keys. Output rows are sorted by (H, K, L, n),
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from pipeline.kernels.aot import kernel
 from pipeline.kernels.binning import PARTIAL_DTYPE
 from pipeline.kernels.keys import KEY_BITS, KEY_OFFSET, unpack_keys
 
@@ -58,7 +58,9 @@ def reduce_partials(rows: np.ndarray, max_spread: float) -> np.ndarray:
     return out
 
 
-@numba.njit(nogil=True, cache=True)
+@kernel(
+    nogil=True, cache=True, signatures=[("int64[::1]", *["int64[:]"] * 3, *["float64[:]"] * 4, "float64")]
+)
 def _reduce_sorted(order, key_, pixels_, counts_, phi, iy, ix, seconds, max_spread):
     """Rows taken in ``order`` (sorted by key) -> (key, n, [pixels, counts], [phi, iy, ix, seconds])."""
     size = order.size
@@ -141,6 +143,11 @@ def _reduce_sorted(order, key_, pixels_, counts_, phi, iy, ix, seconds, max_spre
 
 
 _INTEGRATED_FIELDS = ("h", "k", "l", "phi", "iy", "ix", "seconds", "counts", "pixels", "n")
+#: the sums as _reduce_sorted returns them; the columns of mdx2's dtypes, whole or fields of a table
+_FINALIZE_INTO = (
+    "int64[:]", "int64[:]", "int64[:, :]", "float64[:, :]", "int64[::1]", *["float32[:]"] * 7,
+    "int32[:]", "int32[:]", "float64[:]",
+)  # fmt: skip
 
 
 def reduce_to_table(rows: np.ndarray, max_spread: float, ndiv, dtype: np.dtype) -> np.ndarray:
@@ -175,7 +182,7 @@ def _sums(rows: np.ndarray, max_spread: float):
     return _reduce_sorted(order, *columns, float(max_spread))
 
 
-@numba.njit(nogil=True, cache=True)
+@kernel(nogil=True, cache=True, signatures=[_FINALIZE_INTO])
 def _finalize_into(key, n, ints, sums, ndiv, h, k, l, phi, iy, ix, seconds, counts, pixels, n_out):
     """:func:`finalize`'s operations row by row (the same float64 divisions, then the casts)."""
     field = (1 << KEY_BITS) - 1
@@ -209,7 +216,7 @@ def kahan_reduceat(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return _kahan_reduceat(values, np.asarray(starts, dtype=np.int64))
 
 
-@numba.njit(nogil=True, cache=True)
+@kernel(nogil=True, cache=True, signatures=[("float64[:, ::1]", "int64[::1]")])
 def _kahan_reduceat(values, starts):
     # no fastmath: LLVM keeps every IEEE operation as written, so (t - s) - y is not folded to 0
     n, k = values.shape

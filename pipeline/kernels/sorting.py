@@ -13,9 +13,9 @@ which the timsort merges faster than this.)
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from pipeline.kernels.aot import kernel
 from pipeline.kernels.keys import KEY_BITS
 
 __all__ = ["concat_rows", "stable_key_order", "stable_key_order_oracle", "take_rows"]
@@ -25,7 +25,7 @@ _MAX_BITS = 4 * _DIGIT
 _FIELD = (1 << KEY_BITS) - 1
 
 
-@numba.njit(nogil=True, cache=True)
+@kernel(nogil=True, cache=True, signatures=[("int64[::1]",)])
 def _compact_keys(keys):
     """Keys as ranks in the mixed radix of their own (H, K, L) ranges, and the bits those need."""
     n = keys.size
@@ -59,7 +59,7 @@ def _compact_keys(keys):
     return out, bits
 
 
-@numba.njit(nogil=True, cache=True)
+@kernel(nogil=True, cache=True, signatures=[("int64[::1]", "int64", "int64")])
 def _radix_order(ranks, bits, max_digit=_DIGIT):
     """Stable order of non-negative ``ranks`` below ``2**bits``: an LSD radix sort of (rank, index)
     pairs (ranks move with their indices, so every pass reads sequentially); all digit histograms
@@ -105,7 +105,7 @@ def stable_key_order(keys: np.ndarray) -> np.ndarray:
     ranks, bits = _compact_keys(keys)
     if bits > _MAX_BITS:
         return np.argsort(keys, kind="stable")
-    return _radix_order(ranks, bits)
+    return _radix_order(ranks, bits, _DIGIT)
 
 
 def stable_key_order_oracle(keys: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-__all__ = ["prepare_numba", "warm_up"]
+__all__ = ["load_numba", "prepare_numba", "warm_up"]
 
 
 _REST = [(c, np.float32) for c in ("phi", "iy", "ix", "seconds")] + [
@@ -148,11 +148,20 @@ class _WithoutScipyLinalg:
 
 
 def prepare_numba() -> None:
+    """Get the kernels of integrate's path ready before a process runs them in its threads: their
+    builds compiled ahead of time (:mod:`pipeline.kernels.aot`, a millisecond, no numba) when they are
+    all there, else numba's implementations (:func:`load_numba`)."""
+    from pipeline.kernels import aot
+
+    if not aot.load_all():
+        load_numba()
+
+
+def load_numba() -> None:
     """Load numba's implementations (what its first call of any kernel, compiled or cached, does)
     without importing ``scipy.linalg``: numba imports it there only to find a BLAS, which no kernel
     here uses (``np.dot`` and friends, were one to use them, still import it when compiled). That
-    import takes 0.1-0.2 s of every run; a process that runs kernels in its own threads calls this
-    before they start. Later imports of ``scipy.linalg`` are not affected."""
+    import takes 0.1-0.2 s of every run. Later imports of ``scipy.linalg`` are not affected."""
     import sys
 
     if "numba.np.arraymath" in sys.modules:  # loaded already
@@ -169,13 +178,17 @@ def prepare_numba() -> None:
 
 def warm_up() -> float:
     """Compile (or load from the cache) every kernel; returns the seconds it took."""
+    from pipeline.kernels import aot
+
     t0 = time.perf_counter()
     _correct()
-    _bin_and_reduce()
-    _io()
+    with aot.jit_only():  # numba's cache, for the arrays the builds compiled ahead of time do not take
+        _bin_and_reduce()
+        _io()
     _maps()
     scale_kernels()
     _reintegrate()
+    aot.build_all()  # integrate's kernels compiled ahead of time
     return time.perf_counter() - t0
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from pipeline.errors import InputError
 from pipeline.graph.plan import GeometryRef, miller_grid_digest
 from pipeline.io.atomic import save_npy_atomic, write_json_atomic
+from pipeline.io.chunks import thread_buffer
 from pipeline.io.geometry import read_miller_grid
 from pipeline.io.images import ImageStack, MaskStack
 from pipeline.kernels.binning import PARTIAL_DTYPE, bin_chunk
@@ -188,18 +189,6 @@ def _miller_grid(ref: GeometryRef):
         return _keep_grid(ref, grid)
 
 
-_BUFFERS = threading.local()
-
-
-def _read_buffer(nbytes: int) -> np.ndarray:
-    """This thread's buffer for decoding image chunks into, one chunk after another (memory touched
-    once per thread, not once per chunk: see :mod:`pipeline.io.chunks`)."""
-    buf = getattr(_BUFFERS, "images", None)
-    if buf is None or buf.size < nbytes:
-        buf = _BUFFERS.images = np.empty(nbytes, dtype=np.uint8)
-    return buf
-
-
 def _read(reader, slices, path: str, what: str) -> np.ndarray:
     try:
         return reader(slices)
@@ -234,7 +223,8 @@ def bin_task_chunks(task, ctx: MapContext, clock: dict | None = None) -> Iterato
     axes, hkl = _miller_grid(ctx.geometry)
     stack = ctx.stack
     hint = 0
-    buffer = _read_buffer(4 * int(np.prod(stack.storage_chunks)))  # a 4-byte storage chunk's pixels
+    # image chunks are decoded into this thread's buffer, one after another (a 4-byte storage chunk)
+    buffer = thread_buffer("images", 4 * int(np.prod(stack.storage_chunks)))
     with contextlib.ExitStack() as files:
         images = files.enter_context(stack.open())
         masks = files.enter_context(ctx.masks.open()) if ctx.masks else None

@@ -39,7 +39,7 @@ try:  # libdeflate; optional (falls back to zlib, same output)
 except ImportError:  # pragma: no cover - deflate is a dependency, but keep working without it
     _libdeflate = None
 
-__all__ = ["ChunkReader", "CorruptChunkError", "inflate", "inflate_into"]
+__all__ = ["ChunkReader", "CorruptChunkError", "inflate", "inflate_into", "thread_buffer"]
 
 
 class CorruptChunkError(OSError):
@@ -87,14 +87,17 @@ def _libdeflate_c():
     return lib
 
 
-_THREAD = threading.local()  # each thread's libdeflate decompressor and scratch buffer
+_THREAD = threading.local()  # each thread's libdeflate decompressor and buffers
 
 
-def _scratch(nbytes: int) -> np.ndarray:
-    """This thread's scratch buffer of at least ``nbytes`` (uint8), reused from read to read."""
-    buf = getattr(_THREAD, "scratch", None)
+def thread_buffer(name: str, nbytes: int) -> np.ndarray:
+    """This thread's buffer ``name`` (uint8), ``nbytes`` long, reused from call to call: for what is
+    filled and dropped again and again (new memory is slow to touch, see the module docstring). The
+    caller is done with the last contents when it asks again."""
+    buf = getattr(_THREAD, name, None)
     if buf is None or buf.size < nbytes:
-        buf = _THREAD.scratch = np.empty(nbytes, dtype=np.uint8)
+        buf = np.empty(nbytes, dtype=np.uint8)
+        setattr(_THREAD, name, buf)
     return buf[:nbytes]
 
 
@@ -311,7 +314,7 @@ class ChunkReader:
             elif f == _DEFLATE:
                 # HDF5 stores edge chunks whole, so every chunk inflates to chunk_bytes; into this
                 # thread's scratch when a filter follows, else into the result
-                into = self._result(out) if last else _scratch(self.chunk_bytes)
+                into = self._result(out) if last else thread_buffer("scratch", self.chunk_bytes)
                 try:
                     inflate_into(data, into)
                 except ValueError as exc:  # an OSError, as h5py's would be

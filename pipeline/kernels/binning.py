@@ -174,6 +174,17 @@ def _tile_keys_dense(p, y0, hkl, nh, nk, nl, keys):
             keys[x, r] = _pack_lane(Hf, Kf, Lf, lim)
 
 
+@kernel(nogil=True, cache=True, inline="always")
+def _store_sums(pages, page, v, pixels, counts, phi, iy, ix, seconds):
+    """A voxel's running sums back into its table row."""
+    pages[page, v, 0] = pixels
+    pages[page, v, 1] = counts
+    pages[page, v, 2] = phi
+    pages[page, v, 3] = iy
+    pages[page, v, 4] = ix
+    pages[page, v, 5] = seconds
+
+
 @kernel(nogil=True, cache=True, signatures=[_BIN_PIXELS])
 def _bin_pixels(
     data,
@@ -259,12 +270,7 @@ def _bin_pixels(
                         # added to the running total in pixel order, so the float64 sums equal
                         # np.bincount's bit for bit.
                         if last_key != _EMPTY:
-                            pages[page, v, 0] = r_pixels
-                            pages[page, v, 1] = r_counts
-                            pages[page, v, 2] = r_phi
-                            pages[page, v, 3] = r_iy
-                            pages[page, v, 4] = r_ix
-                            pages[page, v, 5] = r_seconds
+                            _store_sums(pages, page, v, r_pixels, r_counts, r_phi, r_iy, r_ix, r_seconds)
                         H = (key >> (2 * KEY_BITS)) - KEY_OFFSET
                         K = ((key >> KEY_BITS) & field) - KEY_OFFSET
                         L = (key & field) - KEY_OFFSET
@@ -303,12 +309,7 @@ def _bin_pixels(
                     r_ix += ix[x]
                     r_seconds += seconds_p
     if last_key != _EMPTY:
-        pages[page, v, 0] = r_pixels
-        pages[page, v, 1] = r_counts
-        pages[page, v, 2] = r_phi
-        pages[page, v, 3] = r_iy
-        pages[page, v, 4] = r_ix
-        pages[page, v, 5] = r_seconds
+        _store_sums(pages, page, v, r_pixels, r_counts, r_phi, r_iy, r_ix, r_seconds)
     state[0] = n_blocks
     state[1] = n_pages
     return stop, out_of_range
